@@ -1,0 +1,208 @@
+//! Command-line flags, named as ingress-nginx names them where they mean the same thing.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::proxy::ProxyOptions;
+use crate::serve::ServeOptions;
+
+#[derive(Parser, Debug)]
+#[command(name = "vestibule", version, about = "A Kubernetes Ingress controller with its own L7 proxy")]
+pub struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve Ingress traffic from Kubernetes manifests in files, watched and applied live.
+    Serve(ServeArgs),
+    /// Run a JSON echo backend (for demos, tests and benchmarks).
+    Echo(EchoArgs),
+    /// Run the cafe example: echo backends, manifests, TLS, on ports 8080 and 8443.
+    Demo(DemoArgs),
+}
+
+/// `NS/NAME` (a bare NAME is in `default`).
+pub fn parse_ns_name(s: &str) -> Result<(String, String), String> {
+    let (ns, name) = s.split_once('/').unwrap_or(("default", s));
+    if ns.is_empty() || name.is_empty() || name.contains('/') {
+        return Err(format!("{s:?}: expected NAMESPACE/NAME"));
+    }
+    Ok((ns.to_string(), name.to_string()))
+}
+
+/// A duration in seconds (`60`), or with a unit (`500ms`, `5s`, `2m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected a duration such as 60, 5s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A size in bytes, with nginx's suffixes: `1m`, `8k`, `1g`; `0` means no limit.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1024),
+        Some('m') => (&t[..t.len() - 1], 1024 * 1024),
+        Some('g') => (&t[..t.len() - 1], 1024 * 1024 * 1024),
+        _ => (t.as_str(), 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a size such as 1m, 8k or 1048576"))?;
+    Ok(if n == 0 { u64::MAX } else { n * mult })
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ListenArgs {
+    /// Address the listeners bind to.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Port for plain HTTP (0 picks a free port).
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// Port for HTTPS (0 picks a free port).
+    #[arg(long, default_value_t = 8443)]
+    pub https_port: u16,
+    /// Port for /healthz (0 picks a free port).
+    #[arg(long, default_value_t = 10254)]
+    pub healthz_port: u16,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// A manifest file or a directory of them (YAML or JSON); repeat for more.
+    #[arg(long = "manifests", required = true)]
+    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RoutingArgs {
+    /// The ingress class name this instance answers to.
+    #[arg(long, default_value = "vestibule")]
+    pub ingress_class: String,
+    /// The spec.controller of IngressClasses that are ours.
+    #[arg(long, default_value = "vestibule.dev/ingress-controller")]
+    pub controller_class: String,
+    /// Also serve Ingresses that name no class.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub watch_ingress_without_class: bool,
+    /// Service (NS/NAME) that answers requests no rule matches; the built-in 404 otherwise.
+    #[arg(long, value_parser = parse_ns_name)]
+    pub default_backend_service: Option<(String, String)>,
+    /// TLS Secret (NS/NAME) served when no certificate matches the SNI name.
+    #[arg(long, value_parser = parse_ns_name)]
+    pub default_ssl_certificate: Option<(String, String)>,
+    /// Redirect HTTP to HTTPS (308) for hosts with TLS.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub ssl_redirect: bool,
+    /// Timeout for connecting to an endpoint.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub proxy_connect_timeout: Duration,
+    /// Longest wait for the next bytes from an endpoint.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub proxy_read_timeout: Duration,
+    /// Largest request body accepted (413 above); 0 for no limit.
+    #[arg(long, default_value = "1m", value_parser = parse_size)]
+    pub proxy_body_size: u64,
+    /// How long a client may take to send its request headers.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub client_header_timeout: Duration,
+    /// Largest request head (request line and headers) accepted (431 above).
+    #[arg(long, default_value = "64k", value_parser = parse_size)]
+    pub max_header_size: u64,
+    /// Most request header fields accepted (431 above).
+    #[arg(long, default_value_t = 100)]
+    pub max_headers: usize,
+    /// Tries per request across endpoints when connecting fails.
+    #[arg(long, default_value_t = 3)]
+    pub proxy_next_upstream_tries: usize,
+}
+
+impl ServeArgs {
+    pub fn into_options(self) -> ServeOptions {
+        let mut o = ServeOptions { manifests: self.manifests, ..Default::default() };
+        apply_listen(&mut o, &self.listen);
+        apply_routing(&mut o, &self.routing);
+        o
+    }
+}
+
+fn apply_listen(o: &mut ServeOptions, l: &ListenArgs) {
+    o.bind = l.bind_address;
+    o.http_port = l.http_port;
+    o.https_port = l.https_port;
+    o.healthz_port = l.healthz_port;
+}
+
+fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {
+    o.ingress_class = r.ingress_class.clone();
+    o.controller_class = r.controller_class.clone();
+    o.watch_without_class = r.watch_ingress_without_class;
+    o.default_backend_service = r.default_backend_service.clone();
+    o.default_ssl_certificate = r.default_ssl_certificate.clone();
+    o.ssl_redirect = r.ssl_redirect;
+    o.proxy = ProxyOptions {
+        connect_timeout: r.proxy_connect_timeout,
+        read_timeout: r.proxy_read_timeout,
+        body_limit: r.proxy_body_size,
+        header_read_timeout: r.client_header_timeout,
+        max_headers: r.max_headers,
+        max_header_bytes: r.max_header_size.min(16 * 1024 * 1024) as usize,
+        upstream_tries: r.proxy_next_upstream_tries.max(1),
+        ..ProxyOptions::default()
+    };
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Service name the echo reports.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Namespace the echo reports.
+    #[arg(long, default_value = "")]
+    pub namespace: String,
+    /// Pod name the echo reports.
+    #[arg(long, default_value = "")]
+    pub pod: String,
+    /// Serve HTTPS with a generated self-signed certificate.
+    #[arg(long)]
+    pub tls: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// Directory of the example manifests; a built-in copy is used when it does not exist.
+    #[arg(long, default_value = "examples/cafe")]
+    pub examples: PathBuf,
+}
+
+impl DemoArgs {
+    pub fn into_options(self) -> crate::demo::DemoOptions {
+        let mut serve = ServeOptions::default();
+        apply_listen(&mut serve, &self.listen);
+        crate::demo::DemoOptions { serve, examples: self.examples }
+    }
+}

@@ -1,0 +1,170 @@
+//! Service backends: Ingress backend → Service port → EndpointSlice port → ready endpoints.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::IngressServiceBackend;
+
+use super::diag::Reason;
+use crate::config::Backend;
+use crate::store::Store;
+
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// EndpointSlices by the namespace and name of the Service they belong to.
+pub struct SliceIndex<'a> {
+    by_service: HashMap<&'a str, HashMap<&'a str, Vec<&'a EndpointSlice>>>,
+}
+
+impl<'a> SliceIndex<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        let mut by_service: HashMap<&str, HashMap<&str, Vec<&EndpointSlice>>> = HashMap::new();
+        for ((ns, _), slice) in &store.endpoint_slices {
+            if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                by_service.entry(ns.as_str()).or_default().entry(svc.as_str()).or_default().push(slice);
+            }
+        }
+        SliceIndex { by_service }
+    }
+
+    pub fn slices(&self, ns: &str, svc: &str) -> &[&'a EndpointSlice] {
+        self.by_service.get(ns).and_then(|m| m.get(svc)).map(|v| v.as_slice()).unwrap_or(&[])
+    }
+}
+
+/// The Service port an Ingress backend names, by number or by name.
+fn service_port<'s>(svc: &'s Service, port: &PortRef) -> Option<&'s ServicePort> {
+    let ports = svc.spec.as_ref()?.ports.as_deref()?;
+    match port {
+        PortRef::Number(n) => ports.iter().find(|p| p.port == *n),
+        PortRef::Name(name) => ports.iter().find(|p| p.name.as_deref() == Some(name.as_str())),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    Number(i32),
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+impl PortRef {
+    pub fn of(b: &IngressServiceBackend) -> Option<PortRef> {
+        let p = b.port.as_ref()?;
+        match (&p.name, p.number) {
+            (_, Some(n)) => Some(PortRef::Number(n)),
+            (Some(name), None) => Some(PortRef::Name(name.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Ready, non-terminating endpoint addresses for one Service port.
+pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAddr> {
+    let want = port.name.as_deref().unwrap_or("");
+    let mut out = Vec::new();
+    for slice in slices {
+        if slice.address_type == "FQDN" {
+            continue;
+        }
+        let Some(slice_port) = slice
+            .ports
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or("") == want)
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        let Ok(slice_port) = u16::try_from(slice_port) else { continue };
+        for ep in slice.endpoints.iter().flatten() {
+            let cond = ep.conditions.as_ref();
+            let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+            let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+            if !ready || terminating {
+                continue;
+            }
+            for addr in &ep.addresses {
+                if let Ok(ip) = addr.parse::<IpAddr>() {
+                    out.push(SocketAddr::new(ip, slice_port));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Resolves backends once per compile, so that every route to one Service port shares one
+/// `Backend` (and one round-robin cursor).
+pub struct Resolver<'a> {
+    store: &'a Store,
+    slices: SliceIndex<'a>,
+    cache: HashMap<(String, String, PortRef), (Arc<Backend>, Option<(Reason, String)>)>,
+}
+
+impl<'a> Resolver<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Resolver { store, slices: SliceIndex::new(store), cache: HashMap::new() }
+    }
+
+    /// The backend for `ns/service:port`, and what is wrong with it if requests will get 503.
+    pub fn resolve(&mut self, ns: &str, service: &str, port: &PortRef) -> (Arc<Backend>, Option<(Reason, String)>) {
+        let key = (ns.to_string(), service.to_string(), port.clone());
+        if let Some(hit) = self.cache.get(&key) {
+            return hit.clone();
+        }
+        let port_label = port.to_string();
+        let (endpoints, problem) = match self.store.services.get(&(ns.to_string(), service.to_string())) {
+            None => (Vec::new(), Some((Reason::ServiceNotFound, format!("Service {ns}/{service} not found; requests answer 503")))),
+            Some(svc) => {
+                if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+                    (Vec::new(), Some((Reason::Unsupported, format!("Service {ns}/{service} is of type ExternalName, not supported yet; requests answer 503"))))
+                } else {
+                    match service_port(svc, port) {
+                        None => (
+                            Vec::new(),
+                            Some((Reason::ServicePortNotFound, format!("Service {ns}/{service} has no port {port_label}; requests answer 503"))),
+                        ),
+                        Some(sp) => {
+                            let eps = endpoints(self.slices.slices(ns, service), sp);
+                            if eps.is_empty() {
+                                (Vec::new(), Some((Reason::NoReadyEndpoints, format!("Service {ns}/{service} port {port_label} has no ready endpoints; requests answer 503"))))
+                            } else {
+                                (eps, None)
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let backend = Arc::new(Backend::new(ns, service, &port_label, endpoints, problem.as_ref().map(|p| p.1.clone())));
+        let out = (backend, problem);
+        self.cache.insert(key, out.clone());
+        out
+    }
+
+    /// The backend for `--default-backend-service`: the Service's first port.
+    pub fn resolve_first_port(&mut self, ns: &str, service: &str) -> (Arc<Backend>, Option<(Reason, String)>) {
+        let port = self
+            .store
+            .services
+            .get(&(ns.to_string(), service.to_string()))
+            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port))
+            .unwrap_or(80);
+        self.resolve(ns, service, &PortRef::Number(port))
+    }
+}

@@ -1,0 +1,304 @@
+//! Compile: a pure function from the object store to the data plane's `Config`, plus
+//! diagnostics. No I/O, no clocks, no randomness: the same store always gives the same answer.
+//!
+//! Everything the Ingress spec means lives here: class ownership, host and path rules, merging
+//! of Ingresses on one host and its conflicts, default backends, Service → endpoints, and TLS.
+
+pub mod backend;
+pub mod class;
+pub mod diag;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use rustls::sign::CertifiedKey;
+
+pub use diag::{Diagnostic, Reason, Severity};
+
+use crate::config::{Config, HostDefault, PathKind, Route, VirtualHost};
+use crate::store::{Key, ObjRef, Store};
+use backend::{PortRef, Resolver};
+
+/// Annotations that switch the HTTP→HTTPS redirect off for one Ingress.
+pub const SSL_REDIRECT_ANNOTATIONS: [&str; 2] = ["nginx.ingress.kubernetes.io/ssl-redirect", "vestibule.dev/ssl-redirect"];
+
+/// The controller's settings that change what the objects mean.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `--ingress-class`: the class name we answer to.
+    pub ingress_class: String,
+    /// `--controller-class`: the `spec.controller` of IngressClasses that are ours.
+    pub controller_class: String,
+    /// `--watch-ingress-without-class`.
+    pub watch_without_class: bool,
+    /// `--default-backend-service`.
+    pub default_backend_service: Option<Key>,
+    /// `--default-ssl-certificate`.
+    pub default_ssl_certificate: Option<Key>,
+    /// Redirect plain HTTP to HTTPS for hosts with TLS (ingress-nginx's `ssl-redirect`).
+    pub ssl_redirect: bool,
+    /// The certificate served when nothing else fits (generated at start).
+    pub fallback_cert: Arc<CertifiedKey>,
+}
+
+impl Settings {
+    pub fn new(fallback_cert: Arc<CertifiedKey>) -> Self {
+        Settings {
+            ingress_class: "vestibule".into(),
+            controller_class: "vestibule.dev/ingress-controller".into(),
+            watch_without_class: true,
+            default_backend_service: None,
+            default_ssl_certificate: None,
+            ssl_redirect: true,
+            fallback_cert,
+        }
+    }
+}
+
+/// Oldest first, then by namespace/name: the order in which Ingresses win conflicts.
+fn age_key(ing: &Ingress) -> (bool, Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, String, String) {
+    let ts = ing.metadata.creation_timestamp.clone();
+    (ts.is_none(), ts, ing.metadata.namespace.clone().unwrap_or_default(), ing.metadata.name.clone().unwrap_or_default())
+}
+
+/// Turns a path as written into the path as matched, with its kind.
+pub fn route_path(path: Option<&str>, path_type: &str) -> (String, PathKind) {
+    let path = path.unwrap_or("");
+    if path_type == "Exact" {
+        (path.to_string(), PathKind::Exact)
+    } else {
+        (path.trim_end_matches('/').to_string(), PathKind::Prefix)
+    }
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    resolver: Resolver<'a>,
+    diags: Vec<Diagnostic>,
+    vhosts: BTreeMap<String, VirtualHost>,
+    claimed: HashMap<(String, String, PathKind), Arc<ObjRef>>,
+}
+
+impl<'a> Builder<'a> {
+    fn diag(&mut self, sev: Severity, obj: &ObjRef, field: impl Into<String>, reason: Reason, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::new(sev, obj, field, reason, msg));
+    }
+
+    /// Resolves an Ingress backend; `None` when it can never route (a resource backend).
+    fn backend(&mut self, ing: &ObjRef, field: &str, b: &IngressBackend) -> Option<Arc<crate::config::Backend>> {
+        let Some(svc) = &b.service else {
+            self.diag(Severity::Warning, ing, field, Reason::Unsupported, "resource backends are not supported; this backend is skipped");
+            return None;
+        };
+        let port = PortRef::of(svc)?;
+        let (backend, problem) = self.resolver.resolve(&ing.namespace, &svc.name, &port);
+        if let Some((reason, msg)) = problem {
+            self.diag(Severity::Warning, ing, format!("{field}.service"), reason, msg);
+        }
+        Some(backend)
+    }
+
+    fn add_ingress(&mut self, ing: &Ingress, tls_hosts: &HashSet<String>, ssl_redirect: bool) -> Option<HostDefault> {
+        let oref = Arc::new(ObjRef::new("Ingress", ing.metadata.namespace.as_deref().unwrap_or(""), ing.metadata.name.as_deref().unwrap_or("")));
+        let spec = ing.spec.as_ref()?;
+        let redirect_annotation = ing
+            .metadata
+            .annotations
+            .as_ref()
+            .map(|a| SSL_REDIRECT_ANNOTATIONS.iter().any(|k| a.get(*k).map(|v| v == "false").unwrap_or(false)))
+            .unwrap_or(false);
+        let rules = spec.rules.as_deref().unwrap_or(&[]);
+        let default = match &spec.default_backend {
+            Some(b) => self.backend(&oref, "spec.defaultBackend", b).map(|backend| HostDefault { backend, ingress: oref.clone() }),
+            None => None,
+        };
+        for (i, rule) in rules.iter().enumerate() {
+            let host = rule.host.as_deref().map(|h| h.to_ascii_lowercase()).unwrap_or_else(|| "*".to_string());
+            let is_tls = tls_hosts.contains(&host);
+            let vhost = self.vhosts.entry(host.clone()).or_insert_with(|| VirtualHost { name: host.clone(), tls: is_tls, ..Default::default() });
+            if let Some(d) = &default {
+                if vhost.default.is_none() {
+                    vhost.default = Some(d.clone());
+                }
+            }
+            let Some(http) = &rule.http else { continue };
+            for (j, p) in http.paths.iter().enumerate() {
+                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                let (path, kind) = route_path(p.path.as_deref(), &p.path_type);
+                let claim = (host.clone(), path.clone(), kind);
+                if let Some(winner) = self.claimed.get(&claim) {
+                    if **winner != *oref {
+                        let msg = format!(
+                            "host {host:?} path {:?} ({}) is already served by {winner}, which is older; this path is not used",
+                            p.path.as_deref().unwrap_or("/"),
+                            p.path_type
+                        );
+                        self.diag(Severity::Warning, &oref, &field, Reason::PathConflict, msg);
+                    }
+                    continue;
+                }
+                let Some(backend) = self.backend(&oref, &format!("{field}.backend"), &p.backend) else { continue };
+                self.claimed.insert(claim, oref.clone());
+                let vhost = self.vhosts.get_mut(&host).expect("inserted above");
+                vhost.routes.push(Route {
+                    path,
+                    rule_path: p.path.clone().unwrap_or_else(|| "/".into()),
+                    kind,
+                    backend,
+                    ingress: oref.clone(),
+                    ssl_redirect: is_tls && ssl_redirect && !redirect_annotation,
+                });
+            }
+        }
+        // A rule-less Ingress with a defaultBackend is a candidate catch-all for unmatched hosts.
+        if rules.is_empty() { default } else { None }
+    }
+
+    /// The certificate of a TLS Secret, or a diagnostic saying why it cannot be used.
+    fn secret_cert(&mut self, owner: &ObjRef, field: &str, ns: &str, name: &str, cache: &mut HashMap<Key, Option<Arc<CertifiedKey>>>) -> Option<Arc<CertifiedKey>> {
+        let key = (ns.to_string(), name.to_string());
+        if let Some(hit) = cache.get(&key) {
+            return hit.clone();
+        }
+        let result = match self.store.secrets.get(&key) {
+            None => Err((Reason::SecretNotFound, format!("Secret {ns}/{name} not found; the default certificate is served"))),
+            Some(secret) => cert_of_secret(secret).map_err(|e| (Reason::SecretInvalid, format!("Secret {ns}/{name}: {e}; the default certificate is served"))),
+        };
+        let out = match result {
+            Ok(ck) => Some(Arc::new(ck)),
+            Err((reason, msg)) => {
+                self.diag(Severity::Warning, owner, field, reason, msg);
+                None
+            }
+        };
+        cache.insert(key, out.clone());
+        out
+    }
+}
+
+/// The value of a key in a Secret, from `stringData` (files) or `data`.
+fn secret_value<'s>(secret: &'s Secret, key: &str) -> Option<&'s [u8]> {
+    if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Some(v.as_bytes());
+    }
+    secret.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.as_slice())
+}
+
+pub fn cert_of_secret(secret: &Secret) -> Result<CertifiedKey, String> {
+    let crt = secret_value(secret, "tls.crt").ok_or("has no tls.crt")?;
+    let key = secret_value(secret, "tls.key").ok_or("has no tls.key")?;
+    crate::tls::certified_key_from_pem(crt, key)
+}
+
+/// Builds the data plane's configuration from the store.
+pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) {
+    let mut b = Builder { store, resolver: Resolver::new(store), diags: Vec::new(), vhosts: BTreeMap::new(), claimed: HashMap::new() };
+    let default_class = class::we_are_default(store, settings);
+
+    // Which Ingresses are ours and valid, oldest first.
+    let mut owned: Vec<&Ingress> = Vec::new();
+    for ing in store.ingresses.values() {
+        let oref = ObjRef::new("Ingress", ing.metadata.namespace.as_deref().unwrap_or(""), ing.metadata.name.as_deref().unwrap_or(""));
+        if let Err(why) = class::owns(ing, store, settings, default_class) {
+            b.diag(Severity::Info, &oref, "spec.ingressClassName", Reason::ClassIgnored, format!("ignored: {why}"));
+            continue;
+        }
+        let errors = validate::ingress(ing);
+        if !errors.is_empty() {
+            for e in errors {
+                b.diag(Severity::Error, &oref, e.field, Reason::InvalidField, format!("{}; the Ingress is skipped", e.message));
+            }
+            continue;
+        }
+        owned.push(ing);
+    }
+    owned.sort_by_key(|i| age_key(i));
+
+    // Hosts with TLS configured, from every Ingress we own.
+    let mut tls_hosts: HashSet<String> = HashSet::new();
+    for ing in &owned {
+        let spec = ing.spec.as_ref().expect("validated");
+        for tls in spec.tls.as_deref().unwrap_or(&[]) {
+            match tls.hosts.as_deref() {
+                Some(hosts) if !hosts.is_empty() => tls_hosts.extend(hosts.iter().map(|h| h.to_ascii_lowercase())),
+                _ => tls_hosts.extend(spec.rules.as_deref().unwrap_or(&[]).iter().filter_map(|r| r.host.as_ref().map(|h| h.to_ascii_lowercase()))),
+            }
+        }
+    }
+
+    let mut catch_all: Option<HostDefault> = None;
+    for ing in &owned {
+        if let Some(d) = b.add_ingress(ing, &tls_hosts, settings.ssl_redirect) {
+            match &catch_all {
+                None => catch_all = Some(d),
+                Some(winner) => {
+                    let msg = format!("{} is older and already provides the default backend for unmatched hosts; this one is not used", winner.ingress);
+                    let oref = (*d.ingress).clone();
+                    b.diag(Severity::Warning, &oref, "spec.defaultBackend", Reason::DefaultConflict, msg);
+                }
+            }
+        }
+    }
+    let global_default = match catch_all {
+        Some(d) => Some(d),
+        None => settings.default_backend_service.as_ref().map(|(ns, name)| {
+            let oref = ObjRef::new("Service", ns, name);
+            let (backend, problem) = b.resolver.resolve_first_port(ns, name);
+            if let Some((reason, msg)) = problem {
+                b.diag(Severity::Warning, &oref, "--default-backend-service", reason, msg);
+            }
+            HostDefault { backend, ingress: Arc::new(oref) }
+        }),
+    };
+
+    // TLS certificates by host, oldest Ingress first.
+    let default_cert = match &settings.default_ssl_certificate {
+        Some((ns, name)) => {
+            let oref = ObjRef::new("Secret", ns, name);
+            let mut cache = HashMap::new();
+            b.secret_cert(&oref, "--default-ssl-certificate", ns, name, &mut cache).unwrap_or_else(|| settings.fallback_cert.clone())
+        }
+        None => settings.fallback_cert.clone(),
+    };
+    let mut config = Config::new(default_cert);
+    let mut cert_cache: HashMap<Key, Option<Arc<CertifiedKey>>> = HashMap::new();
+    for ing in &owned {
+        let ns = ing.metadata.namespace.as_deref().unwrap_or("");
+        let oref = ObjRef::new("Ingress", ns, ing.metadata.name.as_deref().unwrap_or(""));
+        let spec = ing.spec.as_ref().expect("validated");
+        for (i, tls) in spec.tls.as_deref().unwrap_or(&[]).iter().enumerate() {
+            let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else { continue };
+            let Some(cert) = b.secret_cert(&oref, &format!("spec.tls[{i}].secretName"), ns, secret, &mut cert_cache) else { continue };
+            let hosts: Vec<String> = match tls.hosts.as_deref() {
+                Some(h) if !h.is_empty() => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                _ => spec.rules.as_deref().unwrap_or(&[]).iter().filter_map(|r| r.host.as_ref().map(|h| h.to_ascii_lowercase())).collect(),
+            };
+            for host in hosts {
+                match host.strip_prefix("*.") {
+                    Some(parent) => config.tls.wildcard.entry(parent.to_string()).or_insert_with(|| cert.clone()),
+                    None => config.tls.exact.entry(host).or_insert_with(|| cert.clone()),
+                };
+            }
+        }
+    }
+
+    for (name, mut vhost) in std::mem::take(&mut b.vhosts) {
+        vhost.sort_routes();
+        let vhost = Arc::new(vhost);
+        if name == "*" {
+            config.hostless = Some(vhost);
+        } else if let Some(parent) = name.strip_prefix("*.") {
+            config.wildcard.insert(parent.to_string(), vhost);
+        } else {
+            config.exact.insert(name, vhost);
+        }
+    }
+    config.default_backend = global_default;
+    let mut diags = b.diags;
+    diags.sort();
+    diags.dedup();
+    (config, diags)
+}

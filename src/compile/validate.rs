@@ -1,0 +1,184 @@
+//! The checks the Kubernetes API server applies to an Ingress, so that objects read from files
+//! obey the same rules as objects read from a cluster.
+
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+
+/// One invalid field: its path inside the object and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(errors: &mut Vec<FieldError>, field: String, message: impl Into<String>) {
+    errors.push(FieldError { field, message: message.into() });
+}
+
+/// A DNS-1123 subdomain: lowercase labels of `[a-z0-9-]`, not starting or ending with `-`.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// Checks an Ingress host: a DNS-1123 subdomain, optionally with a `*.` wildcard prefix; no IP.
+pub fn host_error(host: &str) -> Option<String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Some(format!("{host:?}: must be a DNS name, not an IP address"));
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    if !is_dns1123_subdomain(name) {
+        return Some(format!(
+            "{host:?}: must be a lowercase DNS-1123 name (letters, digits, '-' and '.'), optionally starting with \"*.\""
+        ));
+    }
+    None
+}
+
+pub fn path_error(path: &str, path_type: &str) -> Option<String> {
+    if path_type == "ImplementationSpecific" && path.is_empty() {
+        return None;
+    }
+    if !path.starts_with('/') {
+        return Some(format!("{path:?}: must be an absolute path starting with '/'"));
+    }
+    if path_type != "ImplementationSpecific" {
+        for bad in ["//", "/./", "/../", "%2f", "%2F"] {
+            if path.contains(bad) {
+                return Some(format!("{path:?}: must not contain {bad:?}"));
+            }
+        }
+        for bad in ["/..", "/."] {
+            if path.ends_with(bad) {
+                return Some(format!("{path:?}: must not end with {bad:?}"));
+            }
+        }
+    }
+    if path.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'{' || b == b'}' || b == b';') {
+        return Some(format!("{path:?}: must not contain spaces, control characters, '{{', '}}' or ';'"));
+    }
+    None
+}
+
+fn backend(errors: &mut Vec<FieldError>, field: &str, b: &IngressBackend) {
+    match (&b.service, &b.resource) {
+        (Some(_), Some(_)) => err(errors, field.to_string(), "only one of service and resource may be set"),
+        (None, None) => err(errors, field.to_string(), "one of service or resource must be set"),
+        (Some(svc), None) => {
+            if !is_dns1123_label(&svc.name) {
+                err(errors, format!("{field}.service.name"), format!("{:?}: must be a DNS-1035 label", svc.name));
+            }
+            match &svc.port {
+                None => err(errors, format!("{field}.service.port"), "port.name or port.number is required"),
+                Some(p) => match (&p.name, p.number) {
+                    (Some(_), Some(_)) => err(errors, format!("{field}.service.port"), "only one of name and number may be set"),
+                    (None, None) => err(errors, format!("{field}.service.port"), "port.name or port.number is required"),
+                    (Some(n), None) if n.is_empty() || n.len() > 15 || !n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') => {
+                        err(errors, format!("{field}.service.port.name"), format!("{n:?}: must be an IANA service name"))
+                    }
+                    (None, Some(n)) if !(1..=65535).contains(&n) => {
+                        err(errors, format!("{field}.service.port.number"), format!("{n}: must be between 1 and 65535"))
+                    }
+                    _ => {}
+                },
+            }
+        }
+        (None, Some(_)) => {}
+    }
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    !s.contains('.') && is_dns1123_subdomain(s) && s.len() <= 63
+}
+
+/// All field errors of an Ingress, as the API server would report them.
+pub fn ingress(ing: &Ingress) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    match ing.metadata.name.as_deref() {
+        None | Some("") => err(&mut errors, "metadata.name".into(), "is required"),
+        Some(n) if !is_dns1123_subdomain(n) => err(&mut errors, "metadata.name".into(), format!("{n:?}: must be a lowercase DNS-1123 name")),
+        _ => {}
+    }
+    let Some(spec) = &ing.spec else {
+        err(&mut errors, "spec".into(), "is required");
+        return errors;
+    };
+    if let Some(b) = &spec.default_backend {
+        backend(&mut errors, "spec.defaultBackend", b);
+    }
+    let rules = spec.rules.as_deref().unwrap_or(&[]);
+    if rules.is_empty() && spec.default_backend.is_none() {
+        err(&mut errors, "spec".into(), "either spec.defaultBackend or spec.rules must be set");
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        if let Some(host) = rule.host.as_deref() {
+            if let Some(m) = host_error(host) {
+                err(&mut errors, format!("spec.rules[{i}].host"), m);
+            }
+        }
+        if let Some(http) = &rule.http {
+            if http.paths.is_empty() {
+                err(&mut errors, format!("spec.rules[{i}].http.paths"), "must have at least one path");
+            }
+            for (j, p) in http.paths.iter().enumerate() {
+                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                match p.path_type.as_str() {
+                    "Exact" | "Prefix" | "ImplementationSpecific" => {
+                        if let Some(m) = path_error(p.path.as_deref().unwrap_or(""), &p.path_type) {
+                            err(&mut errors, format!("{field}.path"), m);
+                        }
+                    }
+                    "" => err(&mut errors, format!("{field}.pathType"), "is required: Exact, Prefix or ImplementationSpecific"),
+                    other => err(
+                        &mut errors,
+                        format!("{field}.pathType"),
+                        format!("{other:?}: must be Exact, Prefix or ImplementationSpecific"),
+                    ),
+                }
+                backend(&mut errors, &format!("{field}.backend"), &p.backend);
+            }
+        }
+    }
+    for (i, tls) in spec.tls.as_deref().unwrap_or(&[]).iter().enumerate() {
+        for (j, host) in tls.hosts.as_deref().unwrap_or(&[]).iter().enumerate() {
+            if let Some(m) = host_error(host) {
+                err(&mut errors, format!("spec.tls[{i}].hosts[{j}]"), m);
+            }
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert!(host_error("foo.com").is_none());
+        assert!(host_error("*.foo.com").is_none());
+        assert!(host_error("Foo.com").is_some());
+        assert!(host_error("10.0.0.1").is_some());
+        assert!(host_error("foo..com").is_some());
+        assert!(host_error("*foo.com").is_some());
+        assert!(host_error("a.*.com").is_some());
+    }
+
+    #[test]
+    fn paths() {
+        assert!(path_error("/", "Prefix").is_none());
+        assert!(path_error("/a/b", "Exact").is_none());
+        assert!(path_error("a", "Prefix").is_some());
+        assert!(path_error("/a//b", "Prefix").is_some());
+        assert!(path_error("/a/..", "Prefix").is_some());
+        assert!(path_error("/a%2fb", "Exact").is_some());
+        assert!(path_error("", "ImplementationSpecific").is_none());
+        assert!(path_error("/a;b", "Prefix").is_some());
+    }
+}

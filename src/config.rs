@@ -1,0 +1,239 @@
+//! The configuration the data plane consumes: built whole by `compile`, swapped atomically.
+//!
+//! Virtual hosts → routes → backends → endpoints, and TLS certificates by SNI name. Nothing in
+//! here is ever mutated after it is built, except the round-robin cursors of backends.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustls::sign::CertifiedKey;
+
+use crate::store::ObjRef;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum PathKind {
+    Exact,
+    Prefix,
+}
+
+/// Where matched requests go: the endpoints of one Service port.
+#[derive(Debug)]
+pub struct Backend {
+    /// `namespace-service-port`, as ingress-nginx names its upstreams.
+    pub name: String,
+    pub namespace: String,
+    pub service: String,
+    /// The Service port as the Ingress named it (number or name).
+    pub port: String,
+    pub endpoints: Vec<SocketAddr>,
+    /// Why this backend has no endpoints, when it has none (answered with 503).
+    pub unavailable: Option<String>,
+    cursor: AtomicUsize,
+}
+
+impl Backend {
+    pub fn new(namespace: &str, service: &str, port: &str, endpoints: Vec<SocketAddr>, unavailable: Option<String>) -> Self {
+        Backend {
+            name: format!("{namespace}-{service}-{port}"),
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            port: port.to_string(),
+            endpoints,
+            unavailable,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The index of the endpoint the next request starts at (round-robin).
+    pub fn next_start(&self) -> usize {
+        let n = self.endpoints.len().max(1);
+        self.cursor.fetch_add(1, Ordering::Relaxed) % n
+    }
+}
+
+/// One path of one host.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The path as matched: for Prefix without its trailing slash ("" for "/").
+    pub path: String,
+    /// The path as the Ingress wrote it (used in logs and metrics labels).
+    pub rule_path: String,
+    pub kind: PathKind,
+    pub backend: Arc<Backend>,
+    pub ingress: Arc<ObjRef>,
+    pub ssl_redirect: bool,
+}
+
+impl Route {
+    /// Whether `path` (already normalised, no query) matches this route.
+    pub fn matches(&self, path: &str) -> bool {
+        match self.kind {
+            PathKind::Exact => path == self.path,
+            PathKind::Prefix => {
+                if self.path.is_empty() {
+                    return true;
+                }
+                match path.strip_prefix(self.path.as_str()) {
+                    Some(rest) => rest.is_empty() || rest.starts_with('/'),
+                    None => false,
+                }
+            }
+        }
+    }
+}
+
+/// What a host does with a path no route matched.
+#[derive(Debug, Clone)]
+pub struct HostDefault {
+    pub backend: Arc<Backend>,
+    pub ingress: Arc<ObjRef>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VirtualHost {
+    /// The host as written in the rules: `foo.com`, `*.foo.com`, or `*` for rules without host.
+    pub name: String,
+    /// Sorted so that the first match is the best: longest path first, Exact before Prefix.
+    pub routes: Vec<Route>,
+    pub default: Option<HostDefault>,
+    /// The host is listed under an Ingress's `spec.tls`: plain HTTP is redirected.
+    pub tls: bool,
+}
+
+impl VirtualHost {
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+
+    pub fn sort_routes(&mut self) {
+        self.routes.sort_by(|a, b| {
+            b.path
+                .len()
+                .cmp(&a.path.len())
+                .then_with(|| (a.kind != PathKind::Exact).cmp(&(b.kind != PathKind::Exact)))
+        });
+    }
+}
+
+/// TLS certificates by SNI name.
+#[derive(Debug, Clone)]
+pub struct TlsCerts {
+    pub exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the parent domain: `*.foo.com` is stored under `foo.com`.
+    pub wildcard: HashMap<String, Arc<CertifiedKey>>,
+    pub default: Arc<CertifiedKey>,
+}
+
+impl TlsCerts {
+    pub fn new(default: Arc<CertifiedKey>) -> Self {
+        TlsCerts { exact: HashMap::new(), wildcard: HashMap::new(), default }
+    }
+
+    /// The certificate for an SNI name (already lowercase): exact, then one-label wildcard,
+    /// then the default. Never fails.
+    pub fn resolve(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        if let Some(name) = sni {
+            if let Some(c) = self.exact.get(name) {
+                return c.clone();
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(c) = self.wildcard.get(parent) {
+                    return c.clone();
+                }
+            }
+        }
+        self.default.clone()
+    }
+}
+
+/// Everything the data plane needs to answer a request.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub exact: HashMap<String, Arc<VirtualHost>>,
+    /// Keyed by the parent domain: `*.foo.com` is stored under `foo.com`.
+    pub wildcard: HashMap<String, Arc<VirtualHost>>,
+    /// Rules without a host: they match every host not matched above.
+    pub hostless: Option<Arc<VirtualHost>>,
+    /// Where requests no host or path matched go; `None` is the built-in 404.
+    pub default_backend: Option<HostDefault>,
+    pub tls: TlsCerts,
+}
+
+/// What the router decided for one request.
+#[derive(Debug)]
+pub enum Target<'a> {
+    Route { vhost: &'a VirtualHost, route: &'a Route },
+    HostDefault { vhost: &'a VirtualHost, default: &'a HostDefault },
+    Default(&'a HostDefault),
+    NotFound,
+}
+
+impl<'a> Target<'a> {
+    pub fn backend(&self) -> Option<&'a Arc<Backend>> {
+        match self {
+            Target::Route { route, .. } => Some(&route.backend),
+            Target::HostDefault { default, .. } => Some(&default.backend),
+            Target::Default(d) => Some(&d.backend),
+            Target::NotFound => None,
+        }
+    }
+
+    pub fn ssl_redirect(&self) -> bool {
+        match self {
+            Target::Route { route, .. } => route.ssl_redirect,
+            Target::HostDefault { vhost, .. } => vhost.tls,
+            _ => false,
+        }
+    }
+}
+
+impl Config {
+    pub fn new(default_cert: Arc<CertifiedKey>) -> Self {
+        Config {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            hostless: None,
+            default_backend: None,
+            tls: TlsCerts::new(default_cert),
+        }
+    }
+
+    /// The virtual host for a request host (lowercase, without port): exact, then one-label
+    /// wildcard, then the host-less rules.
+    pub fn vhost(&self, host: &str) -> Option<&VirtualHost> {
+        if let Some(v) = self.exact.get(host) {
+            return Some(v);
+        }
+        if let Some((_, parent)) = host.split_once('.') {
+            if let Some(v) = self.wildcard.get(parent) {
+                return Some(v);
+            }
+        }
+        self.hostless.as_deref()
+    }
+
+    /// Routes a request by host (lowercase, no port) and normalised path.
+    pub fn route(&self, host: &str, path: &str) -> Target<'_> {
+        if let Some(vhost) = self.vhost(host) {
+            if let Some(route) = vhost.find(path) {
+                return Target::Route { vhost, route };
+            }
+            if let Some(default) = &vhost.default {
+                return Target::HostDefault { vhost, default };
+            }
+            // A host whose rules do not match falls to the default backend, still redirected
+            // to HTTPS when the host has TLS.
+            if vhost.tls {
+                if let Some(d) = &self.default_backend {
+                    return Target::HostDefault { vhost, default: d };
+                }
+            }
+        }
+        match &self.default_backend {
+            Some(d) => Target::Default(d),
+            None => Target::NotFound,
+        }
+    }
+}

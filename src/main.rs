@@ -1,0 +1,50 @@
+use clap::Parser;
+use vestibule::cli::{Cli, Command};
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VESTIBULE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    vestibule::tls::install_provider();
+    match cli.command {
+        Command::Serve(args) => {
+            let running = vestibule::serve::start(args.into_options()).await?;
+            shutdown_signal().await;
+            drop(running);
+        }
+        Command::Echo(args) => {
+            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            let addr = listener.local_addr()?;
+            let identity = vestibule::echo::Identity { service: args.service, namespace: args.namespace, pod: args.pod };
+            let _task = vestibule::echo::spawn(listener, vestibule::echo::EchoOptions { identity, tls: args.tls });
+            tracing::info!(%addr, tls = args.tls, "echo listening");
+            shutdown_signal().await;
+        }
+        Command::Demo(args) => vestibule::demo::run(args.into_options()).await?,
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

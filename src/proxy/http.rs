@@ -1,0 +1,394 @@
+//! The request path: route, redirect or proxy, and answer.
+
+use std::cell::{Cell, RefCell};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+
+use super::Shared;
+use super::router;
+use super::upstream::{BoxError, PooledBody, ReqBody};
+
+pub type RespBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+pub const SERVER_NAME: &str = "vestibule";
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
+static X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE] {
+        headers.remove(n);
+    }
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new({
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+        h.finish() | 1
+    });
+    static DATE: RefCell<(u64, HeaderValue)> = RefCell::new((0, HeaderValue::from_static("")));
+}
+
+fn next_random() -> u64 {
+    RNG.with(|s| {
+        // wyrand: fast and good enough for request IDs (not for secrets).
+        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(x);
+        let t = (x as u128).wrapping_mul((x ^ 0xe703_7ed1_a0b4_28db) as u128);
+        ((t >> 64) as u64) ^ (t as u64)
+    })
+}
+
+/// A new request ID: 32 hex characters, like nginx's `$request_id`.
+pub fn new_request_id() -> HeaderValue {
+    let s = format!("{:016x}{:016x}", next_random(), next_random());
+    HeaderValue::from_str(&s).expect("hex is a valid header value")
+}
+
+/// The `Date` header value, formatted once per second per thread.
+pub fn date_value() -> HeaderValue {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            *d = (secs, HeaderValue::from_str(&httpdate::fmt_http_date(now)).expect("http date is a valid header value"));
+        }
+        d.1.clone()
+    })
+}
+
+fn finish_headers(headers: &mut HeaderMap, request_id: &HeaderValue) {
+    headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    headers.insert(header::DATE, date_value());
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
+}
+
+fn reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 => "Not Found",
+        413 => "Request Entity Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Temporarily Unavailable",
+        504 => "Gateway Time-out",
+        _ => status.canonical_reason().unwrap_or(""),
+    }
+}
+
+/// A small HTML error page that carries the request ID, so a user's report can be found in logs.
+pub fn error_page(status: StatusCode, request_id: &HeaderValue, head: bool) -> Response<RespBody> {
+    let code = status.as_u16();
+    let text = reason(status);
+    let id = request_id.to_str().unwrap_or("");
+    let body = format!(
+        "<html>\r\n<head><title>{code} {text}</title></head>\r\n<body>\r\n<center><h1>{code} {text}</h1></center>\r\n<hr><center>{SERVER_NAME}</center>\r\n<p>request id: {id}</p>\r\n</body>\r\n</html>\r\n"
+    );
+    let len = body.len();
+    let body = if head { Full::new(Bytes::new()) } else { Full::new(Bytes::from(body)) };
+    let mut resp = Response::new(body.map_err(|e: Infallible| match e {}).boxed_unsync());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    finish_headers(h, request_id);
+    resp
+}
+
+fn redirect(location: &str, request_id: &HeaderValue) -> Response<RespBody> {
+    let mut resp = error_page(StatusCode::PERMANENT_REDIRECT, request_id, false);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// The request body as forwarded: fails once more than `limit` bytes have arrived.
+struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the limit")]
+struct BodyTooLarge;
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > self.remaining {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    self.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<BodyTooLarge>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Answers one request.
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+    let request_id = match req.headers().get(&X_REQUEST_ID) {
+        Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
+        _ => new_request_id(),
+    };
+    let head = req.method() == Method::HEAD;
+    let host = router::request_host(&req);
+    let config = shared.config.load_full();
+    let path = router::normalize_path(req.uri().path());
+    let target = config.route(&host, &path);
+    drop(path);
+
+    if !conn.tls && target.ssl_redirect() {
+        let port = shared.opts.https_port;
+        let authority = if port == 443 { host.clone() } else { format!("{host}:{port}") };
+        let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        return Ok(redirect(&format!("https://{authority}{pq}"), &request_id));
+    }
+    let Some(backend) = target.backend().cloned() else {
+        return Ok(error_page(StatusCode::NOT_FOUND, &request_id, head));
+    };
+    drop(target);
+    drop(config);
+    if backend.endpoints.is_empty() {
+        return Ok(error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id, head));
+    }
+    let opts = &shared.opts;
+    if content_length(&req).is_some_and(|n| n > opts.body_limit) {
+        return Ok(error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, head));
+    }
+
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
+    let upgrade_value = req.headers().get(header::UPGRADE).cloned();
+
+    let (mut parts, body) = req.into_parts();
+    let original_host = match parts.headers.get(header::HOST) {
+        Some(h) => h.clone(),
+        None => match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).unwrap_or_else(|_| HeaderValue::from_static("")),
+            None => HeaderValue::from_static(""),
+        },
+    };
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if let (true, Some(u)) = (upgrade, upgrade_value) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+    if !original_host.is_empty() {
+        headers.insert(header::HOST, original_host.clone());
+    }
+    let client_ip = conn.peer.ip().to_canonical().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
+        _ => client_ip.clone(),
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    headers.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_str(&xff).unwrap_or_else(|_| HeaderValue::from_static("")));
+    headers.insert(X_REAL_IP.clone(), HeaderValue::from_str(&client_ip).expect("an IP is a valid header value"));
+    let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
+    headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
+    headers.insert(X_FORWARDED_SCHEME.clone(), proto.clone());
+    headers.insert(X_SCHEME.clone(), proto);
+    headers.insert(X_FORWARDED_HOST.clone(), original_host);
+    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(conn.local.port()));
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    parts.uri = parts.uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
+    parts.version = Version::HTTP_11;
+
+    let body: ReqBody = if upgrade {
+        Empty::<Bytes>::new().map_err(|e: Infallible| match e {}).boxed_unsync()
+    } else {
+        LimitedBody { inner: body, remaining: opts.body_limit }.boxed_unsync()
+    };
+    let mut upstream_req = Request::from_parts(parts, body);
+
+    let n = backend.endpoints.len();
+    let tries = opts.upstream_tries.max(1).min(n);
+    let start = backend.next_start();
+    let mut status = StatusCode::BAD_GATEWAY;
+    for attempt in 0..tries {
+        let addr = backend.endpoints[(start + attempt) % n];
+        if let Some(client_upgrade) = client_upgrade {
+            return Ok(proxy_upgrade(&shared, addr, upstream_req, client_upgrade, &request_id).await);
+        }
+        // A pooled connection that turns out closed before the request was written is
+        // replaced by a fresh one to the same endpoint; that does not count as a try.
+        let mut fresh_tries = 0;
+        loop {
+            let mut c = match shared.pool.get(addr, opts.connect_timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(request_id = ?request_id, backend = %backend.name, error = %e, "upstream connect failed");
+                    break;
+                }
+            };
+            match tokio::time::timeout(opts.read_timeout, c.sender.try_send_request(upstream_req)).await {
+                Err(_) => {
+                    tracing::warn!(request_id = ?request_id, backend = %backend.name, %addr, "upstream timed out");
+                    return Ok(error_page(StatusCode::GATEWAY_TIMEOUT, &request_id, head));
+                }
+                Ok(Ok(resp)) => {
+                    let (mut rparts, rbody) = resp.into_parts();
+                    strip_hop_by_hop(&mut rparts.headers);
+                    finish_headers(&mut rparts.headers, &request_id);
+                    rparts.version = Version::HTTP_11;
+                    let body = PooledBody::new(rbody, shared.pool.clone(), addr, c.sender, opts.read_timeout).boxed_unsync();
+                    return Ok(Response::from_parts(rparts, body));
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(r) => {
+                        upstream_req = r;
+                        fresh_tries += 1;
+                        if c.reused && fresh_tries < 3 {
+                            continue;
+                        }
+                        break;
+                    }
+                    None => {
+                        let err = e.into_error();
+                        if caused_by_body_limit(&err) {
+                            return Ok(error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, head));
+                        }
+                        tracing::warn!(request_id = ?request_id, backend = %backend.name, %addr, error = %err, "upstream request failed");
+                        return Ok(error_page(StatusCode::BAD_GATEWAY, &request_id, head));
+                    }
+                },
+            }
+        }
+        status = StatusCode::BAD_GATEWAY;
+    }
+    Ok(error_page(status, &request_id, head))
+}
+
+/// Forwards an upgrade request (WebSocket) on a fresh connection and, on 101, splices the two
+/// upgraded connections together.
+async fn proxy_upgrade(
+    shared: &Shared,
+    addr: SocketAddr,
+    req: Request<ReqBody>,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    request_id: &HeaderValue,
+) -> Response<RespBody> {
+    let mut sender = match shared.pool.connect_upgradable(addr, shared.opts.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(request_id = ?request_id, error = %e, "upstream connect failed");
+            return error_page(StatusCode::BAD_GATEWAY, request_id, false);
+        }
+    };
+    let mut resp = match tokio::time::timeout(shared.opts.read_timeout, sender.send_request(req)).await {
+        Err(_) => return error_page(StatusCode::GATEWAY_TIMEOUT, request_id, false),
+        Ok(Err(e)) => {
+            tracing::warn!(request_id = ?request_id, error = %e, "upstream upgrade request failed");
+            return error_page(StatusCode::BAD_GATEWAY, request_id, false);
+        }
+        Ok(Ok(r)) => r,
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        finish_headers(&mut parts.headers, request_id);
+        return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(c), Ok(u)) => (c, u),
+            _ => return,
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    let (mut parts, _) = resp.into_parts();
+    finish_headers(&mut parts.headers, request_id);
+    Response::from_parts(parts, Empty::<Bytes>::new().map_err(|e: Infallible| match e {}).boxed_unsync())
+}

@@ -1,0 +1,91 @@
+//! The data plane: listeners accept connections, the router picks a backend from the live
+//! `Config`, and the upstream pool carries the request to an endpoint.
+
+pub mod http;
+pub mod listener;
+pub mod router;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use upstream::Pool;
+
+/// Limits and timeouts of the data plane, set by flags.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// `--proxy-connect-timeout`: establishing a connection to an endpoint.
+    pub connect_timeout: Duration,
+    /// `--proxy-read-timeout`: the longest wait for the next bytes from an endpoint.
+    pub read_timeout: Duration,
+    /// `--proxy-body-size`: the largest request body accepted (413 above).
+    pub body_limit: u64,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// The most request header fields accepted.
+    pub max_headers: usize,
+    /// The largest request head (request line and headers) accepted, in bytes (431 above).
+    pub max_header_bytes: usize,
+    /// Tries per request across endpoints when connecting fails.
+    pub upstream_tries: usize,
+    /// The HTTPS port clients see, for redirects.
+    pub https_port: u16,
+    /// Keep-alive connections with no request are closed after this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            body_limit: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(60),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            upstream_tries: 3,
+            https_port: 443,
+            idle_timeout: Duration::from_secs(75),
+        }
+    }
+}
+
+/// What every request handler shares: the live configuration, readiness and the pool.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub ready: AtomicBool,
+    pub opts: ProxyOptions,
+    pub pool: Arc<Pool>,
+}
+
+impl Shared {
+    pub fn new(initial: Config, opts: ProxyOptions) -> Arc<Self> {
+        Arc::new(Shared { config: ArcSwap::from_pointee(initial), ready: AtomicBool::new(false), opts, pool: Arc::new(Pool::default()) })
+    }
+
+    /// Makes `config` live for every request that starts from now on, and drops idle upstream
+    /// connections to endpoints no backend uses any more.
+    pub fn swap(&self, config: Config) {
+        let keep: std::collections::HashSet<_> = config
+            .exact
+            .values()
+            .chain(config.wildcard.values())
+            .chain(config.hostless.iter())
+            .flat_map(|v| v.routes.iter().map(|r| &r.backend).chain(v.default.iter().map(|d| &d.backend)))
+            .chain(config.default_backend.iter().map(|d| &d.backend))
+            .flat_map(|b| b.endpoints.iter().copied())
+            .collect();
+        self.config.store(Arc::new(config));
+        self.ready.store(true, Ordering::Release);
+        self.pool.retain(&keep);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}

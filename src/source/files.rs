@@ -1,0 +1,205 @@
+//! The file source: manifests from files and directories, watched and re-read on change.
+//!
+//! Each file keeps its last good objects: a document that fails to parse or validate keeps the
+//! version of its object that was read before (a file whose YAML cannot be split at all keeps
+//! all of its objects), so a typo never takes down what works.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use super::parse::{self, ParseError};
+use crate::store::{ObjRef, Object, Store};
+
+#[derive(Default)]
+struct FileState {
+    hash: u64,
+    objects: Vec<Object>,
+    errors: Vec<ParseError>,
+}
+
+/// What one rescan found.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Whether any file's objects changed.
+    pub changed: bool,
+    /// Errors in files that changed in this rescan.
+    pub new_errors: Vec<ParseError>,
+    pub warnings: Vec<String>,
+}
+
+pub struct FileSource {
+    paths: Vec<PathBuf>,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+fn is_manifest(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+/// Manifest files under `path`, sorted; hidden entries (including Kubernetes' `..data` volume
+/// internals) are skipped, symlinks are followed.
+fn collect(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(path) else { return };
+    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
+            continue;
+        }
+        if p.is_dir() {
+            collect(&p, out);
+        } else if is_manifest(&p) {
+            out.push(p);
+        }
+    }
+}
+
+fn hash_of(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+impl FileSource {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        FileSource { paths, files: BTreeMap::new() }
+    }
+
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Re-reads every file; files whose content did not change are not parsed again.
+    pub fn load(&mut self) -> LoadReport {
+        let mut report = LoadReport::default();
+        let mut found = Vec::new();
+        for p in &self.paths {
+            if !p.exists() {
+                report.warnings.push(format!("{}: no such file or directory", p.display()));
+            }
+            collect(p, &mut found);
+        }
+        found.dedup();
+        let before = self.files.len();
+        self.files.retain(|p, _| found.contains(p));
+        if self.files.len() != before {
+            report.changed = true;
+        }
+        for path in found {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Vanished between listing and reading, or unreadable: keep what we had.
+                    report.warnings.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let hash = hash_of(&text);
+            if self.files.get(&path).is_some_and(|s| s.hash == hash) {
+                continue;
+            }
+            let parsed = parse::parse_text(&path, &text);
+            let prev = self.files.remove(&path).unwrap_or_default();
+            let objects = merge_last_good(prev.objects, &parsed);
+            report.changed = true;
+            report.new_errors.extend(parsed.errors.iter().cloned());
+            report.warnings.extend(parsed.warnings);
+            self.files.insert(path, FileState { hash, objects, errors: parsed.errors });
+        }
+        report
+    }
+
+    /// Every error currently standing in the files.
+    pub fn errors(&self) -> Vec<ParseError> {
+        self.files.values().flat_map(|f| f.errors.iter().cloned()).collect()
+    }
+
+    /// The objects of all files; on a duplicate, the file that sorts last wins.
+    pub fn store(&self) -> Store {
+        let mut store = Store::default();
+        let mut seen: HashMap<ObjRef, &Path> = HashMap::new();
+        for (path, state) in &self.files {
+            for obj in &state.objects {
+                if let Some(other) = seen.insert(obj.obj_ref(), path) {
+                    if other != path {
+                        tracing::warn!(object = %obj.obj_ref(), first = %other.display(), second = %path.display(), "object defined in two files; the second is used");
+                    }
+                }
+                store.insert(obj.clone());
+            }
+        }
+        store
+    }
+}
+
+/// The objects a file now contributes: what parsed, plus the last good version of every object
+/// whose document failed (all previous objects when the file could not be read as YAML).
+fn merge_last_good(prev: Vec<Object>, parsed: &parse::Parsed) -> Vec<Object> {
+    if parsed.fatal {
+        return prev;
+    }
+    let mut objects = parsed.objects.clone();
+    if parsed.errors.is_empty() {
+        return objects;
+    }
+    let anonymous_failure = parsed.errors.iter().any(|e| e.object.is_none());
+    let present: std::collections::HashSet<ObjRef> = objects.iter().map(|o| o.obj_ref()).collect();
+    for old in prev {
+        let r = old.obj_ref();
+        if present.contains(&r) {
+            continue;
+        }
+        if anonymous_failure || parsed.errors.iter().any(|e| e.object.as_ref() == Some(&r)) {
+            objects.push(old);
+        }
+    }
+    objects
+}
+
+/// Watches `paths` and sends a message after each burst of changes settles.
+pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, mpsc::Receiver<()>)> {
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                let _ = raw_tx.send(());
+            }
+        }
+    })?;
+    for p in paths {
+        // Watch directories, not files: editors and Kubernetes volumes replace files by rename.
+        let (target, mode) = if p.is_dir() {
+            (p.clone(), RecursiveMode::Recursive)
+        } else {
+            (p.parent().filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")), RecursiveMode::NonRecursive)
+        };
+        watcher.watch(&target, mode)?;
+    }
+    let (tx, rx) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        while raw_rx.recv().await.is_some() {
+            // Debounce: wait for 50 ms of quiet, at most 250 ms in all.
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+            loop {
+                match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)), raw_rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok((watcher, rx))
+}

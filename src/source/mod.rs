@@ -1,0 +1,4 @@
+//! Sources of objects. They only observe, and fill the store.
+
+pub mod files;
+pub mod parse;

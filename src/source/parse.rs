@@ -1,0 +1,532 @@
+//! Manifests → typed objects, with errors that name the file, document, line, column and field.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1 as net;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::compile::validate;
+use crate::store::{ObjRef, Object};
+
+/// Why one document (or one whole file) was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub file: PathBuf,
+    /// 1-based document number within the file.
+    pub document: usize,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The object, when its kind and name could be read.
+    pub object: Option<ObjRef>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: document {}", self.file.display(), self.document)?;
+        if let Some(l) = self.line {
+            write!(f, ", line {l}")?;
+            if let Some(c) = self.column {
+                write!(f, ", column {c}")?;
+            }
+        }
+        if let Some(o) = &self.object {
+            write!(f, ": {o}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The result of reading one file.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub objects: Vec<Object>,
+    /// Documents that were rejected; `object` says which object when it is known.
+    pub errors: Vec<ParseError>,
+    /// The file could not be split into documents at all (YAML syntax): nothing in it is usable.
+    pub fatal: bool,
+    /// Accepted with a remark (old API versions converted, unknown kinds skipped).
+    pub warnings: Vec<String>,
+}
+
+/// Splits a YAML stream into documents: (first line number, text).
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut cur = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t") || line == "...";
+        if is_marker {
+            docs.push((start, std::mem::take(&mut cur)));
+            start = i + 2;
+            if let Some(rest) = line.strip_prefix("--- ") {
+                // Content after the marker on the same line belongs to the new document.
+                start = i + 1;
+                cur.push_str(rest);
+                cur.push('\n');
+            }
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+    }
+    docs.push((start, cur));
+    docs
+}
+
+fn blank(doc: &str) -> bool {
+    doc.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#')
+    })
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    document: usize,
+    first_line: usize,
+}
+
+impl Ctx<'_> {
+    fn error(&self, line: Option<usize>, column: Option<usize>, object: Option<ObjRef>, field: Option<String>, message: String) -> ParseError {
+        ParseError { file: self.file.to_path_buf(), document: self.document, line, column, object, field, message }
+    }
+
+    fn from_saphyr(&self, e: &serde_saphyr::Error, object: Option<ObjRef>) -> ParseError {
+        let loc = e.location();
+        let line = loc.map(|l| l.line() as usize + self.first_line - 1);
+        let column = loc.map(|l| l.column() as usize);
+        let msg = e.without_snippet().to_string();
+        let msg = msg.lines().next().unwrap_or("").to_string();
+        self.error(line, column, object, None, msg)
+    }
+}
+
+/// Reads every document of a file's text.
+pub fn parse_text(file: &Path, text: &str) -> Parsed {
+    let mut out = Parsed::default();
+    let is_json = file.extension().is_some_and(|e| e == "json");
+    let docs = if is_json { vec![(1, text.to_string())] } else { split_documents(text) };
+    let mut n = 0;
+    for (first_line, doc) in docs {
+        if blank(&doc) {
+            continue;
+        }
+        n += 1;
+        let ctx = Ctx { file, document: n, first_line };
+        let value: Value = match serde_saphyr::from_str(&doc) {
+            Ok(v) => v,
+            Err(e) => {
+                out.errors.push(ctx.from_saphyr(&e, None));
+                out.fatal = true;
+                continue;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        parse_value(&ctx, &doc, value, &mut out);
+    }
+    out
+}
+
+fn str_at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+fn identity(v: &Value) -> Option<ObjRef> {
+    let kind = str_at(v, &["kind"])?;
+    let name = str_at(v, &["metadata", "name"]).unwrap_or("");
+    let kind: &'static str = match kind {
+        "Ingress" => "Ingress",
+        "IngressClass" => "IngressClass",
+        "Service" => "Service",
+        "EndpointSlice" => "EndpointSlice",
+        "Secret" => "Secret",
+        "ConfigMap" => "ConfigMap",
+        "Namespace" => "Namespace",
+        _ => return None,
+    };
+    let ns = if matches!(kind, "IngressClass" | "Namespace") { "" } else { str_at(v, &["metadata", "namespace"]).unwrap_or("default") };
+    Some(ObjRef::new(kind, ns, name))
+}
+
+/// Deserializes a typed object, from the document text when it is at hand (for line numbers),
+/// else from the already parsed value.
+fn typed<T: DeserializeOwned>(ctx: &Ctx, doc: Option<&str>, value: &Value, id: &ObjRef) -> Result<T, ParseError> {
+    match doc {
+        Some(doc) => serde_saphyr::from_str::<T>(doc).map_err(|e| ctx.from_saphyr(&e, Some(id.clone()))),
+        None => serde_json::from_value::<T>(value.clone()).map_err(|e| ctx.error(None, None, Some(id.clone()), None, e.to_string())),
+    }
+}
+
+fn parse_value(ctx: &Ctx, doc: &str, value: Value, out: &mut Parsed) {
+    let kind = str_at(&value, &["kind"]).unwrap_or("").to_string();
+    if kind == "List" || (kind.ends_with("List") && value.get("items").is_some_and(|i| i.is_array())) {
+        for item in value.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default() {
+            parse_object(ctx, None, item, out);
+        }
+        return;
+    }
+    parse_object(ctx, Some(doc), value, out);
+}
+
+fn parse_object(ctx: &Ctx, doc: Option<&str>, value: Value, out: &mut Parsed) {
+    let kind = str_at(&value, &["kind"]).unwrap_or("").to_string();
+    let api_version = str_at(&value, &["apiVersion"]).unwrap_or("").to_string();
+    if kind.is_empty() || api_version.is_empty() {
+        let missing = if kind.is_empty() { "kind" } else { "apiVersion" };
+        out.errors.push(ctx.error(Some(ctx.first_line), None, None, Some(missing.into()), "is required".into()));
+        return;
+    }
+    let Some(id) = identity(&value) else {
+        let name = str_at(&value, &["metadata", "name"]).unwrap_or("?");
+        let msg = format!("{}: document {}: skipping {kind} {name} ({api_version}): not a kind Vestibule uses", ctx.file.display(), ctx.document);
+        tracing::info!("{msg}");
+        out.warnings.push(msg);
+        return;
+    };
+    if id.name.is_empty() {
+        out.errors.push(located(ctx, doc, Some(id), "metadata.name", "is required".into()));
+        return;
+    }
+    let wrong_version = |expected: &str| -> ParseError {
+        ctx.error(Some(ctx.first_line), None, Some(id.clone()), Some("apiVersion".into()), format!("{api_version:?} is not supported for {kind}; use {expected}"))
+    };
+    let result: Result<Object, ParseError> = match (kind.as_str(), api_version.as_str()) {
+        ("Ingress", "networking.k8s.io/v1") => typed::<net::Ingress>(ctx, doc, &value, &id).map(Object::Ingress),
+        ("Ingress", "extensions/v1beta1" | "networking.k8s.io/v1beta1") => typed::<LegacyIngress>(ctx, doc, &value, &id).map(|legacy| {
+            let msg = format!("{}: document {}: {id}: converted from {api_version}, which Kubernetes no longer serves; please move to networking.k8s.io/v1", ctx.file.display(), ctx.document);
+            tracing::warn!("{msg}");
+            out.warnings.push(msg);
+            Object::Ingress(legacy.into_v1())
+        }),
+        ("Ingress", _) => Err(wrong_version("networking.k8s.io/v1")),
+        ("IngressClass", "networking.k8s.io/v1") => typed::<net::IngressClass>(ctx, doc, &value, &id).map(Object::IngressClass),
+        ("IngressClass", _) => Err(wrong_version("networking.k8s.io/v1")),
+        ("Service", "v1") => typed::<Service>(ctx, doc, &value, &id).map(Object::Service),
+        ("EndpointSlice", "discovery.k8s.io/v1") => typed::<EndpointSlice>(ctx, doc, &value, &id).map(Object::EndpointSlice),
+        ("EndpointSlice", _) => Err(wrong_version("discovery.k8s.io/v1")),
+        ("Secret", "v1") => typed::<Secret>(ctx, doc, &value, &id).map(Object::Secret),
+        ("ConfigMap", "v1") => typed::<ConfigMap>(ctx, doc, &value, &id).map(Object::ConfigMap),
+        ("Namespace", "v1") => typed::<Namespace>(ctx, doc, &value, &id).map(Object::Namespace),
+        _ => Err(wrong_version("v1")),
+    };
+    match result {
+        Err(e) => out.errors.push(e),
+        Ok(mut obj) => {
+            default_namespace(&mut obj);
+            let errors = validate_object(&obj);
+            if errors.is_empty() {
+                out.objects.push(obj);
+            } else {
+                for e in errors {
+                    out.errors.push(located(ctx, doc, Some(id.clone()), &e.field, e.message));
+                }
+            }
+        }
+    }
+}
+
+fn default_namespace(obj: &mut Object) {
+    if !obj.namespaced() {
+        return;
+    }
+    let meta = match obj {
+        Object::Ingress(o) => &mut o.metadata,
+        Object::Service(o) => &mut o.metadata,
+        Object::EndpointSlice(o) => &mut o.metadata,
+        Object::Secret(o) => &mut o.metadata,
+        Object::ConfigMap(o) => &mut o.metadata,
+        Object::IngressClass(_) | Object::Namespace(_) => return,
+    };
+    if meta.namespace.as_deref().unwrap_or("").is_empty() {
+        meta.namespace = Some("default".into());
+    }
+}
+
+/// The API server's checks for the kinds we read, so that a file cannot hold what a cluster
+/// would refuse.
+fn validate_object(obj: &Object) -> Vec<validate::FieldError> {
+    let mut errors = Vec::new();
+    match obj {
+        Object::Ingress(ing) => errors = validate::ingress(ing),
+        Object::Secret(s) if s.type_.as_deref() == Some("kubernetes.io/tls") => {
+            for key in ["tls.crt", "tls.key"] {
+                let present = s.data.as_ref().is_some_and(|d| d.contains_key(key)) || s.string_data.as_ref().is_some_and(|d| d.contains_key(key));
+                if !present {
+                    errors.push(validate::FieldError { field: format!("data[{key}]"), message: "is required for a Secret of type kubernetes.io/tls".into() });
+                }
+            }
+        }
+        Object::EndpointSlice(s) => {
+            if !matches!(s.address_type.as_str(), "IPv4" | "IPv6" | "FQDN") {
+                errors.push(validate::FieldError { field: "addressType".into(), message: format!("{:?}: must be IPv4, IPv6 or FQDN", s.address_type) });
+            }
+            for (i, ep) in s.endpoints.iter().flatten().enumerate() {
+                for (j, a) in ep.addresses.iter().enumerate() {
+                    if s.address_type != "FQDN" && a.parse::<std::net::IpAddr>().is_err() {
+                        errors.push(validate::FieldError { field: format!("endpoints[{i}].addresses[{j}]"), message: format!("{a:?}: must be an IP address") });
+                    }
+                }
+            }
+        }
+        Object::Service(s) => {
+            for (i, p) in s.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten().enumerate() {
+                if !(1..=65535).contains(&p.port) {
+                    errors.push(validate::FieldError { field: format!("spec.ports[{i}].port"), message: format!("{}: must be between 1 and 65535", p.port) });
+                }
+            }
+        }
+        _ => {}
+    }
+    errors
+}
+
+fn located(ctx: &Ctx, doc: Option<&str>, object: Option<ObjRef>, field: &str, message: String) -> ParseError {
+    let (line, column) = match doc.and_then(|d| locate(d, field)) {
+        Some((l, c)) => (Some(l + ctx.first_line - 1), Some(c)),
+        None => (None, None),
+    };
+    ctx.error(line, column, object, Some(field.to_string()), message)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(String),
+    Idx(usize),
+}
+
+/// `spec.rules[0].http.paths[1].path` → segments. Keys in brackets (`data[tls.crt]`) are keys.
+fn field_segments(field: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    let mut rest = field;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').unwrap_or(r.len());
+            let inner = &r[..end];
+            out.push(match inner.parse::<usize>() {
+                Ok(i) => Seg::Idx(i),
+                Err(_) => Seg::Key(inner.to_string()),
+            });
+            rest = r.get(end + 1..).unwrap_or("");
+        } else {
+            let rest2 = rest.strip_prefix('.').unwrap_or(rest);
+            let end = rest2.find(['.', '[']).unwrap_or(rest2.len());
+            out.push(Seg::Key(rest2[..end].to_string()));
+            rest = &rest2[end..];
+        }
+    }
+    out
+}
+
+/// Finds the line and column (1-based) of a field in a YAML document, or of its deepest
+/// ancestor that exists.
+pub fn locate(doc: &str, field: &str) -> Option<(usize, usize)> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    let target = field_segments(field);
+    struct Frame {
+        map: bool,
+        idx: usize,
+        key: Option<String>,
+        awaiting_key: bool,
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut path: Vec<Seg> = Vec::new();
+    let mut best: Option<(usize, (usize, usize))> = None;
+    let consider = |p: &[Seg], line: usize, col: usize, best: &mut Option<(usize, (usize, usize))>| {
+        if p.len() <= target.len() && target[..p.len()] == *p && best.is_none_or(|(d, _)| p.len() > d) {
+            *best = Some((p.len(), (line, col + 1)));
+        }
+    };
+    for ev in Parser::new_from_str(doc) {
+        let Ok((ev, span)) = ev else { break };
+        let (line, col) = (span.start.line(), span.start.col());
+        let is_start = matches!(ev, Event::MappingStart(..) | Event::SequenceStart(..));
+        let is_node = is_start || matches!(ev, Event::Scalar(..) | Event::Alias(..));
+        if is_node {
+            if let Some(top) = stack.last_mut() {
+                if top.map && top.awaiting_key {
+                    if let Event::Scalar(k, ..) = &ev {
+                        top.key = Some(k.to_string());
+                        let mut p = path.clone();
+                        p.push(Seg::Key(k.to_string()));
+                        consider(&p, line, col, &mut best);
+                    }
+                    top.awaiting_key = false;
+                    if is_start {
+                        // A complex key: skip over it as a value-less frame.
+                        stack.push(Frame { map: matches!(ev, Event::MappingStart(..)), idx: 0, key: None, awaiting_key: true });
+                        path.push(Seg::Key(String::new()));
+                    }
+                    continue;
+                }
+            }
+            let seg = match stack.last() {
+                Some(f) if f.map => Some(Seg::Key(f.key.clone().unwrap_or_default())),
+                Some(f) => Some(Seg::Idx(f.idx)),
+                None => None,
+            };
+            if let Some(s) = seg.clone() {
+                path.push(s);
+            }
+            consider(&path, line, col, &mut best);
+            if is_start {
+                stack.push(Frame { map: matches!(ev, Event::MappingStart(..)), idx: 0, key: None, awaiting_key: true });
+            } else {
+                if seg.is_some() {
+                    path.pop();
+                }
+                advance(&mut stack);
+            }
+        } else if matches!(ev, Event::MappingEnd | Event::SequenceEnd) {
+            stack.pop();
+            if !stack.is_empty() {
+                path.pop();
+            }
+            advance(&mut stack);
+        }
+    }
+    fn advance(stack: &mut [Frame]) {
+        if let Some(top) = stack.last_mut() {
+            if top.map {
+                top.awaiting_key = true;
+            } else {
+                top.idx += 1;
+            }
+        }
+    }
+    best.map(|(_, at)| at)
+}
+
+// ---- Ingress in extensions/v1beta1 and networking.k8s.io/v1beta1 ----
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct LegacyIngress {
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    #[serde(default)]
+    spec: LegacySpec,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct LegacySpec {
+    ingress_class_name: Option<String>,
+    backend: Option<LegacyBackend>,
+    #[serde(default)]
+    rules: Vec<LegacyRule>,
+    #[serde(default)]
+    tls: Vec<net::IngressTLS>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct LegacyRule {
+    host: Option<String>,
+    http: Option<LegacyHttp>,
+}
+
+#[derive(Deserialize, Debug)]
+struct LegacyHttp {
+    paths: Vec<LegacyPath>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct LegacyPath {
+    path: Option<String>,
+    path_type: Option<String>,
+    backend: LegacyBackend,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct LegacyBackend {
+    service_name: String,
+    service_port: k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
+}
+
+impl LegacyBackend {
+    fn into_v1(self) -> net::IngressBackend {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let port = match self.service_port {
+            IntOrString::Int(n) => net::ServiceBackendPort { number: Some(n), name: None },
+            IntOrString::String(s) => match s.parse::<i32>() {
+                Ok(n) => net::ServiceBackendPort { number: Some(n), name: None },
+                Err(_) => net::ServiceBackendPort { number: None, name: Some(s) },
+            },
+        };
+        net::IngressBackend { service: Some(net::IngressServiceBackend { name: self.service_name, port: Some(port) }), resource: None }
+    }
+}
+
+impl LegacyIngress {
+    fn into_v1(self) -> net::Ingress {
+        let spec = self.spec;
+        let rules = spec
+            .rules
+            .into_iter()
+            .map(|r| net::IngressRule {
+                host: r.host,
+                http: r.http.map(|h| net::HTTPIngressRuleValue {
+                    paths: h
+                        .paths
+                        .into_iter()
+                        .map(|p| net::HTTPIngressPath {
+                            // The old API had no pathType; its meaning was the controller's own.
+                            path_type: p.path_type.unwrap_or_else(|| "ImplementationSpecific".into()),
+                            path: p.path,
+                            backend: p.backend.into_v1(),
+                        })
+                        .collect(),
+                }),
+            })
+            .collect::<Vec<_>>();
+        net::Ingress {
+            metadata: self.metadata,
+            spec: Some(net::IngressSpec {
+                ingress_class_name: spec.ingress_class_name,
+                default_backend: spec.backend.map(LegacyBackend::into_v1),
+                rules: if rules.is_empty() { None } else { Some(rules) },
+                tls: if spec.tls.is_empty() { None } else { Some(spec.tls) },
+            }),
+            status: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_fields() {
+        let doc = "apiVersion: v1\nkind: Ingress\nmetadata:\n  name: x\nspec:\n  rules:\n  - host: a\n    http:\n      paths:\n      - path: /\n        pathType: Wrong\n";
+        assert_eq!(locate(doc, "spec.rules[0].http.paths[0].pathType"), Some((11, 9)));
+        assert_eq!(locate(doc, "metadata.name"), Some((4, 3)));
+        // A missing field points at its deepest existing ancestor.
+        assert_eq!(locate(doc, "spec.rules[0].http.paths[0].backend"), Some((10, 9)));
+    }
+
+    #[test]
+    fn splits_documents() {
+        let docs = split_documents("a: 1\n---\nb: 2\n--- \nc: 3\n");
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1].0, 3);
+        assert_eq!(docs[2].0, 5);
+    }
+}

@@ -1,0 +1,153 @@
+//! The typed object store: the current Kubernetes objects by kind, namespace and name.
+//!
+//! Sources (files, the Kubernetes API) only fill it; `compile` only reads it. A `Store` is a
+//! plain value: the file source builds a fresh one per change, so compile always sees a
+//! consistent snapshot.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Namespace and name of a namespaced object.
+pub type Key = (String, String);
+
+/// One object of a kind Vestibule understands.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Ingress(Ingress),
+    IngressClass(IngressClass),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Secret(Secret),
+    ConfigMap(ConfigMap),
+    Namespace(Namespace),
+}
+
+impl Object {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Ingress(_) => "Ingress",
+            Object::IngressClass(_) => "IngressClass",
+            Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::Secret(_) => "Secret",
+            Object::ConfigMap(_) => "ConfigMap",
+            Object::Namespace(_) => "Namespace",
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Object::Ingress(o) => &o.metadata,
+            Object::IngressClass(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(&self) -> bool {
+        !matches!(self, Object::IngressClass(_) | Object::Namespace(_))
+    }
+
+    pub fn obj_ref(&self) -> ObjRef {
+        let meta = self.meta();
+        ObjRef {
+            kind: self.kind(),
+            namespace: if self.namespaced() { meta.namespace.clone().unwrap_or_default() } else { String::new() },
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A reference to an object, for diagnostics and logs: `Kind ns/name`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ObjRef {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjRef {
+    pub fn new(kind: &'static str, namespace: &str, name: &str) -> Self {
+        ObjRef { kind, namespace: namespace.to_string(), name: name.to_string() }
+    }
+}
+
+impl fmt::Display for ObjRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// Every object the sources currently know, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    pub ingresses: BTreeMap<Key, Arc<Ingress>>,
+    pub ingress_classes: BTreeMap<String, Arc<IngressClass>>,
+    pub services: BTreeMap<Key, Arc<Service>>,
+    pub endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
+    pub secrets: BTreeMap<Key, Arc<Secret>>,
+    pub config_maps: BTreeMap<Key, Arc<ConfigMap>>,
+    pub namespaces: BTreeMap<String, Arc<Namespace>>,
+}
+
+fn key(meta: &ObjectMeta) -> Key {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+impl Store {
+    /// Adds or replaces an object. The object's namespace must already be set for namespaced
+    /// kinds (sources default it).
+    pub fn insert(&mut self, obj: Object) {
+        match obj {
+            Object::Ingress(o) => {
+                self.ingresses.insert(key(&o.metadata), Arc::new(o));
+            }
+            Object::IngressClass(o) => {
+                self.ingress_classes.insert(o.metadata.name.clone().unwrap_or_default(), Arc::new(o));
+            }
+            Object::Service(o) => {
+                self.services.insert(key(&o.metadata), Arc::new(o));
+            }
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(key(&o.metadata), Arc::new(o));
+            }
+            Object::Secret(o) => {
+                self.secrets.insert(key(&o.metadata), Arc::new(o));
+            }
+            Object::ConfigMap(o) => {
+                self.config_maps.insert(key(&o.metadata), Arc::new(o));
+            }
+            Object::Namespace(o) => {
+                self.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), Arc::new(o));
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ingresses.len()
+            + self.ingress_classes.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.secrets.len()
+            + self.config_maps.len()
+            + self.namespaces.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
