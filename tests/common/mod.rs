@@ -1,0 +1,234 @@
+//! Shared test harness: real echo backends, a real Vestibule on ephemeral loopback ports,
+//! manifests written to a temporary directory, and real clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vestibule::echo::{self, EchoOptions, Identity};
+use vestibule::serve::{self, Running, ServeOptions};
+
+/// An echo backend on 127.0.0.1 that reports `service` as its name.
+pub struct Echo {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn echo(service: &str) -> Echo {
+    echo_opts(service, false).await
+}
+
+pub async fn echo_opts(service: &str, tls: bool) -> Echo {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let identity = Identity { service: service.into(), namespace: "default".into(), pod: format!("{service}-pod") };
+    let task = echo::spawn(l, EchoOptions { identity, tls });
+    Echo { addr, task }
+}
+
+/// A Service with one port (`http`, 80) and an EndpointSlice with the given ready endpoints.
+pub fn backend_yaml(ns: &str, svc: &str, endpoints: &[SocketAddr]) -> String {
+    let port = endpoints.first().map(|a| a.port()).unwrap_or(1);
+    let addrs: Vec<String> = endpoints.iter().map(|a| format!("\"{}\"", a.ip())).collect();
+    let mut eps = String::new();
+    for a in &addrs {
+        eps.push_str(&format!("- addresses: [{a}]\n  conditions:\n    ready: true\n"));
+    }
+    if eps.is_empty() {
+        eps = "[]\n".into();
+        return format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {svc}\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-abc\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints: {eps}"
+        );
+    }
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {svc}\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-abc\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints:\n{eps}"
+    )
+}
+
+/// A TLS Secret holding `cert_pem`/`key_pem`.
+pub fn secret_yaml(ns: &str, name: &str, cert_pem: &str, key_pem: &str) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(cert_pem),
+        indent(key_pem)
+    )
+}
+
+/// A Vestibule serving manifests from a temporary directory on ephemeral loopback ports.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub running: Running,
+    pub client: reqwest::Client,
+}
+
+pub async fn start(manifests: &str) -> Harness {
+    start_with(manifests, |_| {}).await
+}
+
+pub async fn start_with(manifests: &str, f: impl FnOnce(&mut ServeOptions)) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manifests.yaml"), manifests).unwrap();
+    let mut opts = ServeOptions {
+        manifests: vec![dir.path().to_path_buf()],
+        bind: "127.0.0.1".parse().unwrap(),
+        http_port: 0,
+        https_port: 0,
+        healthz_port: 0,
+        ..Default::default()
+    };
+    f(&mut opts);
+    let running = serve::start(opts).await.expect("vestibule starts");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(0).build().unwrap();
+    Harness { dir, running, client }
+}
+
+impl Harness {
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// Replaces a manifest file atomically (write + rename), as editors and volumes do.
+    pub fn write(&self, file: &str, content: &str) {
+        let tmp = self.dir.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, self.path(file)).unwrap();
+    }
+
+    pub fn remove(&self, file: &str) {
+        std::fs::remove_file(self.path(file)).unwrap();
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.http)
+    }
+
+    /// GET over plain HTTP with a Host header.
+    pub async fn get(&self, host: &str, path: &str) -> reqwest::Response {
+        let mut req = self.client.get(self.http(path));
+        if !host.is_empty() {
+            req = req.header("host", host);
+        }
+        req.send().await.expect("request succeeds")
+    }
+
+    /// The status and (for echo answers) the service that answered.
+    pub async fn route(&self, host: &str, path: &str) -> (u16, Option<String>) {
+        let resp = self.get(host, path).await;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let service = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["service"].as_str().map(str::to_string));
+        (status, service)
+    }
+
+    /// Waits (up to `timeout`) until `host` + `path` routes to `expect` (status, service).
+    pub async fn wait_route(&self, host: &str, path: &str, expect: (u16, Option<&str>), timeout: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let (s, svc) = self.route(host, path).await;
+            if s == expect.0 && svc.as_deref() == expect.1 {
+                return start.elapsed();
+            }
+            if start.elapsed() > timeout {
+                panic!("{host}{path}: expected {expect:?}, still ({s}, {svc:?}) after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A client that resolves `hosts` to this instance and trusts `ca_pem`.
+    pub fn https_client(&self, hosts: &[&str], ca_pem: &str) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()]);
+        for h in hosts {
+            b = b.resolve(h, self.running.https);
+        }
+        b.build().unwrap()
+    }
+
+    pub fn https(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.running.https.port())
+    }
+}
+
+/// Sends raw bytes and reads until the server closes or `timeout` passes.
+pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Accepts any server certificate and remembers the one it was shown.
+#[derive(Debug)]
+pub struct Recorder(pub std::sync::Mutex<Option<Vec<u8>>>);
+
+impl rustls::client::danger::ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = Some(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, _: &[u8], _: &rustls_pki_types::CertificateDer<'_>, _: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(&self, _: &[u8], _: &rustls_pki_types::CertificateDer<'_>, _: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What a TLS handshake with `addr` shows: the leaf certificate (DER), the protocol version and
+/// the ALPN protocol. `sni` None sends no SNI (an IP address is used as the name).
+pub async fn handshake(addr: SocketAddr, sni: Option<&str>, versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]) -> (Vec<u8>, rustls::ProtocolVersion, Option<Vec<u8>>) {
+    vestibule::tls::install_provider();
+    let rec = Arc::new(Recorder(std::sync::Mutex::new(None)));
+    let mut cfg = rustls::ClientConfig::builder_with_protocol_versions(versions).dangerous().with_custom_certificate_verifier(rec.clone()).with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let name = match sni {
+        Some(n) => rustls_pki_types::ServerName::try_from(n.to_string()).unwrap(),
+        None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.expect("handshake succeeds");
+    let (_, conn) = tls.get_ref();
+    let version = conn.protocol_version().unwrap();
+    let alpn = conn.alpn_protocol().map(|a| a.to_vec());
+    let cert = rec.0.lock().unwrap().clone().unwrap();
+    (cert, version, alpn)
+}
+
+/// The DER of the first certificate in a PEM string.
+pub fn der_of(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).next().unwrap().unwrap().to_vec()
+}
+
+/// Peak resident memory of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap()
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VESTIBULE_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+}
