@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -156,10 +157,49 @@ fn redirect(location: &str, request_id: &HeaderValue) -> Response<RespBody> {
     resp
 }
 
+/// When the request body last moved, so that the upstream timeout counts inactivity rather
+/// than the time a large upload takes.
+struct Progress {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Arc<Self> {
+        Arc::new(Progress { base: Instant::now(), last_ms: AtomicU64::new(0) })
+    }
+    fn touch(&self) {
+        self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Waits for `fut`, giving up after `timeout` with neither an answer nor request body progress.
+async fn with_idle_timeout<F: std::future::Future>(fut: F, timeout: Duration, progress: &Progress) -> Option<F::Output> {
+    tokio::pin!(fut);
+    let mut deadline = Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let next = progress.last() + timeout;
+                if next > Instant::now() {
+                    deadline = next;
+                } else {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// The request body as forwarded: fails once more than `limit` bytes have arrived.
 struct LimitedBody {
     inner: Incoming,
     remaining: u64,
+    progress: Arc<Progress>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +219,7 @@ impl Body for LimitedBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     self.remaining -= len;
+                    self.progress.touch();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -283,10 +324,11 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<I
     parts.uri = parts.uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
     parts.version = Version::HTTP_11;
 
+    let progress = Progress::new();
     let body: ReqBody = if upgrade {
         Empty::<Bytes>::new().map_err(|e: Infallible| match e {}).boxed_unsync()
     } else {
-        LimitedBody { inner: body, remaining: opts.body_limit }.boxed_unsync()
+        LimitedBody { inner: body, remaining: opts.body_limit, progress: progress.clone() }.boxed_unsync()
     };
     let mut upstream_req = Request::from_parts(parts, body);
 
@@ -310,12 +352,12 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<I
                     break;
                 }
             };
-            match tokio::time::timeout(opts.read_timeout, c.sender.try_send_request(upstream_req)).await {
-                Err(_) => {
+            match with_idle_timeout(c.sender.try_send_request(upstream_req), opts.read_timeout, &progress).await {
+                None => {
                     tracing::warn!(request_id = ?request_id, backend = %backend.name, %addr, "upstream timed out");
                     return Ok(error_page(StatusCode::GATEWAY_TIMEOUT, &request_id, head));
                 }
-                Ok(Ok(resp)) => {
+                Some(Ok(resp)) => {
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
                     finish_headers(&mut rparts.headers, &request_id);
@@ -323,7 +365,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<I
                     let body = PooledBody::new(rbody, shared.pool.clone(), addr, c.sender, opts.read_timeout).boxed_unsync();
                     return Ok(Response::from_parts(rparts, body));
                 }
-                Ok(Err(mut e)) => match e.take_message() {
+                Some(Err(mut e)) => match e.take_message() {
                     Some(r) => {
                         upstream_req = r;
                         fresh_tries += 1;

@@ -159,7 +159,9 @@ pub struct PooledBody {
     inner: Incoming,
     conn: Option<(Arc<Pool>, SocketAddr, Sender)>,
     read_timeout: Duration,
+    /// Allocated on the first wait, re-armed on each later one.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +176,7 @@ impl PooledBody {
         } else {
             Some((pool, addr, sender))
         };
-        PooledBody { inner, conn, read_timeout, deadline: None }
+        PooledBody { inner, conn, read_timeout, deadline: None, armed: false }
     }
 }
 
@@ -186,7 +188,7 @@ impl Body for PooledBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.deadline = None;
+                this.armed = false;
                 if this.inner.is_end_stream() {
                     if let Some((pool, addr, sender)) = this.conn.take() {
                         pool.put(addr, sender);
@@ -207,6 +209,10 @@ impl Body for PooledBody {
             Poll::Pending => {
                 let timeout = this.read_timeout;
                 let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if !this.armed {
+                    deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                    this.armed = true;
+                }
                 match deadline.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         this.conn = None;
