@@ -50,7 +50,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?}: not a representable duration"))
 }
 
 /// A size in bytes, with nginx's suffixes: `1m`, `8k`, `1g`; `0` means no limit.
@@ -63,7 +63,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => (t.as_str(), 1),
     };
     let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a size such as 1m, 8k or 1048576"))?;
-    Ok(if n == 0 { u64::MAX } else { n * mult })
+    if n == 0 {
+        return Ok(u64::MAX);
+    }
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?}: too large"))
 }
 
 #[derive(Args, Debug, Clone)]
