@@ -31,9 +31,7 @@ pub fn owns(ing: &Ingress, store: &Store, settings: &Settings, default_class: bo
     let class_name = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref());
     match class_name {
         Some(name) => {
-            if name == settings.ingress_class {
-                return Ok(());
-            }
+            // The bare class name is ours only while no IngressClass of that name says otherwise.
             match store.ingress_classes.get(name) {
                 Some(class) => {
                     let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref()).unwrap_or("");
@@ -46,6 +44,7 @@ pub fn owns(ing: &Ingress, store: &Store, settings: &Settings, default_class: bo
                         ))
                     }
                 }
+                None if name == settings.ingress_class => Ok(()),
                 None => Err(format!(
                     "spec.ingressClassName {name:?} names no known IngressClass, and is not {:?}",
                     settings.ingress_class

@@ -101,13 +101,24 @@ impl Ctx<'_> {
         ParseError { file: self.file.to_path_buf(), document: self.document, line, column, object, field, message }
     }
 
-    fn from_saphyr(&self, e: &serde_saphyr::Error, object: Option<ObjRef>) -> ParseError {
+    /// A serde-saphyr error, placed in the file (its own positions count from the document)
+    /// and, when the document could be read as YAML, named by field.
+    fn from_saphyr(&self, e: &serde_saphyr::Error, object: Option<ObjRef>, doc: Option<&str>) -> ParseError {
         let loc = e.location();
         let line = loc.map(|l| l.line() as usize + self.first_line - 1);
         let column = loc.map(|l| l.column() as usize);
         let msg = e.without_snippet().to_string();
-        let msg = msg.lines().next().unwrap_or("").to_string();
-        self.error(line, column, object, None, msg)
+        let mut msg = msg.lines().next().unwrap_or("").trim().to_string();
+        // The message repeats the position relative to the document; the file position is
+        // reported instead.
+        if let Some(i) = msg.find(" at line ") {
+            msg.truncate(i);
+        }
+        let field = match (doc, loc) {
+            (Some(doc), Some(l)) => field_at(doc, l.line() as usize, l.column() as usize),
+            _ => None,
+        };
+        self.error(line, column, object, field, msg)
     }
 }
 
@@ -126,7 +137,7 @@ pub fn parse_text(file: &Path, text: &str) -> Parsed {
         let value: Value = match serde_saphyr::from_str(&doc) {
             Ok(v) => v,
             Err(e) => {
-                out.errors.push(ctx.from_saphyr(&e, None));
+                out.errors.push(ctx.from_saphyr(&e, None, None));
                 out.fatal = true;
                 continue;
             }
@@ -168,7 +179,7 @@ fn identity(v: &Value) -> Option<ObjRef> {
 /// else from the already parsed value.
 fn typed<T: DeserializeOwned>(ctx: &Ctx, doc: Option<&str>, value: &Value, id: &ObjRef) -> Result<T, ParseError> {
     match doc {
-        Some(doc) => serde_saphyr::from_str::<T>(doc).map_err(|e| ctx.from_saphyr(&e, Some(id.clone()))),
+        Some(doc) => serde_saphyr::from_str::<T>(doc).map_err(|e| ctx.from_saphyr(&e, Some(id.clone()), Some(doc))),
         None => serde_json::from_value::<T>(value.clone()).map_err(|e| ctx.error(None, None, Some(id.clone()), None, e.to_string())),
     }
 }
@@ -204,7 +215,7 @@ fn parse_object(ctx: &Ctx, doc: Option<&str>, value: Value, out: &mut Parsed) {
         return;
     }
     let wrong_version = |expected: &str| -> ParseError {
-        ctx.error(Some(ctx.first_line), None, Some(id.clone()), Some("apiVersion".into()), format!("{api_version:?} is not supported for {kind}; use {expected}"))
+        located(ctx, doc, Some(id.clone()), "apiVersion", format!("{api_version:?} is not supported for {kind}; use {expected}"))
     };
     let result: Result<Object, ParseError> = match (kind.as_str(), api_version.as_str()) {
         ("Ingress", "networking.k8s.io/v1") => typed::<net::Ingress>(ctx, doc, &value, &id).map(Object::Ingress),
@@ -268,7 +279,9 @@ fn validate_object(obj: &Object) -> Vec<validate::FieldError> {
             for key in ["tls.crt", "tls.key"] {
                 let present = s.data.as_ref().is_some_and(|d| d.contains_key(key)) || s.string_data.as_ref().is_some_and(|d| d.contains_key(key));
                 if !present {
-                    errors.push(validate::FieldError { field: format!("data[{key}]"), message: "is required for a Secret of type kubernetes.io/tls".into() });
+                    // Name the map the author used.
+                    let map = if s.data.is_none() && s.string_data.is_some() { "stringData" } else { "data" };
+                    errors.push(validate::FieldError { field: format!("{map}[{key}]"), message: "is required for a Secret of type kubernetes.io/tls".into() });
                 }
             }
         }
@@ -333,28 +346,39 @@ fn field_segments(field: &str) -> Vec<Seg> {
     out
 }
 
-/// Finds the line and column (1-based) of a field in a YAML document, or of its deepest
-/// ancestor that exists.
-pub fn locate(doc: &str, field: &str) -> Option<(usize, usize)> {
+/// One node of a YAML document: its field path, where it starts (1-based), and whether it is
+/// a mapping key (keys are where a field's line is reported).
+struct Node {
+    path: Vec<Seg>,
+    line: usize,
+    col: usize,
+    key: bool,
+}
+
+/// Every key and value of a YAML document with its field path, in document order.
+fn walk(doc: &str) -> Vec<Node> {
     use serde_saphyr::granit_parser::{Event, Parser};
-    let target = field_segments(field);
     struct Frame {
         map: bool,
         idx: usize,
         key: Option<String>,
         awaiting_key: bool,
     }
+    fn advance(stack: &mut [Frame]) {
+        if let Some(top) = stack.last_mut() {
+            if top.map {
+                top.awaiting_key = true;
+            } else {
+                top.idx += 1;
+            }
+        }
+    }
+    let mut nodes = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut path: Vec<Seg> = Vec::new();
-    let mut best: Option<(usize, (usize, usize))> = None;
-    let consider = |p: &[Seg], line: usize, col: usize, best: &mut Option<(usize, (usize, usize))>| {
-        if p.len() <= target.len() && target[..p.len()] == *p && best.is_none_or(|(d, _)| p.len() > d) {
-            *best = Some((p.len(), (line, col + 1)));
-        }
-    };
     for ev in Parser::new_from_str(doc) {
         let Ok((ev, span)) = ev else { break };
-        let (line, col) = (span.start.line(), span.start.col());
+        let (line, col) = (span.start.line(), span.start.col() + 1);
         let is_start = matches!(ev, Event::MappingStart(..) | Event::SequenceStart(..));
         let is_node = is_start || matches!(ev, Event::Scalar(..) | Event::Alias(..));
         if is_node {
@@ -364,11 +388,11 @@ pub fn locate(doc: &str, field: &str) -> Option<(usize, usize)> {
                         top.key = Some(k.to_string());
                         let mut p = path.clone();
                         p.push(Seg::Key(k.to_string()));
-                        consider(&p, line, col, &mut best);
+                        nodes.push(Node { path: p, line, col, key: true });
                     }
                     top.awaiting_key = false;
                     if is_start {
-                        // A complex key: skip over it as a value-less frame.
+                        // A complex key: walk over it as a frame of its own.
                         stack.push(Frame { map: matches!(ev, Event::MappingStart(..)), idx: 0, key: None, awaiting_key: true });
                         path.push(Seg::Key(String::new()));
                     }
@@ -383,7 +407,7 @@ pub fn locate(doc: &str, field: &str) -> Option<(usize, usize)> {
             if let Some(s) = seg.clone() {
                 path.push(s);
             }
-            consider(&path, line, col, &mut best);
+            nodes.push(Node { path: path.clone(), line, col, key: false });
             if is_start {
                 stack.push(Frame { map: matches!(ev, Event::MappingStart(..)), idx: 0, key: None, awaiting_key: true });
             } else {
@@ -400,16 +424,46 @@ pub fn locate(doc: &str, field: &str) -> Option<(usize, usize)> {
             advance(&mut stack);
         }
     }
-    fn advance(stack: &mut [Frame]) {
-        if let Some(top) = stack.last_mut() {
-            if top.map {
-                top.awaiting_key = true;
-            } else {
-                top.idx += 1;
+    nodes
+}
+
+fn field_string(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
             }
+            Seg::Idx(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Finds the line and column (1-based) of a field in a YAML document, or of its deepest
+/// ancestor that exists.
+pub fn locate(doc: &str, field: &str) -> Option<(usize, usize)> {
+    let target = field_segments(field);
+    let mut best: Option<(usize, (usize, usize))> = None;
+    for n in walk(doc) {
+        let p = &n.path;
+        if p.len() <= target.len() && target[..p.len()] == *p && best.is_none_or(|(d, _)| p.len() > d) {
+            best = Some((p.len(), (n.line, n.col)));
         }
     }
     best.map(|(_, at)| at)
+}
+
+/// The field at a line and column (1-based) of a YAML document: the deepest value starting
+/// there, else the deepest field on that line.
+pub fn field_at(doc: &str, line: usize, col: usize) -> Option<String> {
+    let nodes = walk(doc);
+    let exact = nodes.iter().filter(|n| !n.key && n.line == line && n.col == col).max_by_key(|n| n.path.len());
+    let on_line = || nodes.iter().filter(|n| n.line == line).max_by_key(|n| n.path.len());
+    exact.or_else(on_line).filter(|n| !n.path.is_empty()).map(|n| field_string(&n.path))
 }
 
 // ---- Ingress in extensions/v1beta1 and networking.k8s.io/v1beta1 ----
@@ -523,10 +577,19 @@ mod tests {
     }
 
     #[test]
+    fn names_the_field_at_a_position() {
+        let doc = "kind: Service\nspec:\n  ports:\n  - name: a\n    port: \"abc\"\n";
+        assert_eq!(field_at(doc, 5, 11).as_deref(), Some("spec.ports[0].port"));
+        assert_eq!(field_at(doc, 5, 1).as_deref(), Some("spec.ports[0].port"));
+    }
+
+    #[test]
     fn splits_documents() {
         let docs = split_documents("a: 1\n---\nb: 2\n--- \nc: 3\n");
         assert_eq!(docs.len(), 3);
         assert_eq!(docs[1].0, 3);
-        assert_eq!(docs[2].0, 5);
+        // Text after "--- " belongs to the new document, so it starts on the marker's line.
+        assert_eq!(docs[2].0, 4);
+        assert_eq!(docs[2].1, "\nc: 3\n");
     }
 }

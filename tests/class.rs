@@ -1,0 +1,270 @@
+//! Which Ingresses are Vestibule's: `spec.ingressClassName` and IngressClasses, the legacy
+//! `kubernetes.io/ingress.class` annotation, class-less Ingresses and the default class, with
+//! default and custom class flags; through real sockets, and through `compile` directly.
+
+mod common;
+
+use std::path::Path;
+
+use clap::Parser;
+use common::*;
+use vestibule::compile::{self, Reason, Settings};
+use vestibule::source::parse::parse_text;
+use vestibule::store::{ObjRef, Store};
+
+const OURS: &str = "vestibule.dev/ingress-controller";
+const NGINX: &str = "k8s.io/ingress-nginx";
+
+fn ingress_class(name: &str, controller: &str, default: bool) -> String {
+    let annotations = if default { "  annotations:\n    ingressclass.kubernetes.io/is-default-class: \"true\"\n" } else { "" };
+    format!("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: {name}\n{annotations}spec:\n  controller: {controller}\n---\n")
+}
+
+/// An Ingress for `host` → Service `web`, with an optional `ingressClassName` and legacy annotation.
+fn ingress(name: &str, host: &str, class_name: Option<&str>, annotation: Option<&str>) -> String {
+    let annotations = annotation.map(|a| format!("  annotations:\n    kubernetes.io/ingress.class: {a}\n")).unwrap_or_default();
+    let class = class_name.map(|c| format!("  ingressClassName: {c}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  creationTimestamp: \"2020-01-01T00:00:00Z\"\n{annotations}spec:\n{class}  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: web\n            port:\n              number: 80\n---\n"
+    )
+}
+
+/// Asserts, for every (host, served?) pair, that the host is served by `web` or answers 404.
+async fn expect_served(h: &Harness, cases: &[(&str, bool)]) {
+    let mut failures = Vec::new();
+    for (host, served) in cases {
+        let got = h.route(host, "/").await;
+        let want = if *served { (200, Some("web".to_string())) } else { (404, None) };
+        if got != want {
+            failures.push(format!("{host}: expected {want:?}, got {got:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "class mismatches:\n{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_class_name_selects_by_ingress_class_controller_or_by_our_name() {
+    init_tracing();
+    let web = echo("web").await;
+    let m = [
+        backend_yaml("default", "web", &[web.addr]),
+        "\n---\n".into(),
+        ingress_class("ours", OURS, false),
+        ingress_class("nginx", NGINX, false),
+        ingress("by-class", "ours.example.com", Some("ours"), None),
+        ingress("foreign", "nginx.example.com", Some("nginx"), None),
+        ingress("by-name", "name.example.com", Some("vestibule"), None),
+        ingress("unknown", "unknown.example.com", Some("traefik"), None),
+    ]
+    .concat();
+    let h = start(&m).await;
+    expect_served(&h, &[("ours.example.com", true), ("nginx.example.com", false), ("name.example.com", true), ("unknown.example.com", false)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_class_named_like_us_but_of_another_controller_is_not_ours() {
+    init_tracing();
+    let web = echo("web").await;
+    // The IngressClass called "vestibule" exists and belongs to another controller: the
+    // Ingresses that name it are that controller's.
+    let m = [
+        backend_yaml("default", "web", &[web.addr]),
+        "\n---\n".into(),
+        ingress_class("vestibule", NGINX, false),
+        ingress("taken", "taken.example.com", Some("vestibule"), None),
+    ]
+    .concat();
+    let h = start(&m).await;
+    expect_served(&h, &[("taken.example.com", false)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_annotation_wins_over_the_field() {
+    init_tracing();
+    let web = echo("web").await;
+    let m = [
+        backend_yaml("default", "web", &[web.addr]),
+        "\n---\n".into(),
+        ingress_class("ours", OURS, false),
+        ingress_class("nginx", NGINX, false),
+        ingress("ann-ours", "ann-ours.example.com", Some("nginx"), Some("vestibule")),
+        ingress("ann-nginx", "ann-nginx.example.com", Some("ours"), Some("nginx")),
+        ingress("ann-only", "ann-only.example.com", None, Some("vestibule")),
+        ingress("ann-other", "ann-other.example.com", None, Some("nginx")),
+    ]
+    .concat();
+    // Even where class-less Ingresses are served, an annotation naming another class is not ours.
+    let h = start(&m).await;
+    expect_served(
+        &h,
+        &[("ann-ours.example.com", true), ("ann-nginx.example.com", false), ("ann-only.example.com", true), ("ann-other.example.com", false)],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_less_ingresses_follow_watch_without_class_and_the_default_class() {
+    init_tracing();
+    let web = echo("web").await;
+    let base = [backend_yaml("default", "web", &[web.addr]), "\n---\n".into(), ingress("plain", "plain.example.com", None, None), ingress("classed", "classed.example.com", Some("vestibule"), None)].concat();
+
+    // The serve default watches class-less Ingresses.
+    assert!(vestibule::serve::ServeOptions::default().watch_without_class);
+    let h = start(&base).await;
+    expect_served(&h, &[("plain.example.com", true), ("classed.example.com", true)]).await;
+
+    let h = start_with(&base, |o| o.watch_without_class = false).await;
+    expect_served(&h, &[("plain.example.com", false), ("classed.example.com", true)]).await;
+
+    // Our IngressClass marked as the cluster default makes class-less Ingresses ours again.
+    let with_default = format!("{base}{}", ingress_class("ours", OURS, true));
+    let h = start_with(&with_default, |o| o.watch_without_class = false).await;
+    expect_served(&h, &[("plain.example.com", true), ("classed.example.com", true)]).await;
+
+    // Another controller's default class does not.
+    let other_default = format!("{base}{}{}", ingress_class("ours", OURS, false), ingress_class("nginx", NGINX, true));
+    let h = start_with(&other_default, |o| o.watch_without_class = false).await;
+    expect_served(&h, &[("plain.example.com", false), ("classed.example.com", true)]).await;
+
+    // The annotation must say "true".
+    let not_true = format!("{base}{}", ingress_class("ours", OURS, true).replace("\"true\"", "\"false\""));
+    let h = start_with(&not_true, |o| o.watch_without_class = false).await;
+    expect_served(&h, &[("plain.example.com", false)]).await;
+
+    // Marking our class default later, in a new file, applies live.
+    h.write("class.yaml", &ingress_class("ours-default", OURS, true));
+    h.wait_route("plain.example.com", "/", (200, Some("web")), std::time::Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_ingress_class_and_controller_class_flags() {
+    init_tracing();
+    let web = echo("web").await;
+    let m = [
+        backend_yaml("default", "web", &[web.addr]),
+        "\n---\n".into(),
+        ingress_class("edge-class", "example.com/edge", false),
+        ingress_class("vestibule-class", OURS, false),
+        ingress("by-name", "name.example.com", Some("edge"), None),
+        ingress("by-class", "class.example.com", Some("edge-class"), None),
+        ingress("by-annotation", "ann.example.com", None, Some("edge")),
+        ingress("default-name", "default-name.example.com", Some("vestibule"), None),
+        ingress("default-class", "default-class.example.com", Some("vestibule-class"), None),
+        ingress("default-annotation", "default-ann.example.com", None, Some("vestibule")),
+        ingress("plain", "plain.example.com", None, None),
+    ]
+    .concat();
+    let h = start_with(&m, |o| {
+        // The flags as a user passes them.
+        let cli = vestibule::cli::Cli::try_parse_from([
+            "vestibule",
+            "serve",
+            "--manifests",
+            o.manifests[0].to_str().unwrap(),
+            "--ingress-class",
+            "edge",
+            "--controller-class",
+            "example.com/edge",
+            "--watch-ingress-without-class=false",
+        ])
+        .expect("flags parse");
+        let vestibule::cli::Command::Serve(args) = cli.command else { panic!("serve") };
+        let parsed = args.into_options();
+        assert_eq!((parsed.ingress_class.as_str(), parsed.controller_class.as_str(), parsed.watch_without_class), ("edge", "example.com/edge", false));
+        o.ingress_class = parsed.ingress_class;
+        o.controller_class = parsed.controller_class;
+        o.watch_without_class = parsed.watch_without_class;
+    })
+    .await;
+    expect_served(
+        &h,
+        &[
+            ("name.example.com", true),
+            ("class.example.com", true),
+            ("ann.example.com", true),
+            ("default-name.example.com", false),
+            ("default-class.example.com", false),
+            ("default-ann.example.com", false),
+            ("plain.example.com", false),
+        ],
+    )
+    .await;
+}
+
+// ---- compile, directly ----
+
+fn store_of(text: &str) -> Store {
+    let parsed = parse_text(Path::new("objects.yaml"), text);
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    let mut store = Store::default();
+    for obj in parsed.objects {
+        store.insert(obj);
+    }
+    store
+}
+
+fn settings() -> Settings {
+    vestibule::tls::install_provider();
+    Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0)
+}
+
+#[test]
+fn compile_reports_ignored_ingresses_by_name() {
+    let web = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n";
+    let text = [
+        web.to_string(),
+        ingress_class("nginx", NGINX, false),
+        ingress("mine", "mine.example.com", Some("vestibule"), None),
+        ingress("foreign", "foreign.example.com", Some("nginx"), None),
+        ingress("annotated", "annotated.example.com", None, Some("nginx")),
+        ingress("plain", "plain.example.com", None, None),
+    ]
+    .concat();
+    let store = store_of(&text);
+
+    let (config, diags) = compile::compile(&store, &settings());
+    let ignored: Vec<&ObjRef> = diags.iter().filter(|d| d.reason == Reason::ClassIgnored).map(|d| &d.object).collect();
+    assert_eq!(ignored, vec![&ObjRef::new("Ingress", "default", "annotated"), &ObjRef::new("Ingress", "default", "foreign")], "{diags:#?}");
+    let foreign = diags.iter().find(|d| d.object.name == "foreign").unwrap();
+    assert!(foreign.message.contains("nginx"), "the reason names the other class: {foreign}");
+    assert!(foreign.to_string().contains("Ingress default/foreign"), "{foreign}");
+    assert!(config.vhost("mine.example.com").is_some_and(|v| v.name == "mine.example.com"));
+    assert!(config.vhost("foreign.example.com").is_none_or(|v| v.name != "foreign.example.com"), "an ignored Ingress adds no host");
+
+    let mut strict = settings();
+    strict.watch_without_class = false;
+    let (_, diags) = compile::compile(&store, &strict);
+    assert!(
+        diags.iter().any(|d| d.reason == Reason::ClassIgnored && d.object == ObjRef::new("Ingress", "default", "plain")),
+        "a class-less Ingress is ignored without --watch-ingress-without-class: {diags:#?}"
+    );
+    assert!(!diags.iter().any(|d| d.reason == Reason::ClassIgnored && d.object.name == "mine"), "{diags:#?}");
+}
+
+#[test]
+fn compile_reports_the_newer_ingress_in_a_path_conflict() {
+    let web = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n";
+    let rule = |svc: &str| format!("  rules:\n  - host: shared.example.com\n    http:\n      paths:\n      - path: /api\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n");
+    // The newer Ingress sorts first by name: age, not name, decides.
+    let text = format!(
+        "{web}apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: a-newer\n  creationTimestamp: \"2023-05-01T00:00:00Z\"\nspec:\n{}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: z-older\n  creationTimestamp: \"2021-05-01T00:00:00Z\"\nspec:\n{}",
+        rule("web-new"),
+        rule("web")
+    );
+    let store = store_of(&text);
+    let (config, diags) = compile::compile(&store, &settings());
+    let conflicts: Vec<_> = diags.iter().filter(|d| d.reason == Reason::PathConflict).collect();
+    assert_eq!(conflicts.len(), 1, "{diags:#?}");
+    let c = conflicts[0];
+    assert_eq!(c.object, ObjRef::new("Ingress", "default", "a-newer"));
+    assert_eq!(c.field, "spec.rules[0].http.paths[0]");
+    assert!(c.message.contains("z-older"), "the message names the winner: {c}");
+    let vestibule::config::Target::Route { route, .. } = config.route("shared.example.com", "/api/x") else { panic!("the path routes") };
+    assert_eq!(*route.ingress, ObjRef::new("Ingress", "default", "z-older"), "the older Ingress serves the path");
+    assert_eq!(route.backend.service, "web");
+
+    // A different pathType on the same path is no conflict.
+    let text2 = text.replacen("pathType: Prefix", "pathType: Exact", 1);
+    let (_, diags) = compile::compile(&store_of(&text2), &settings());
+    assert!(!diags.iter().any(|d| d.reason == Reason::PathConflict), "{diags:#?}");
+}
