@@ -5,12 +5,38 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use rustls::sign::CertifiedKey;
 
+use crate::metrics::{Metrics, RouteLabels, RouteStats};
 use crate::store::ObjRef;
+
+/// A route's metric labels, and its statistics once the data plane first needs them.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub labels: RouteLabels,
+    stats: OnceLock<Arc<RouteStats>>,
+}
+
+impl Observed {
+    pub fn new(host: &str, path: &str, ingress: &ObjRef, service: &str) -> Self {
+        let labels = RouteLabels {
+            host: Arc::from(host),
+            path: Arc::from(path),
+            namespace: Arc::from(ingress.namespace.as_str()),
+            ingress: Arc::from(if ingress.kind == "Ingress" { ingress.name.as_str() } else { "" }),
+            service: Arc::from(service),
+        };
+        Observed { labels, stats: OnceLock::new() }
+    }
+
+    /// The statistics for this route, shared with every other configuration's same route.
+    pub fn stats(&self, metrics: &Metrics) -> &Arc<RouteStats> {
+        self.stats.get_or_init(|| metrics.route(&self.labels))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum PathKind {
@@ -64,6 +90,7 @@ pub struct Route {
     pub backend: Arc<Backend>,
     pub ingress: Arc<ObjRef>,
     pub ssl_redirect: bool,
+    pub observed: Observed,
 }
 
 impl Route {
@@ -89,6 +116,14 @@ impl Route {
 pub struct HostDefault {
     pub backend: Arc<Backend>,
     pub ingress: Arc<ObjRef>,
+    pub observed: Observed,
+}
+
+impl HostDefault {
+    pub fn new(backend: Arc<Backend>, ingress: Arc<ObjRef>, host: &str) -> Self {
+        let observed = Observed::new(host, "", &ingress, &backend.service);
+        HostDefault { backend, ingress, observed }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -117,34 +152,46 @@ impl VirtualHost {
     }
 }
 
+/// A certificate and where it came from.
+#[derive(Debug, Clone)]
+pub struct TlsCert {
+    pub key: Arc<CertifiedKey>,
+    /// The Secret it was read from; `None` for the generated default.
+    pub secret: Option<(String, String)>,
+}
+
 /// TLS certificates by SNI name.
 #[derive(Debug, Clone)]
 pub struct TlsCerts {
-    pub exact: HashMap<String, Arc<CertifiedKey>>,
+    pub exact: HashMap<String, TlsCert>,
     /// Keyed by the parent domain: `*.foo.com` is stored under `foo.com`.
-    pub wildcard: HashMap<String, Arc<CertifiedKey>>,
-    pub default: Arc<CertifiedKey>,
+    pub wildcard: HashMap<String, TlsCert>,
+    pub default: TlsCert,
 }
 
 impl TlsCerts {
-    pub fn new(default: Arc<CertifiedKey>) -> Self {
+    pub fn new(default: TlsCert) -> Self {
         TlsCerts { exact: HashMap::new(), wildcard: HashMap::new(), default }
     }
 
     /// The certificate for an SNI name (already lowercase): exact, then one-label wildcard,
     /// then the default. Never fails.
-    pub fn resolve(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+    pub fn pick(&self, sni: Option<&str>) -> &TlsCert {
         if let Some(name) = sni {
             if let Some(c) = self.exact.get(name) {
-                return c.clone();
+                return c;
             }
             if let Some((_, parent)) = name.split_once('.') {
                 if let Some(c) = self.wildcard.get(parent) {
-                    return c.clone();
+                    return c;
                 }
             }
         }
-        self.default.clone()
+        &self.default
+    }
+
+    pub fn resolve(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        self.pick(sni).key.clone()
     }
 }
 
@@ -190,7 +237,7 @@ impl<'a> Target<'a> {
 }
 
 impl Config {
-    pub fn new(default_cert: Arc<CertifiedKey>) -> Self {
+    pub fn new(default_cert: TlsCert) -> Self {
         Config {
             exact: HashMap::new(),
             wildcard: HashMap::new(),

@@ -4,14 +4,17 @@
 //! turns the store into a `config::Config` and diagnostics, with no I/O; the config is swapped
 //! atomically into the `proxy`, whose requests each read the config they started with.
 
+pub mod accesslog;
 pub mod admin;
 pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod metrics;
 pub mod proxy;
 pub mod serve;
 pub mod source;
 pub mod store;
 pub mod tls;
+pub mod x509;

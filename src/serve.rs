@@ -132,7 +132,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
 
     let mut proxy_opts = opts.proxy.clone();
     proxy_opts.https_port = opts.public_https_port.unwrap_or(https.port());
-    let shared = Shared::new(Config::new(fallback_cert), proxy_opts);
+    let shared = Shared::new(Config::new(crate::config::TlsCert { key: fallback_cert, secret: None }), proxy_opts);
     let mut engine = Engine::new(shared.clone(), settings);
 
     let mut source = FileSource::new(opts.manifests.clone());

@@ -18,7 +18,7 @@ use rustls::sign::CertifiedKey;
 
 pub use diag::{Diagnostic, Reason, Severity};
 
-use crate::config::{Config, HostDefault, PathKind, Route, VirtualHost};
+use crate::config::{Config, HostDefault, Observed, PathKind, Route, TlsCert, VirtualHost};
 use crate::store::{Key, ObjRef, Store};
 use backend::{PortRef, Resolver};
 
@@ -112,7 +112,7 @@ impl<'a> Builder<'a> {
             .unwrap_or(false);
         let rules = spec.rules.as_deref().unwrap_or(&[]);
         let default = match &spec.default_backend {
-            Some(b) => self.backend(&oref, "spec.defaultBackend", b).map(|backend| HostDefault { backend, ingress: oref.clone() }),
+            Some(b) => self.backend(&oref, "spec.defaultBackend", b).map(|backend| HostDefault::new(backend, oref.clone(), "")),
             None => None,
         };
         for (i, rule) in rules.iter().enumerate() {
@@ -121,7 +121,7 @@ impl<'a> Builder<'a> {
             let vhost = self.vhosts.entry(host.clone()).or_insert_with(|| VirtualHost { name: host.clone(), tls: is_tls, ..Default::default() });
             if let Some(d) = &default {
                 if vhost.default.is_none() {
-                    vhost.default = Some(d.clone());
+                    vhost.default = Some(HostDefault::new(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or("")));
                 }
             }
             let Some(http) = &rule.http else { continue };
@@ -143,13 +143,16 @@ impl<'a> Builder<'a> {
                 let Some(backend) = self.backend(&oref, &format!("{field}.backend"), &p.backend) else { continue };
                 self.claimed.insert(claim, oref.clone());
                 let vhost = self.vhosts.get_mut(&host).expect("inserted above");
+                let rule_path = p.path.clone().unwrap_or_else(|| "/".into());
+                let observed = Observed::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &backend.service);
                 vhost.routes.push(Route {
                     path,
-                    rule_path: p.path.clone().unwrap_or_else(|| "/".into()),
+                    rule_path,
                     kind,
                     backend,
                     ingress: oref.clone(),
                     ssl_redirect: is_tls && ssl_redirect && !redirect_annotation,
+                    observed,
                 });
             }
         }
@@ -250,18 +253,22 @@ pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) 
             if let Some((reason, msg)) = problem {
                 b.diag(Severity::Warning, &oref, "--default-backend-service", reason, msg);
             }
-            HostDefault { backend, ingress: Arc::new(oref) }
+            HostDefault::new(backend, Arc::new(oref), "")
         }),
     };
 
     // TLS certificates by host, oldest Ingress first.
+    let fallback = TlsCert { key: settings.fallback_cert.clone(), secret: None };
     let default_cert = match &settings.default_ssl_certificate {
         Some((ns, name)) => {
             let oref = ObjRef::new("Secret", ns, name);
             let mut cache = HashMap::new();
-            b.secret_cert(&oref, "--default-ssl-certificate", ns, name, &mut cache).unwrap_or_else(|| settings.fallback_cert.clone())
+            match b.secret_cert(&oref, "--default-ssl-certificate", ns, name, &mut cache) {
+                Some(key) => TlsCert { key, secret: Some((ns.clone(), name.clone())) },
+                None => fallback,
+            }
         }
-        None => settings.fallback_cert.clone(),
+        None => fallback,
     };
     let mut config = Config::new(default_cert);
     let mut cert_cache: HashMap<Key, Option<Arc<CertifiedKey>>> = HashMap::new();
@@ -271,7 +278,8 @@ pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) 
         let spec = ing.spec.as_ref().expect("validated");
         for (i, tls) in spec.tls.as_deref().unwrap_or(&[]).iter().enumerate() {
             let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else { continue };
-            let Some(cert) = b.secret_cert(&oref, &format!("spec.tls[{i}].secretName"), ns, secret, &mut cert_cache) else { continue };
+            let Some(key) = b.secret_cert(&oref, &format!("spec.tls[{i}].secretName"), ns, secret, &mut cert_cache) else { continue };
+            let cert = TlsCert { key, secret: Some((ns.to_string(), secret.to_string())) };
             let hosts: Vec<String> = match tls.hosts.as_deref() {
                 Some(h) if !h.is_empty() => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
                 _ => spec.rules.as_deref().unwrap_or(&[]).iter().filter_map(|r| r.host.as_ref().map(|h| h.to_ascii_lowercase())).collect(),
