@@ -1,28 +1,63 @@
-//! The health port: `/healthz` answers 200 once the first configuration is live.
+//! The health port: `/healthz`, `/metrics`, and the read-only `/debug/config` and
+//! `/debug/explain?url=` endpoints.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::compile::explain;
 use crate::proxy::Shared;
 
-fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, body) = match req.uri().path() {
-        "/healthz" if shared.is_ready() => (StatusCode::OK, "ok\n"),
-        "/healthz" => (StatusCode::SERVICE_UNAVAILABLE, "no configuration applied yet\n"),
-        _ => (StatusCode::NOT_FOUND, "not found\n"),
-    };
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "read-only endpoint\n".into());
+    }
+    let query = req.uri().query().unwrap_or("");
+    match req.uri().path() {
+        "/healthz" if shared.is_ready() => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/healthz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no configuration applied yet\n".into()),
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.encode(shared.pool.idle_count()),
+        ),
+        "/debug/config" => {
+            let config = shared.config.load();
+            let snapshot = shared.snapshot.load();
+            let v = crate::debug::config_json(&config, &snapshot);
+            text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
+        }
+        "/debug/explain" => {
+            let Some(url) = crate::debug::query_value(query, "url") else {
+                return text(StatusCode::BAD_REQUEST, "text/plain", "usage: /debug/explain?url=http://HOST/PATH[&format=text]\n".into());
+            };
+            let snapshot = shared.snapshot.load();
+            let Some(settings) = &snapshot.settings else {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no configuration applied yet\n".into());
+            };
+            let config = shared.config.load();
+            match explain::explain_with(&snapshot.store, settings, &config, &snapshot.diagnostics, &url, shared.opts.https_port) {
+                Err(e) => text(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+                Ok(x) if crate::debug::query_value(query, "format").as_deref() == Some("text") => text(StatusCode::OK, "text/plain", x.text()),
+                Ok(x) => text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&x).unwrap_or_default() + "\n"),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz, /metrics, /debug/config, /debug/explain?url=\n".into()),
+    }
 }
 
 pub fn spawn(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {

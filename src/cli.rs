@@ -27,6 +27,54 @@ pub enum Command {
     Echo(EchoArgs),
     /// Run the cafe example: echo backends, manifests, TLS, on ports 8080 and 8443.
     Demo(DemoArgs),
+    /// Say which Ingress, rule, path, backend and certificate a request to URL would reach,
+    /// and why the rules that came close lost.
+    Explain(ExplainArgs),
+    /// Validate manifests the way the proxy would; exit non-zero on errors.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// The URL, e.g. https://cafe.example.com/coffee (http:// is assumed without a scheme).
+    pub url: String,
+    /// Manifest files or directories to explain against.
+    #[arg(long = "manifests", required_unless_present = "server", conflicts_with = "server")]
+    pub manifests: Vec<PathBuf>,
+    /// A running instance's health port, e.g. http://127.0.0.1:10254, to explain against.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Manifest files or directories to check.
+    #[arg(long = "manifests", required = true)]
+    pub manifests: Vec<PathBuf>,
+    /// Fail on warnings too (missing Services, conflicts, ignored classes...).
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+}
+
+impl RoutingArgs {
+    /// The compile settings these flags describe, with `fallback` as the default certificate.
+    pub fn settings(&self, fallback: std::sync::Arc<rustls::sign::CertifiedKey>) -> crate::compile::Settings {
+        let mut s = crate::compile::Settings::new(fallback);
+        s.ingress_class = self.ingress_class.clone();
+        s.controller_class = self.controller_class.clone();
+        s.watch_without_class = self.watch_ingress_without_class;
+        s.default_backend_service = self.default_backend_service.clone();
+        s.default_ssl_certificate = self.default_ssl_certificate.clone();
+        s.ssl_redirect = self.ssl_redirect;
+        s
+    }
 }
 
 /// `NS/NAME` (a bare NAME is in `default`).
@@ -94,6 +142,12 @@ pub struct ServeArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub routing: RoutingArgs,
+    /// Access log: on (one line per request on stdout) or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub access_log: String,
+    /// Access log format: text (ingress-nginx's default fields and order) or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub access_log_format: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,6 +198,8 @@ impl ServeArgs {
         let mut o = ServeOptions { manifests: self.manifests, ..Default::default() };
         apply_listen(&mut o, &self.listen);
         apply_routing(&mut o, &self.routing);
+        let format = if self.access_log_format == "json" { crate::accesslog::Format::Json } else { crate::accesslog::Format::Text };
+        o.access_log = if self.access_log == "off" { crate::serve::AccessLogTarget::Off } else { crate::serve::AccessLogTarget::Stdout(format) };
         o
     }
 }

@@ -86,6 +86,8 @@ pub struct Route {
     pub path: String,
     /// The path as the Ingress wrote it (used in logs and metrics labels).
     pub rule_path: String,
+    /// The pathType as the Ingress wrote it.
+    pub path_type: &'static str,
     pub kind: PathKind,
     pub backend: Arc<Backend>,
     pub ingress: Arc<ObjRef>,

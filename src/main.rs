@@ -1,8 +1,9 @@
 use clap::Parser;
 use vestibule::cli::{Cli, Command};
 
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VESTIBULE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(format: &str, quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VESTIBULE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     if format == "json" {
@@ -15,7 +16,9 @@ fn init_logging(format: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // The one-shot tools print their answer on stdout; their logs stay quiet unless asked.
+    let quiet = matches!(cli.command, Command::Check(_) | Command::Explain(_));
+    init_logging(&cli.log_format, quiet);
     vestibule::tls::install_provider();
     match cli.command {
         Command::Serve(args) => {
@@ -32,6 +35,14 @@ async fn main() -> anyhow::Result<()> {
             shutdown_signal().await;
         }
         Command::Demo(args) => vestibule::demo::run(args.into_options()).await?,
+        Command::Check(args) => {
+            let code = vestibule::tools::check(args, &mut std::io::stdout())?;
+            std::process::exit(code);
+        }
+        Command::Explain(args) => {
+            let code = vestibule::tools::explain(args, &mut std::io::stdout()).await?;
+            std::process::exit(code);
+        }
     }
     Ok(())
 }

@@ -6,13 +6,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::accesslog::{self, AccessLog};
 use crate::compile::{self, Diagnostic, Settings, Severity};
 use crate::config::Config;
-use crate::proxy::{ProxyOptions, Shared, listener};
+use crate::metrics::{CertLabels, HostLabels, Metrics, ReasonLabels, ResultLabels};
+use crate::proxy::{ProxyOptions, Shared, Snapshot, listener};
 use crate::source::files::{self, FileSource};
 use crate::store::Store;
 
-/// Compiles stores into live configurations, logging each diagnostic once when it appears.
+/// Compiles stores into live configurations, logging each diagnostic once when it appears and
+/// keeping the metrics about configuration current.
 pub struct Engine {
     pub shared: Arc<Shared>,
     pub settings: Settings,
@@ -24,12 +29,28 @@ impl Engine {
         Engine { shared, settings, seen: HashSet::new() }
     }
 
-    /// Compiles `store` and makes the result live. Returns the diagnostics.
-    pub fn apply(&mut self, store: &Store) -> Vec<Diagnostic> {
+    /// Compiles `store` and makes the result live. `manifest_errors` are the rejected inputs
+    /// standing now; `seen_at` is when the change was first noticed. Returns the diagnostics.
+    pub fn apply(&mut self, store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant>) -> Vec<Diagnostic> {
+        let metrics = self.shared.metrics.clone();
         let started = Instant::now();
-        let (config, diags) = compile::compile(store, &self.settings);
+        let (config, diags) = compile::compile(&store, &self.settings);
+        let compile_time = started.elapsed();
+        metrics.compile_duration.observe(compile_time.as_secs_f64());
         let routes: usize = config.exact.values().chain(config.wildcard.values()).chain(config.hostless.iter()).map(|v| v.routes.len()).sum();
+        update_certificate_metrics(&metrics, &config);
         self.shared.swap(config);
+        if let Some(t) = seen_at {
+            metrics.change_to_live.observe(t.elapsed().as_secs_f64());
+        }
+        metrics.config_changes.get_or_create(&ResultLabels { result: "applied".into() }).inc();
+        metrics.config_last_reload_successful.set(manifest_errors.is_empty() as i64);
+        metrics.config_last_reload_successful_timestamp.set(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
+        metrics.diagnostics.clear();
+        for d in &diags {
+            metrics.diagnostics.get_or_create(&ReasonLabels { reason: d.reason.as_str().into() }).inc();
+        }
+
         let now: HashSet<Diagnostic> = diags.iter().cloned().collect();
         for d in &diags {
             if self.seen.contains(d) {
@@ -42,8 +63,40 @@ impl Engine {
             }
         }
         self.seen = now;
-        tracing::info!(objects = store.len(), routes, diagnostics = diags.len(), elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "configuration applied");
+        tracing::info!(
+            objects = store.len(),
+            routes,
+            diagnostics = diags.len(),
+            compile_ms = compile_time.as_secs_f64() * 1000.0,
+            "configuration applied"
+        );
+        self.shared.snapshot.store(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), manifest_errors }));
         diags
+    }
+}
+
+/// `nginx_ingress_controller_ssl_certificate_info` and `..._ssl_expire_time_seconds` for every
+/// host with a certificate from a Secret.
+fn update_certificate_metrics(metrics: &Metrics, config: &Config) {
+    metrics.ssl_certificate_info.clear();
+    metrics.ssl_expire_time.clear();
+    let all = config.tls.exact.iter().map(|(h, c)| (h.clone(), c)).chain(config.tls.wildcard.iter().map(|(h, c)| (format!("*.{h}"), c)));
+    for (host, cert) in all {
+        let Some((ns, secret)) = &cert.secret else { continue };
+        let Some(s) = cert.key.cert.first().and_then(|d| crate::x509::summarize(d)) else { continue };
+        metrics
+            .ssl_certificate_info
+            .get_or_create(&CertLabels {
+                host: host.clone(),
+                namespace: ns.clone(),
+                secret_name: secret.clone(),
+                identifier: format!("{}-{}", s.issuer_cn, s.serial),
+                issuer_common_name: s.issuer_cn.clone(),
+                issuer_organization: s.issuer_org.clone(),
+                serial_number: s.serial.clone(),
+            })
+            .set(1);
+        metrics.ssl_expire_time.get_or_create(&HostLabels { host, namespace: ns.clone(), secret_name: secret.clone() }).set(s.not_after);
     }
 }
 
@@ -64,6 +117,36 @@ pub struct ServeOptions {
     pub proxy: ProxyOptions,
     /// The HTTPS port clients reach, for redirects; defaults to `https_port`.
     pub public_https_port: Option<u16>,
+    /// Where access log lines go.
+    pub access_log: AccessLogTarget,
+}
+
+/// Where access log lines go.
+pub enum AccessLogTarget {
+    Off,
+    Stdout(accesslog::Format),
+    /// Any writer (tests use a pipe or a buffer).
+    Writer(accesslog::Format, std::sync::Mutex<Option<Box<dyn std::io::Write + Send>>>),
+}
+
+impl std::fmt::Debug for AccessLogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLogTarget::Off => f.write_str("Off"),
+            AccessLogTarget::Stdout(fmt) => write!(f, "Stdout({fmt:?})"),
+            AccessLogTarget::Writer(fmt, _) => write!(f, "Writer({fmt:?})"),
+        }
+    }
+}
+
+impl Clone for AccessLogTarget {
+    fn clone(&self) -> Self {
+        match self {
+            AccessLogTarget::Off => AccessLogTarget::Off,
+            AccessLogTarget::Stdout(f) => AccessLogTarget::Stdout(*f),
+            AccessLogTarget::Writer(f, w) => AccessLogTarget::Writer(*f, std::sync::Mutex::new(w.lock().ok().and_then(|mut w| w.take()))),
+        }
+    }
 }
 
 impl Default for ServeOptions {
@@ -82,6 +165,7 @@ impl Default for ServeOptions {
             ssl_redirect: true,
             proxy: ProxyOptions::default(),
             public_https_port: None,
+            access_log: AccessLogTarget::Stdout(accesslog::Format::Text),
         }
     }
 }
@@ -132,26 +216,36 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
 
     let mut proxy_opts = opts.proxy.clone();
     proxy_opts.https_port = opts.public_https_port.unwrap_or(https.port());
-    let shared = Shared::new(Config::new(crate::config::TlsCert { key: fallback_cert, secret: None }), proxy_opts);
+    let metrics = Arc::new(Metrics::default());
+    let access_log = match &opts.access_log {
+        AccessLogTarget::Off => AccessLog::off(metrics.clone()),
+        AccessLogTarget::Stdout(f) => AccessLog::stdout(*f, metrics.clone()),
+        AccessLogTarget::Writer(f, w) => match w.lock().ok().and_then(|mut w| w.take()) {
+            Some(w) => AccessLog::to_writer(*f, w, metrics.clone()),
+            None => AccessLog::off(metrics.clone()),
+        },
+    };
+    let initial = Config::new(crate::config::TlsCert { key: fallback_cert, secret: None });
+    let shared = Shared::with_observability(initial, proxy_opts, metrics.clone(), access_log);
     let mut engine = Engine::new(shared.clone(), settings);
 
     let mut source = FileSource::new(opts.manifests.clone());
     let report = source.load();
-    log_report(&report);
-    engine.apply(&source.store());
+    log_report(&report, &metrics);
+    engine.apply(source.store(), standing_errors(&source), None);
 
-    let (watcher, mut changes) = files::watch(source.paths())?;
+    let (watcher, mut changes) = files::watch(source.paths()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
     let mut tasks = vec![
         listener::spawn_http(http_l, shared.clone()),
         listener::spawn_https(https_l, shared.clone()),
         crate::admin::spawn(healthz_l, shared.clone()),
     ];
     tasks.push(tokio::spawn(async move {
-        while changes.recv().await.is_some() {
+        while let Some(seen_at) = changes.recv().await {
             let report = source.load();
-            log_report(&report);
+            log_report(&report, &metrics);
             if report.changed {
-                engine.apply(&source.store());
+                engine.apply(source.store(), standing_errors(&source), Some(seen_at));
             }
         }
     }));
@@ -159,8 +253,15 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     Ok(Running { http, https, healthz, shared, tasks, _watcher: Some(watcher) })
 }
 
-fn log_report(report: &files::LoadReport) {
+fn log_report(report: &files::LoadReport, metrics: &Metrics) {
     for e in &report.new_errors {
         tracing::error!("{e}; the last good version of its objects keeps serving");
     }
+    if !report.new_errors.is_empty() {
+        metrics.config_changes.get_or_create(&ResultLabels { result: "rejected".into() }).inc();
+    }
+}
+
+fn standing_errors(source: &FileSource) -> Vec<String> {
+    source.errors().iter().map(|e| e.to_string()).collect()
 }

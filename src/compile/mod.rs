@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod class;
 pub mod diag;
+pub mod explain;
 pub mod validate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -145,9 +146,15 @@ impl<'a> Builder<'a> {
                 let vhost = self.vhosts.get_mut(&host).expect("inserted above");
                 let rule_path = p.path.clone().unwrap_or_else(|| "/".into());
                 let observed = Observed::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &backend.service);
+                let path_type = match p.path_type.as_str() {
+                    "Exact" => "Exact",
+                    "Prefix" => "Prefix",
+                    _ => "ImplementationSpecific",
+                };
                 vhost.routes.push(Route {
                     path,
                     rule_path,
+                    path_type,
                     kind,
                     backend,
                     ingress: oref.clone(),

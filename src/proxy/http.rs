@@ -18,6 +18,9 @@ use hyper_util::rt::TokioIo;
 
 use super::Shared;
 use super::router;
+use crate::accesslog;
+use crate::config::Target;
+use crate::metrics::{self, RouteStats};
 use super::upstream::{BoxError, PooledBody, ReqBody};
 
 pub type RespBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -162,13 +165,16 @@ fn redirect(location: &str, request_id: &HeaderValue) -> Response<RespBody> {
 struct Progress {
     base: Instant,
     last_ms: AtomicU64,
+    /// Request body bytes forwarded so far.
+    bytes: AtomicU64,
 }
 
 impl Progress {
     fn new() -> Arc<Self> {
-        Arc::new(Progress { base: Instant::now(), last_ms: AtomicU64::new(0) })
+        Arc::new(Progress { base: Instant::now(), last_ms: AtomicU64::new(0), bytes: AtomicU64::new(0) })
     }
-    fn touch(&self) {
+    fn touch(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
         self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     fn last(&self) -> Instant {
@@ -219,7 +225,7 @@ impl Body for LimitedBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     self.remaining -= len;
-                    self.progress.touch();
+                    self.progress.touch(len);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -253,8 +259,200 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// Answers one request.
-pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+/// What the request path learned about one request, for metrics and the access log.
+#[derive(Default)]
+struct Outcome {
+    stats: Option<Arc<RouteStats>>,
+    upstream: Option<UpstreamInfo>,
+}
+
+struct UpstreamInfo {
+    name: String,
+    addr: Option<SocketAddr>,
+    status: Option<u16>,
+    started: Instant,
+    connect: Option<Duration>,
+}
+
+/// The parts of the request the access log needs, taken before the request is forwarded.
+struct LogRequest {
+    method: String,
+    uri: String,
+    protocol: &'static str,
+    referer: String,
+    user_agent: String,
+    host: String,
+    user: String,
+}
+
+fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The request head's length as it arrived (request line and headers), as nginx counts it.
+fn head_length<B>(req: &Request<B>) -> u64 {
+    let line = req.method().as_str().len() + req.uri().path_and_query().map(|p| p.as_str().len()).unwrap_or(1) + 12;
+    let headers: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    (line + headers + 2) as u64
+}
+
+fn header_string<B>(req: &Request<B>, name: header::HeaderName) -> String {
+    req.headers().get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default()
+}
+
+/// Answers one request, and records it in metrics and the access log once its response ends.
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+    let started = Instant::now();
+    let method = metrics::method_label(req.method());
+    let request_length = head_length(&req);
+    let log = shared.access_log.enabled().then(|| LogRequest {
+        method: req.method().as_str().to_string(),
+        uri: req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
+        protocol: protocol_name(req.version()),
+        referer: header_string(&req, header::REFERER),
+        user_agent: header_string(&req, header::USER_AGENT),
+        host: router::request_host(&req),
+        user: String::new(),
+    });
+    let progress = Progress::new();
+    let mut outcome = Outcome::default();
+    let resp = proxy(&shared, &conn, req, &progress, &mut outcome).await;
+    let (parts, body) = resp.into_parts();
+    let request_id = parts.headers.get(&X_REQUEST_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+    let finish = Finish {
+        shared: shared.clone(),
+        started,
+        status: parts.status.as_u16(),
+        method,
+        request_length,
+        progress,
+        outcome,
+        log,
+        remote: conn.peer.ip().to_canonical(),
+        request_id,
+    };
+    let body = Observed { inner: body, bytes: 0, finish: Some(Box::new(finish)) };
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+struct Finish {
+    shared: Arc<Shared>,
+    started: Instant,
+    status: u16,
+    method: &'static str,
+    request_length: u64,
+    progress: Arc<Progress>,
+    outcome: Outcome,
+    log: Option<LogRequest>,
+    remote: std::net::IpAddr,
+    request_id: String,
+}
+
+impl Finish {
+    fn done(self, bytes: u64) {
+        let elapsed = self.started.elapsed();
+        let body_in = self.progress.bytes.load(Ordering::Relaxed);
+        let stats = self.outcome.stats.unwrap_or_else(|| self.shared.metrics.unrouted.clone());
+        let s = stats.get(self.status, self.method);
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        s.request_duration.observe(elapsed.as_secs_f64());
+        s.request_size.observe((self.request_length + body_in) as f64);
+        s.response_size.observe(bytes as f64);
+        let upstream_time = self.outcome.upstream.as_ref().map(|u| u.started.elapsed());
+        if let (Some(u), Some(t)) = (&self.outcome.upstream, upstream_time) {
+            if u.status.is_some() {
+                s.response_duration.observe(t.as_secs_f64());
+            }
+            if let Some(c) = u.connect {
+                s.connect_duration.observe(c.as_secs_f64());
+            }
+        }
+        if let Some(l) = self.log {
+            let up = self.outcome.upstream.as_ref();
+            self.shared.access_log.log(accesslog::Entry {
+                remote_addr: self.remote,
+                remote_user: l.user,
+                time: SystemTime::now(),
+                method: l.method,
+                uri: l.uri,
+                protocol: l.protocol,
+                status: self.status,
+                body_bytes_sent: bytes,
+                referer: l.referer,
+                user_agent: l.user_agent,
+                request_length: self.request_length + body_in,
+                request_time: elapsed,
+                upstream_name: up.map(|u| u.name.clone()).unwrap_or_default(),
+                upstream_addr: up.and_then(|u| u.addr),
+                upstream_response_length: up.and_then(|u| u.status.map(|_| bytes)),
+                upstream_response_time: up.and_then(|u| u.status.map(|_| upstream_time.unwrap_or_default())),
+                upstream_status: up.and_then(|u| u.status),
+                request_id: self.request_id,
+                host: l.host,
+            });
+        }
+    }
+}
+
+/// A response body that reports the request once it has been sent (or abandoned).
+struct Observed {
+    inner: RespBody,
+    bytes: u64,
+    finish: Option<Box<Finish>>,
+}
+
+impl Body for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.complete();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.complete(),
+            Poll::Pending => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Observed {
+    fn complete(&mut self) {
+        if let Some(f) = self.finish.take() {
+            f.done(self.bytes);
+        }
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.complete();
+    }
+}
+
+/// Routes, redirects or proxies one request.
+async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
         _ => new_request_id(),
@@ -265,24 +463,31 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<I
     let path = router::normalize_path(req.uri().path());
     let target = config.route(&host, &path);
     drop(path);
+    outcome.stats = match &target {
+        Target::Route { route, .. } => Some(route.observed.stats(&shared.metrics).clone()),
+        Target::HostDefault { default, .. } => Some(default.observed.stats(&shared.metrics).clone()),
+        Target::Default(d) => Some(d.observed.stats(&shared.metrics).clone()),
+        Target::NotFound => None,
+    };
 
     if !conn.tls && target.ssl_redirect() {
         let port = shared.opts.https_port;
         let authority = if port == 443 { host.clone() } else { format!("{host}:{port}") };
         let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        return Ok(redirect(&format!("https://{authority}{pq}"), &request_id));
+        return redirect(&format!("https://{authority}{pq}"), &request_id);
     }
     let Some(backend) = target.backend().cloned() else {
-        return Ok(error_page(StatusCode::NOT_FOUND, &request_id, head));
+        return error_page(StatusCode::NOT_FOUND, &request_id, head);
     };
     drop(target);
     drop(config);
+    outcome.upstream = Some(UpstreamInfo { name: backend.name.clone(), addr: None, status: None, started: Instant::now(), connect: None });
     if backend.endpoints.is_empty() {
-        return Ok(error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id, head));
+        return error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id, head);
     }
     let opts = &shared.opts;
     if content_length(&req).is_some_and(|n| n > opts.body_limit) {
-        return Ok(error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, head));
+        return error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, head);
     }
 
     let upgrade = is_upgrade(&req);
@@ -324,7 +529,6 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<I
     parts.uri = parts.uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
     parts.version = Version::HTTP_11;
 
-    let progress = Progress::new();
     let body: ReqBody = if upgrade {
         Empty::<Bytes>::new().map_err(|e: Infallible| match e {}).boxed_unsync()
     } else {
@@ -335,16 +539,26 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<I
     let n = backend.endpoints.len();
     let tries = opts.upstream_tries.max(1).min(n);
     let start = backend.next_start();
-    let mut status = StatusCode::BAD_GATEWAY;
     for attempt in 0..tries {
         let addr = backend.endpoints[(start + attempt) % n];
+        if attempt > 0 {
+            shared.metrics.retries.inc();
+        }
+        if let Some(u) = outcome.upstream.as_mut() {
+            u.addr = Some(addr);
+        }
         if let Some(client_upgrade) = client_upgrade {
-            return Ok(proxy_upgrade(&shared, addr, upstream_req, client_upgrade, &request_id).await);
+            let resp = proxy_upgrade(shared, addr, upstream_req, client_upgrade, &request_id).await;
+            if let Some(u) = outcome.upstream.as_mut() {
+                u.status = Some(resp.status().as_u16());
+            }
+            return resp;
         }
         // A pooled connection that turns out closed before the request was written is
         // replaced by a fresh one to the same endpoint; that does not count as a try.
         let mut fresh_tries = 0;
         loop {
+            let connect_started = Instant::now();
             let mut c = match shared.pool.get(addr, opts.connect_timeout).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -352,18 +566,24 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<I
                     break;
                 }
             };
-            match with_idle_timeout(c.sender.try_send_request(upstream_req), opts.read_timeout, &progress).await {
+            if let Some(u) = outcome.upstream.as_mut() {
+                u.connect = Some(if c.reused { Duration::ZERO } else { connect_started.elapsed() });
+            }
+            match with_idle_timeout(c.sender.try_send_request(upstream_req), opts.read_timeout, progress).await {
                 None => {
                     tracing::warn!(request_id = ?request_id, backend = %backend.name, %addr, "upstream timed out");
-                    return Ok(error_page(StatusCode::GATEWAY_TIMEOUT, &request_id, head));
+                    return error_page(StatusCode::GATEWAY_TIMEOUT, &request_id, head);
                 }
                 Some(Ok(resp)) => {
                     let (mut rparts, rbody) = resp.into_parts();
+                    if let Some(u) = outcome.upstream.as_mut() {
+                        u.status = Some(rparts.status.as_u16());
+                    }
                     strip_hop_by_hop(&mut rparts.headers);
                     finish_headers(&mut rparts.headers, &request_id);
                     rparts.version = Version::HTTP_11;
                     let body = PooledBody::new(rbody, shared.pool.clone(), addr, c.sender, opts.read_timeout).boxed_unsync();
-                    return Ok(Response::from_parts(rparts, body));
+                    return Response::from_parts(rparts, body);
                 }
                 Some(Err(mut e)) => match e.take_message() {
                     Some(r) => {
@@ -377,17 +597,16 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, mut req: Request<I
                     None => {
                         let err = e.into_error();
                         if caused_by_body_limit(&err) {
-                            return Ok(error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, head));
+                            return error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, head);
                         }
                         tracing::warn!(request_id = ?request_id, backend = %backend.name, %addr, error = %err, "upstream request failed");
-                        return Ok(error_page(StatusCode::BAD_GATEWAY, &request_id, head));
+                        return error_page(StatusCode::BAD_GATEWAY, &request_id, head);
                     }
                 },
             }
         }
-        status = StatusCode::BAD_GATEWAY;
     }
-    Ok(error_page(status, &request_id, head))
+    error_page(StatusCode::BAD_GATEWAY, &request_id, head)
 }
 
 /// Forwards an upgrade request (WebSocket) on a fresh connection and, on 101, splices the two

@@ -11,9 +11,27 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
+use crate::metrics::{ProtocolLabels, TlsLabels};
 use super::http::{ConnInfo, handle};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts a client connection in `vestibule_connections_active` while it is open.
+struct ConnGauge(prometheus_client::metrics::gauge::Gauge);
+
+impl ConnGauge {
+    fn new(shared: &Shared, protocol: &str) -> Self {
+        let g = shared.metrics.connections.get_or_create(&ProtocolLabels { protocol: protocol.into() }).clone();
+        g.inc();
+        ConnGauge(g)
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 fn builder(shared: &Shared) -> Arc<auto::Builder<TokioExecutor>> {
     let opts = &shared.opts;
@@ -63,6 +81,7 @@ pub fn spawn_http(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::Jo
             let shared = shared.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
+                let _open = ConnGauge::new(&shared, "http");
                 let info = Arc::new(ConnInfo { peer, local, tls: false });
                 let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
                 let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
@@ -82,17 +101,29 @@ pub fn spawn_https(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::J
             let builder = builder.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let handshakes = &shared.metrics.tls_handshakes;
                 let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
+                        handshakes.get_or_create(&TlsLabels { version: String::new(), result: "error".into() }).inc();
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         return;
                     }
                     Err(_) => {
+                        handshakes.get_or_create(&TlsLabels { version: String::new(), result: "timeout".into() }).inc();
                         tracing::debug!(%peer, "TLS handshake timed out");
                         return;
                     }
                 };
+                let (_, session) = tls.get_ref();
+                let version = match session.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                    _ => "other",
+                };
+                handshakes.get_or_create(&TlsLabels { version: version.into(), result: "ok".into() }).inc();
+                let protocol = if session.alpn_protocol() == Some(b"h2") { "https/h2" } else { "https/http1.1" };
+                let _open = ConnGauge::new(&shared, protocol);
                 let info = Arc::new(ConnInfo { peer, local, tls: true });
                 let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
                 let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await;

@@ -12,7 +12,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::accesslog::AccessLog;
+use crate::compile::{Diagnostic, Settings};
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
 use upstream::Pool;
 
 /// Limits and timeouts of the data plane, set by flags.
@@ -61,11 +65,38 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub opts: ProxyOptions,
     pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: AccessLog,
+    /// What the configuration was compiled from, for `/debug/explain`.
+    pub snapshot: ArcSwap<Snapshot>,
+}
+
+/// The inputs and findings of the live configuration.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub store: Store,
+    pub settings: Option<Settings>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub manifest_errors: Vec<String>,
 }
 
 impl Shared {
     pub fn new(initial: Config, opts: ProxyOptions) -> Arc<Self> {
-        Arc::new(Shared { config: ArcSwap::from_pointee(initial), ready: AtomicBool::new(false), opts, pool: Arc::new(Pool::default()) })
+        let metrics = Arc::new(Metrics::default());
+        Self::with_observability(initial, opts, metrics.clone(), AccessLog::off(metrics))
+    }
+
+    pub fn with_observability(initial: Config, opts: ProxyOptions, metrics: Arc<Metrics>, access_log: AccessLog) -> Arc<Self> {
+        let pool = Arc::new(Pool::new(metrics.upstream_open.clone()));
+        Arc::new(Shared {
+            config: ArcSwap::from_pointee(initial),
+            ready: AtomicBool::new(false),
+            opts,
+            pool,
+            metrics,
+            access_log,
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+        })
     }
 
     /// Makes `config` live for every request that starts from now on, and drops idle upstream

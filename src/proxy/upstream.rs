@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,6 +41,8 @@ struct Idle {
 pub struct Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
     max_idle_per_endpoint: usize,
+    /// Connections open to endpoints, pooled or in use.
+    open: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -50,7 +53,23 @@ impl std::fmt::Debug for Pool {
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool { idle: Mutex::new(HashMap::new()), max_idle_per_endpoint: 64 }
+        Pool::new(Arc::new(AtomicI64::new(0)))
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenGuard(Arc<AtomicI64>);
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicI64>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(open.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -62,6 +81,14 @@ pub struct Conn {
 }
 
 impl Pool {
+    pub fn new(open: Arc<AtomicI64>) -> Self {
+        Pool { idle: Mutex::new(HashMap::new()), max_idle_per_endpoint: 64, open }
+    }
+
+    pub fn open_count(&self) -> i64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
     /// An idle connection to `addr` that is ready for a request, if there is one.
     fn take_idle(&self, addr: SocketAddr) -> Option<Sender> {
         let mut idle = self.idle.lock().expect("pool lock");
@@ -123,8 +150,10 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError::Handshake(addr, e))?;
+        let guard = OpenGuard::new(&self.open);
         tokio::spawn(async move {
             let _ = conn.await;
+            drop(guard);
         });
         Ok(Conn { addr, sender, reused: false })
     }
@@ -136,8 +165,10 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError::Handshake(addr, e))?;
+        let guard = OpenGuard::new(&self.open);
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
+            drop(guard);
         });
         Ok(sender)
     }

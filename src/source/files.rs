@@ -166,7 +166,8 @@ fn merge_last_good(prev: Vec<Object>, parsed: &parse::Parsed) -> Vec<Object> {
 }
 
 /// Watches `paths` and sends a message after each burst of changes settles.
-pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, mpsc::Receiver<()>)> {
+/// Each message carries when the first change of its burst was seen.
+pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, mpsc::Receiver<std::time::Instant>)> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
@@ -184,9 +185,10 @@ pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, m
         };
         watcher.watch(&target, mode)?;
     }
-    let (tx, rx) = mpsc::channel::<()>(1);
+    let (tx, rx) = mpsc::channel::<std::time::Instant>(1);
     tokio::spawn(async move {
         while raw_rx.recv().await.is_some() {
+            let seen_at = std::time::Instant::now();
             // Debounce: wait for 50 ms of quiet, at most 250 ms in all.
             let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
             loop {
@@ -196,7 +198,7 @@ pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, m
                     Err(_) => break,
                 }
             }
-            if tx.send(()).await.is_err() {
+            if tx.send(seen_at).await.is_err() {
                 return;
             }
         }

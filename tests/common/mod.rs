@@ -84,6 +84,7 @@ pub async fn start_with(manifests: &str, f: impl FnOnce(&mut ServeOptions)) -> H
         http_port: 0,
         https_port: 0,
         healthz_port: 0,
+        access_log: serve::AccessLogTarget::Off,
         ..Default::default()
     };
     f(&mut opts);

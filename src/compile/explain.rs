@@ -1,0 +1,356 @@
+//! "Why does my Ingress 404?": which Ingress, rule, path and backend a URL reaches, which
+//! certificate SNI picks, and for every rule that came close, why it lost.
+//!
+//! The answer comes from the same `compile` and `Config::route` the proxy uses, so it cannot
+//! disagree with what the proxy does.
+
+use std::fmt::Write as _;
+
+use k8s_openapi::api::networking::v1::Ingress;
+use serde::Serialize;
+
+use super::{Diagnostic, Reason, Settings, class, compile, route_path, validate};
+use crate::config::{Config, PathKind, Route, Target};
+use crate::proxy::router::{normalize_path, strip_port};
+use crate::store::{ObjRef, Store};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Matched {
+    pub ingress: String,
+    /// `route`, `host default` (the Ingress's defaultBackend) or `default backend`.
+    pub via: String,
+    pub host: String,
+    pub path: String,
+    pub path_type: String,
+    pub service: String,
+    pub port: String,
+    pub endpoints: Vec<String>,
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub ingress: String,
+    pub field: String,
+    pub host: String,
+    pub path: String,
+    pub path_type: String,
+    /// `matched`, or the reason it lost.
+    pub verdict: String,
+    pub why: String,
+    #[serde(skip)]
+    score: u8,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CertChoice {
+    pub sni: String,
+    pub source: String,
+    pub subject: String,
+    pub dns_names: Vec<String>,
+    pub not_after: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub url: String,
+    pub scheme: String,
+    pub host: String,
+    pub path: String,
+    /// The status the client gets from Vestibule itself (404, 503, 308), or `proxied`.
+    pub outcome: String,
+    pub matched: Option<Matched>,
+    pub redirect: Option<String>,
+    pub certificate: Option<CertChoice>,
+    pub candidates: Vec<Candidate>,
+}
+
+/// Splits `scheme://host[:port]/path?query` (the scheme defaults to http).
+pub fn split_url(url: &str) -> Result<(String, String, String), String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => ("http".to_string(), url),
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("{url:?}: only http and https URLs can be explained"));
+    }
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let path = path.split('?').next().unwrap_or("/");
+    let path = if path.is_empty() { "/" } else { path };
+    let host = strip_port(authority.rsplit('@').next().unwrap_or("")).trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(format!("{url:?}: no host"));
+    }
+    Ok((scheme, host, path.to_string()))
+}
+
+fn host_matches(rule_host: Option<&str>, host: &str) -> bool {
+    match rule_host {
+        None | Some("") => true,
+        Some(h) => match h.strip_prefix("*.") {
+            Some(parent) => host.split_once('.').is_some_and(|(first, rest)| !first.is_empty() && rest == parent),
+            None => h.eq_ignore_ascii_case(host),
+        },
+    }
+}
+
+fn describe_kind(k: PathKind) -> &'static str {
+    match k {
+        PathKind::Exact => "Exact",
+        PathKind::Prefix => "Prefix",
+    }
+}
+
+fn ns_name(r: &ObjRef) -> String {
+    format!("{}/{}", r.namespace, r.name)
+}
+
+/// Explains where a request to `url` goes, given the objects and settings.
+pub fn explain(store: &Store, settings: &Settings, url: &str) -> Result<Explanation, String> {
+    let (config, diags) = compile(store, settings);
+    explain_with(store, settings, &config, &diags, url, 443)
+}
+
+/// As `explain`, with a configuration and diagnostics already compiled from `store`.
+/// `https_port` is the port clients reach HTTPS on, for redirects.
+pub fn explain_with(store: &Store, settings: &Settings, config: &Config, diags: &[Diagnostic], url: &str, https_port: u16) -> Result<Explanation, String> {
+    let (scheme, host, raw_path) = split_url(url)?;
+    let path = normalize_path(&raw_path).into_owned();
+    let target = config.route(&host, &path);
+
+    let backend_of = |b: &crate::config::Backend| (format!("{}/{}", b.namespace, b.service), b.port.clone(), b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(), b.unavailable.clone());
+    let (matched, winner): (Option<Matched>, Option<&Route>) = match &target {
+        Target::Route { vhost, route } => {
+            let (service, port, endpoints, problem) = backend_of(&route.backend);
+            (
+                Some(Matched {
+                    ingress: ns_name(&route.ingress),
+                    via: "route".into(),
+                    host: vhost.name.clone(),
+                    path: route.rule_path.clone(),
+                    path_type: route.path_type.to_string(),
+                    service,
+                    port,
+                    endpoints,
+                    problem,
+                }),
+                Some(*route),
+            )
+        }
+        Target::HostDefault { vhost, default } => {
+            let (service, port, endpoints, problem) = backend_of(&default.backend);
+            let via = if default.ingress.kind == "Ingress" && vhost.default.is_some() { "the host's defaultBackend" } else { "default backend" };
+            (Some(Matched { ingress: ns_name(&default.ingress), via: via.into(), host: vhost.name.clone(), path: String::new(), path_type: String::new(), service, port, endpoints, problem }), None)
+        }
+        Target::Default(d) => {
+            let (service, port, endpoints, problem) = backend_of(&d.backend);
+            let via = if d.ingress.kind == "Ingress" { "a rule-less Ingress's defaultBackend" } else { "--default-backend-service" };
+            let ingress = if d.ingress.kind == "Ingress" { ns_name(&d.ingress) } else { String::new() };
+            (Some(Matched { ingress, via: via.into(), host: String::new(), path: String::new(), path_type: String::new(), service, port, endpoints, problem }), None)
+        }
+        Target::NotFound => (None, None),
+    };
+
+    let redirect = if scheme == "http" && target.ssl_redirect() {
+        let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
+        Some(format!("https://{host}{port}{raw_path}"))
+    } else {
+        None
+    };
+    let outcome = match (&redirect, &matched) {
+        (Some(_), _) => "308".to_string(),
+        (None, None) => "404".to_string(),
+        (None, Some(m)) if m.endpoints.is_empty() => "503".to_string(),
+        (None, Some(_)) => "proxied".to_string(),
+    };
+
+    let certificate = (scheme == "https").then(|| {
+        let cert = config.tls.pick(Some(&host));
+        let summary = cert.key.cert.first().and_then(|c| crate::x509::summarize(c));
+        CertChoice {
+            sni: host.clone(),
+            source: match &cert.secret {
+                Some((ns, name)) => format!("Secret {ns}/{name}"),
+                None => "the generated default certificate".into(),
+            },
+            subject: summary.as_ref().map(|s| s.subject_cn.clone()).unwrap_or_default(),
+            dns_names: summary.as_ref().map(|s| s.dns_names.clone()).unwrap_or_default(),
+            not_after: summary.map(|s| s.not_after),
+        }
+    });
+
+    let vhost_name = config.vhost(&host).map(|v| v.name.clone());
+    let mut candidates = Vec::new();
+    let default_class = class::we_are_default(store, settings);
+    for ing in store.ingresses.values() {
+        candidates_of(ing, store, settings, default_class, diags, &host, &path, vhost_name.as_deref(), winner, &mut candidates);
+    }
+    candidates.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.ingress.cmp(&b.ingress)).then_with(|| a.field.cmp(&b.field)));
+    let best = candidates.first().map(|c| c.score).unwrap_or(0);
+    candidates.retain(|c| c.score >= best.min(2));
+    candidates.truncate(20);
+
+    Ok(Explanation { url: url.to_string(), scheme, host, path, outcome, matched, redirect, certificate, candidates })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn candidates_of(
+    ing: &Ingress,
+    store: &Store,
+    settings: &Settings,
+    default_class: bool,
+    diags: &[Diagnostic],
+    host: &str,
+    path: &str,
+    vhost_name: Option<&str>,
+    winner: Option<&Route>,
+    out: &mut Vec<Candidate>,
+) {
+    let ns = ing.metadata.namespace.as_deref().unwrap_or("");
+    let name = ing.metadata.name.as_deref().unwrap_or("");
+    let oref = ObjRef::new("Ingress", ns, name);
+    let class_problem = class::owns(ing, store, settings, default_class).err();
+    let invalid = validate::ingress(ing).into_iter().next();
+    let Some(spec) = &ing.spec else { return };
+    for (i, rule) in spec.rules.as_deref().unwrap_or(&[]).iter().enumerate() {
+        let rule_host = rule.host.as_deref();
+        let host_ok = host_matches(rule_host, host);
+        let shown_host = rule_host.unwrap_or("*").to_string();
+        let Some(http) = &rule.http else { continue };
+        for (j, p) in http.paths.iter().enumerate() {
+            let field = format!("spec.rules[{i}].http.paths[{j}]");
+            let (rpath, kind) = route_path(p.path.as_deref(), &p.path_type);
+            let probe = |k: PathKind| match k {
+                PathKind::Exact => path == rpath,
+                PathKind::Prefix => rpath.is_empty() || path.strip_prefix(rpath.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/')),
+            };
+            let path_ok = probe(kind);
+            let mut c = Candidate {
+                ingress: ns_name(&oref),
+                field: field.clone(),
+                host: shown_host.clone(),
+                path: p.path.clone().unwrap_or_else(|| "/".into()),
+                path_type: p.path_type.clone(),
+                verdict: String::new(),
+                why: String::new(),
+                score: (host_ok as u8) * 2 + path_ok as u8,
+            };
+            let diag_for = |reason: Reason| diags.iter().find(|d| d.object == oref && d.reason == reason && d.field.starts_with(&field));
+            if let Some(why) = &class_problem {
+                c.verdict = "class ignored".into();
+                c.why = why.clone();
+            } else if let Some(e) = &invalid {
+                c.verdict = "invalid".into();
+                c.why = format!("{}: {}", e.field, e.message);
+            } else if !host_ok {
+                c.verdict = "wrong host".into();
+                c.why = format!("the rule is for host {shown_host}, the request for {host}");
+            } else if vhost_name.is_some_and(|v| v != rule_host.unwrap_or("*")) {
+                c.verdict = "host taken".into();
+                c.why = format!("the more specific host rule {} serves {host}", vhost_name.unwrap_or(""));
+                c.score = c.score.saturating_sub(1);
+            } else if !path_ok {
+                let other = if kind == PathKind::Exact { PathKind::Prefix } else { PathKind::Exact };
+                if probe(other) {
+                    c.verdict = "path type mismatch".into();
+                    c.why = format!("{} {} does not match {path}; {} would", describe_kind(kind), c.path, describe_kind(other));
+                } else {
+                    c.verdict = "wrong path".into();
+                    c.why = format!("{path} does not match {} {}", describe_kind(kind), c.path);
+                }
+            } else if let Some(d) = diag_for(Reason::PathConflict) {
+                c.verdict = "conflict lost".into();
+                c.why = d.message.clone();
+            } else if winner.is_some_and(|w| w.ingress.as_ref() == &oref && w.rule_path == c.path && w.path_type == p.path_type) {
+                c.verdict = "matched".into();
+                c.score += 4;
+                if let Some(d) = diag_for(Reason::ServiceNotFound)
+                    .or_else(|| diag_for(Reason::ServicePortNotFound))
+                    .or_else(|| diag_for(Reason::NoReadyEndpoints))
+                    .or_else(|| diag_for(Reason::Unsupported))
+                {
+                    c.why = d.message.clone();
+                }
+            } else {
+                c.verdict = "longer path won".into();
+                c.why = match winner {
+                    Some(w) => format!("{} {} ({}) is longer or more exact", w.ingress, w.rule_path, w.path_type),
+                    None => "another rule won".into(),
+                };
+            }
+            out.push(c);
+        }
+    }
+}
+
+impl Explanation {
+    /// The explanation as a person reads it.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "{}", self.url);
+        let _ = writeln!(s, "  host {}, path {} (as matched)", self.host, self.path);
+        match &self.matched {
+            Some(m) => {
+                if m.via == "route" {
+                    let _ = writeln!(s, "  -> Ingress {}: host {}, path {} ({})", m.ingress, m.host, m.path, m.path_type);
+                } else if m.ingress.is_empty() {
+                    let _ = writeln!(s, "  -> no rule matches; {} answers", m.via);
+                } else {
+                    let _ = writeln!(s, "  -> no rule path matches; {} of Ingress {} answers", m.via, m.ingress);
+                }
+                let eps = if m.endpoints.is_empty() { "no ready endpoints".to_string() } else { format!("{} ready endpoint(s): {}", m.endpoints.len(), m.endpoints.join(", ")) };
+                let _ = writeln!(s, "     backend Service {} port {}: {}", m.service, m.port, eps);
+                if let Some(p) = &m.problem {
+                    let _ = writeln!(s, "     problem: {p}");
+                }
+            }
+            None => {
+                let _ = writeln!(s, "  -> nothing matches: the built-in default backend answers 404");
+            }
+        }
+        if let Some(r) = &self.redirect {
+            let _ = writeln!(s, "  over plain HTTP: 308 redirect to {r} (the host has TLS)");
+        }
+        let _ = writeln!(s, "  answer: {}", self.outcome);
+        if let Some(c) = &self.certificate {
+            let exp = c.not_after.map(|t| {
+                let (y, m, d) = crate::x509::civil_from_days(t.div_euclid(86400));
+                format!(", expires {y:04}-{m:02}-{d:02}")
+            });
+            let _ = writeln!(s, "  TLS: SNI {} -> {} (subject {}{})", c.sni, c.source, c.subject, exp.unwrap_or_default());
+        }
+        if !self.candidates.is_empty() {
+            let _ = writeln!(s, "Candidates:");
+            for c in &self.candidates {
+                let why = if c.why.is_empty() { String::new() } else { format!(": {}", c.why) };
+                let _ = writeln!(s, "  [{}] Ingress {} {} host {} path {} ({}){}", c.verdict, c.ingress, c.field, c.host, c.path, c.path_type, why);
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_urls() {
+        assert_eq!(split_url("http://A.com:8080/x/y?q=1").unwrap(), ("http".into(), "a.com".into(), "/x/y".into()));
+        assert_eq!(split_url("https://a.com").unwrap(), ("https".into(), "a.com".into(), "/".into()));
+        assert_eq!(split_url("a.com/z").unwrap(), ("http".into(), "a.com".into(), "/z".into()));
+        assert!(split_url("ftp://a.com/").is_err());
+        assert!(split_url("http:///x").is_err());
+    }
+
+    #[test]
+    fn wildcard_hosts() {
+        assert!(host_matches(Some("*.foo.com"), "bar.foo.com"));
+        assert!(!host_matches(Some("*.foo.com"), "baz.bar.foo.com"));
+        assert!(!host_matches(Some("*.foo.com"), "foo.com"));
+        assert!(host_matches(None, "x"));
+    }
+}
