@@ -15,6 +15,10 @@ pub struct Cli {
     /// Log format: text or json.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Worker threads for the proxy; defaults to the number of CPUs available to the process
+    /// (cgroup limits respected).
+    #[arg(long, global = true)]
+    pub worker_threads: Option<usize>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -32,6 +36,9 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Validate manifests the way the proxy would; exit non-zero on errors.
     Check(CheckArgs),
+    /// Run as a Kubernetes Ingress controller: watch the cluster, serve its Ingresses, publish
+    /// their status and Events (in-cluster configuration, or --kubeconfig).
+    Controller(ControllerArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -263,5 +270,74 @@ impl DemoArgs {
         let mut serve = ServeOptions::default();
         apply_listen(&mut serve, &self.listen);
         crate::demo::DemoOptions { serve, examples: self.examples }
+    }
+}
+
+/// `vestibule controller`: the flags of `serve` (except `--manifests`) plus the cluster's, named
+/// as ingress-nginx names them. Ports default to 80/443/10254, and
+/// `--watch-ingress-without-class` to false.
+#[derive(Args, Debug, Clone)]
+#[command(
+    mut_arg("http_port", |a| a.default_value("80")),
+    mut_arg("https_port", |a| a.default_value("443")),
+    mut_arg("watch_ingress_without_class", |a| a.default_value("false"))
+)]
+pub struct ControllerArgs {
+    /// Kubeconfig file to reach the API server with; the in-cluster service account when absent.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Only watch this namespace (empty: all namespaces).
+    #[arg(long, default_value = "")]
+    pub watch_namespace: String,
+    /// ConfigMap (NS/NAME) with the controller's settings; it is loaded and watched.
+    #[arg(long, value_parser = parse_ns_name)]
+    pub configmap: Option<(String, String)>,
+    /// Service (NS/NAME) whose load-balancer addresses (or external IPs) go into the status of
+    /// our Ingresses.
+    #[arg(long, value_parser = parse_ns_name)]
+    pub publish_service: Option<(String, String)>,
+    /// Addresses for the status of our Ingresses instead (comma-separated; IPs and host names).
+    #[arg(long, value_delimiter = ',')]
+    pub publish_status_address: Vec<String>,
+    /// Name of the Lease (in the controller's namespace) that elects the leader.
+    #[arg(long, default_value = "vestibule-leader")]
+    pub election_id: String,
+    /// Write the load-balancer addresses into the status of our Ingresses (leader only).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub update_status: bool,
+    /// Clear those addresses when the last replica stops.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub update_status_on_shutdown: bool,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    /// Access log: on (one line per request on stdout) or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub access_log: String,
+    /// Access log format: text (ingress-nginx's default fields and order) or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub access_log_format: String,
+}
+
+impl ControllerArgs {
+    pub fn into_options(self) -> crate::controller::ControllerOptions {
+        let mut o = crate::controller::ControllerOptions::default();
+        apply_listen(&mut o.serve, &self.listen);
+        apply_routing(&mut o.serve, &self.routing);
+        let format = if self.access_log_format == "json" { crate::accesslog::Format::Json } else { crate::accesslog::Format::Text };
+        o.serve.access_log = if self.access_log == "off" { crate::serve::AccessLogTarget::Off } else { crate::serve::AccessLogTarget::Stdout(format) };
+        o.api = match self.kubeconfig {
+            Some(path) => crate::controller::ApiConfig::Kubeconfig(path),
+            None => crate::controller::ApiConfig::InCluster,
+        };
+        o.watch_namespace = Some(self.watch_namespace).filter(|n| !n.is_empty());
+        o.configmap = self.configmap;
+        o.publish_service = self.publish_service;
+        o.publish_status_address = self.publish_status_address.into_iter().filter(|a| !a.trim().is_empty()).collect();
+        o.election_id = self.election_id;
+        o.update_status = self.update_status;
+        o.update_status_on_shutdown = self.update_status_on_shutdown;
+        o
     }
 }

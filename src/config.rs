@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use rustls::sign::CertifiedKey;
@@ -44,6 +43,120 @@ pub enum PathKind {
     Prefix,
 }
 
+/// How a backend picks an endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Policy {
+    #[default]
+    RoundRobin,
+    /// Power of two choices on in-flight requests weighted by peak-EWMA latency.
+    LeastRequest,
+    /// Consistent hashing on a request key.
+    Hash(HashKey),
+}
+
+/// A request key for consistent hashing, parsed from an nginx-style expression such as
+/// `$request_uri` or `$http_x_user$cookie_session`. It is data, never code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashKey {
+    pub parts: Vec<HashPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashPart {
+    Literal(String),
+    RequestUri,
+    Uri,
+    Host,
+    RemoteAddr,
+    /// A request header, lowercase.
+    Header(String),
+    Cookie(String),
+    Arg(String),
+}
+
+impl HashKey {
+    /// Parses `$var` references and literal text; unknown variables are an error.
+    pub fn parse(expr: &str) -> Result<HashKey, String> {
+        let mut parts = Vec::new();
+        let mut rest = expr;
+        while !rest.is_empty() {
+            match rest.find('$') {
+                Some(0) => {
+                    let name_end = rest[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(|i| i + 1).unwrap_or(rest.len());
+                    let name = &rest[1..name_end];
+                    let part = match name {
+                        "request_uri" => HashPart::RequestUri,
+                        "uri" | "document_uri" => HashPart::Uri,
+                        "host" => HashPart::Host,
+                        "remote_addr" | "binary_remote_addr" => HashPart::RemoteAddr,
+                        n if n.starts_with("http_") && n.len() > 5 => HashPart::Header(n[5..].replace('_', "-").to_ascii_lowercase()),
+                        n if n.starts_with("cookie_") && n.len() > 7 => HashPart::Cookie(n[7..].to_string()),
+                        n if n.starts_with("arg_") && n.len() > 4 => HashPart::Arg(n[4..].to_string()),
+                        n => return Err(format!("unknown variable ${n}: use $request_uri, $uri, $host, $remote_addr, $http_NAME, $cookie_NAME or $arg_NAME")),
+                    };
+                    parts.push(part);
+                    rest = &rest[name_end..];
+                }
+                Some(i) => {
+                    parts.push(HashPart::Literal(rest[..i].to_string()));
+                    rest = &rest[i..];
+                }
+                None => {
+                    parts.push(HashPart::Literal(rest.to_string()));
+                    rest = "";
+                }
+            }
+        }
+        if !parts.iter().any(|p| !matches!(p, HashPart::Literal(_))) {
+            return Err(format!("{expr:?} names no variable, so every request would hash alike"));
+        }
+        Ok(HashKey { parts })
+    }
+}
+
+/// The protocol spoken to a backend's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum BackendProtocol {
+    #[default]
+    Http,
+    Https,
+    /// HTTP/2 with prior knowledge, cleartext.
+    H2c,
+    /// gRPC over h2c.
+    Grpc,
+    /// gRPC over HTTP/2 with TLS.
+    Grpcs,
+}
+
+impl BackendProtocol {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "HTTP" => Some(BackendProtocol::Http),
+            "HTTPS" => Some(BackendProtocol::Https),
+            "H2C" => Some(BackendProtocol::H2c),
+            "GRPC" => Some(BackendProtocol::Grpc),
+            "GRPCS" => Some(BackendProtocol::Grpcs),
+            _ => None,
+        }
+    }
+    pub fn http2(self) -> bool {
+        matches!(self, BackendProtocol::H2c | BackendProtocol::Grpc | BackendProtocol::Grpcs)
+    }
+    pub fn tls(self) -> bool {
+        matches!(self, BackendProtocol::Https | BackendProtocol::Grpcs)
+    }
+    pub fn grpc(self) -> bool {
+        matches!(self, BackendProtocol::Grpc | BackendProtocol::Grpcs)
+    }
+}
+
+/// TLS towards a backend: who we say we are talking to, and how the certificate is checked.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
 /// Where matched requests go: the endpoints of one Service port.
 #[derive(Debug)]
 pub struct Backend {
@@ -56,7 +169,11 @@ pub struct Backend {
     pub endpoints: Vec<SocketAddr>,
     /// Why this backend has no endpoints, when it has none (answered with 503).
     pub unavailable: Option<String>,
-    cursor: AtomicUsize,
+    pub policy: Policy,
+    pub protocol: BackendProtocol,
+    /// For HTTPS and GRPCS backends.
+    pub tls: Option<UpstreamTls>,
+    bound: OnceLock<crate::proxy::balance::Bound>,
 }
 
 impl Backend {
@@ -68,14 +185,16 @@ impl Backend {
             port: port.to_string(),
             endpoints,
             unavailable,
-            cursor: AtomicUsize::new(0),
+            policy: Policy::RoundRobin,
+            protocol: BackendProtocol::Http,
+            tls: None,
+            bound: OnceLock::new(),
         }
     }
 
-    /// The index of the endpoint the next request starts at (round-robin).
-    pub fn next_start(&self) -> usize {
-        let n = self.endpoints.len().max(1);
-        self.cursor.fetch_add(1, Ordering::Relaxed) % n
+    /// The balancing state of this backend's endpoints, shared with other configurations.
+    pub fn bound(&self, registry: &crate::proxy::balance::Registry) -> &crate::proxy::balance::Bound {
+        self.bound.get_or_init(|| crate::proxy::balance::Bound::new(self, registry))
     }
 }
 

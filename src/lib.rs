@@ -1,6 +1,6 @@
 //! Vestibule: a Kubernetes Ingress controller with its own in-process L7 proxy.
 //!
-//! One direction of flow: sources (files, later the Kubernetes API) fill the `store`; `compile`
+//! One direction of flow: sources (files, the Kubernetes API) fill the `store`; `compile`
 //! turns the store into a `config::Config` and diagnostics, with no I/O; the config is swapped
 //! atomically into the `proxy`, whose requests each read the config they started with.
 
@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 pub mod compile;
 pub mod config;
+pub mod controller;
 pub mod debug;
 pub mod demo;
 pub mod echo;

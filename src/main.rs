@@ -13,9 +13,14 @@ fn init_logging(format: &str, quiet: bool) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Every core the process may use (cgroup CPU limits included), unless told otherwise.
+    let workers = cli.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // The one-shot tools print their answer on stdout; their logs stay quiet unless asked.
     let quiet = matches!(cli.command, Command::Check(_) | Command::Explain(_));
     init_logging(&cli.log_format, quiet);
@@ -35,6 +40,11 @@ async fn main() -> anyhow::Result<()> {
             shutdown_signal().await;
         }
         Command::Demo(args) => vestibule::demo::run(args.into_options()).await?,
+        Command::Controller(args) => {
+            let running = vestibule::controller::start(args.into_options()).await?;
+            shutdown_signal().await;
+            running.shutdown().await;
+        }
         Command::Check(args) => {
             let code = vestibule::tools::check(args, &mut std::io::stdout())?;
             std::process::exit(code);

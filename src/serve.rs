@@ -15,6 +15,7 @@ use crate::metrics::{CertLabels, HostLabels, Metrics, ReasonLabels, ResultLabels
 use crate::proxy::{ProxyOptions, Shared, Snapshot, listener};
 use crate::source::files::{self, FileSource};
 use crate::store::Store;
+use tokio::net::TcpListener;
 
 /// Compiles stores into live configurations, logging each diagnostic once when it appears and
 /// keeping the metrics about configuration current.
@@ -197,49 +198,77 @@ impl Drop for Running {
     }
 }
 
+/// What every mode shares after its source: the compile settings, the bound listeners, the live
+/// configuration and the engine that compiles stores into it. `serve` feeds it from files,
+/// `controller` from the Kubernetes API.
+pub struct Frontend {
+    pub engine: Engine,
+    pub shared: Arc<Shared>,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub healthz: SocketAddr,
+    listeners: Option<(TcpListener, TcpListener, TcpListener)>,
+}
+
+impl Frontend {
+    /// Builds the settings from `opts` and binds the listeners (not accepting yet).
+    pub async fn bind(opts: &ServeOptions) -> anyhow::Result<Frontend> {
+        crate::tls::install_provider();
+        let (fallback_cert, _, _) = crate::tls::self_signed(&["vestibule.invalid"])?;
+        let mut settings = Settings::new(fallback_cert.clone());
+        settings.ingress_class = opts.ingress_class.clone();
+        settings.controller_class = opts.controller_class.clone();
+        settings.watch_without_class = opts.watch_without_class;
+        settings.default_backend_service = opts.default_backend_service.clone();
+        settings.default_ssl_certificate = opts.default_ssl_certificate.clone();
+        settings.ssl_redirect = opts.ssl_redirect;
+
+        let http_l = listener::bind(SocketAddr::new(opts.bind, opts.http_port)).await.map_err(|e| anyhow::anyhow!("binding HTTP port {}: {e}", opts.http_port))?;
+        let https_l = listener::bind(SocketAddr::new(opts.bind, opts.https_port)).await.map_err(|e| anyhow::anyhow!("binding HTTPS port {}: {e}", opts.https_port))?;
+        let healthz_l = listener::bind(SocketAddr::new(opts.bind, opts.healthz_port)).await.map_err(|e| anyhow::anyhow!("binding healthz port {}: {e}", opts.healthz_port))?;
+        let (http, https, healthz) = (http_l.local_addr()?, https_l.local_addr()?, healthz_l.local_addr()?);
+
+        let mut proxy_opts = opts.proxy.clone();
+        proxy_opts.https_port = opts.public_https_port.unwrap_or(https.port());
+        let metrics = Arc::new(Metrics::default());
+        let access_log = match &opts.access_log {
+            AccessLogTarget::Off => AccessLog::off(metrics.clone()),
+            AccessLogTarget::Stdout(f) => AccessLog::stdout(*f, metrics.clone()),
+            AccessLogTarget::Writer(f, w) => match w.lock().ok().and_then(|mut w| w.take()) {
+                Some(w) => AccessLog::to_writer(*f, w, metrics.clone()),
+                None => AccessLog::off(metrics.clone()),
+            },
+        };
+        let initial = Config::new(crate::config::TlsCert { key: fallback_cert, secret: None });
+        let shared = Shared::with_observability(initial, proxy_opts, metrics, access_log);
+        let engine = Engine::new(shared.clone(), settings);
+        Ok(Frontend { engine, shared, http, https, healthz, listeners: Some((http_l, https_l, healthz_l)) })
+    }
+
+    /// Starts accepting on the HTTP, HTTPS and health listeners (once; later calls do nothing).
+    pub fn spawn(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some((http_l, https_l, healthz_l)) = self.listeners.take() else { return Vec::new() };
+        vec![
+            listener::spawn_http(http_l, self.shared.clone()),
+            listener::spawn_https(https_l, self.shared.clone()),
+            crate::admin::spawn(healthz_l, self.shared.clone()),
+        ]
+    }
+}
+
 /// Loads the manifests, binds the listeners and starts serving and watching.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
-    crate::tls::install_provider();
-    let (fallback_cert, _, _) = crate::tls::self_signed(&["vestibule.invalid"])?;
-    let mut settings = Settings::new(fallback_cert.clone());
-    settings.ingress_class = opts.ingress_class.clone();
-    settings.controller_class = opts.controller_class.clone();
-    settings.watch_without_class = opts.watch_without_class;
-    settings.default_backend_service = opts.default_backend_service.clone();
-    settings.default_ssl_certificate = opts.default_ssl_certificate.clone();
-    settings.ssl_redirect = opts.ssl_redirect;
-
-    let http_l = listener::bind(SocketAddr::new(opts.bind, opts.http_port)).await.map_err(|e| anyhow::anyhow!("binding HTTP port {}: {e}", opts.http_port))?;
-    let https_l = listener::bind(SocketAddr::new(opts.bind, opts.https_port)).await.map_err(|e| anyhow::anyhow!("binding HTTPS port {}: {e}", opts.https_port))?;
-    let healthz_l = listener::bind(SocketAddr::new(opts.bind, opts.healthz_port)).await.map_err(|e| anyhow::anyhow!("binding healthz port {}: {e}", opts.healthz_port))?;
-    let (http, https, healthz) = (http_l.local_addr()?, https_l.local_addr()?, healthz_l.local_addr()?);
-
-    let mut proxy_opts = opts.proxy.clone();
-    proxy_opts.https_port = opts.public_https_port.unwrap_or(https.port());
-    let metrics = Arc::new(Metrics::default());
-    let access_log = match &opts.access_log {
-        AccessLogTarget::Off => AccessLog::off(metrics.clone()),
-        AccessLogTarget::Stdout(f) => AccessLog::stdout(*f, metrics.clone()),
-        AccessLogTarget::Writer(f, w) => match w.lock().ok().and_then(|mut w| w.take()) {
-            Some(w) => AccessLog::to_writer(*f, w, metrics.clone()),
-            None => AccessLog::off(metrics.clone()),
-        },
-    };
-    let initial = Config::new(crate::config::TlsCert { key: fallback_cert, secret: None });
-    let shared = Shared::with_observability(initial, proxy_opts, metrics.clone(), access_log);
-    let mut engine = Engine::new(shared.clone(), settings);
+    let mut front = Frontend::bind(&opts).await?;
+    let metrics = front.shared.metrics.clone();
 
     let mut source = FileSource::new(opts.manifests.clone());
     let report = source.load();
     log_report(&report, &metrics);
-    engine.apply(source.store(), standing_errors(&source), None);
+    front.engine.apply(source.store(), standing_errors(&source), None);
 
     let (watcher, mut changes) = files::watch(source.paths()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
-    let mut tasks = vec![
-        listener::spawn_http(http_l, shared.clone()),
-        listener::spawn_https(https_l, shared.clone()),
-        crate::admin::spawn(healthz_l, shared.clone()),
-    ];
+    let mut tasks = front.spawn();
+    let Frontend { mut engine, shared, http, https, healthz, .. } = front;
     tasks.push(tokio::spawn(async move {
         while let Some(seen_at) = changes.recv().await {
             let report = source.load();

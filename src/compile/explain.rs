@@ -65,7 +65,8 @@ pub struct Explanation {
     pub candidates: Vec<Candidate>,
 }
 
-/// Splits `scheme://host[:port]/path?query` (the scheme defaults to http).
+/// Splits `scheme://host[:port]/path?query` into scheme, host and path with query (the
+/// scheme defaults to http).
 pub fn split_url(url: &str) -> Result<(String, String, String), String> {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (s.to_ascii_lowercase(), r),
@@ -78,13 +79,12 @@ pub fn split_url(url: &str) -> Result<(String, String, String), String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let path = path.split('?').next().unwrap_or("/");
-    let path = if path.is_empty() { "/" } else { path };
+    let path = if path.is_empty() || path.starts_with('?') { format!("/{path}") } else { path.to_string() };
     let host = strip_port(authority.rsplit('@').next().unwrap_or("")).trim_end_matches('.').to_ascii_lowercase();
     if host.is_empty() {
         return Err(format!("{url:?}: no host"));
     }
-    Ok((scheme, host, path.to_string()))
+    Ok((scheme, host, path))
 }
 
 fn host_matches(rule_host: Option<&str>, host: &str) -> bool {
@@ -118,7 +118,7 @@ pub fn explain(store: &Store, settings: &Settings, url: &str) -> Result<Explanat
 /// `https_port` is the port clients reach HTTPS on, for redirects.
 pub fn explain_with(store: &Store, settings: &Settings, config: &Config, diags: &[Diagnostic], url: &str, https_port: u16) -> Result<Explanation, String> {
     let (scheme, host, raw_path) = split_url(url)?;
-    let path = normalize_path(&raw_path).into_owned();
+    let path = normalize_path(raw_path.split('?').next().unwrap_or("/")).into_owned();
     let target = config.route(&host, &path);
 
     let backend_of = |b: &crate::config::Backend| (format!("{}/{}", b.namespace, b.service), b.port.clone(), b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(), b.unavailable.clone());
@@ -339,7 +339,8 @@ mod tests {
 
     #[test]
     fn splits_urls() {
-        assert_eq!(split_url("http://A.com:8080/x/y?q=1").unwrap(), ("http".into(), "a.com".into(), "/x/y".into()));
+        assert_eq!(split_url("http://A.com:8080/x/y?q=1").unwrap(), ("http".into(), "a.com".into(), "/x/y?q=1".into()));
+        assert_eq!(split_url("http://a.com?q=1").unwrap(), ("http".into(), "a.com".into(), "/?q=1".into()));
         assert_eq!(split_url("https://a.com").unwrap(), ("https".into(), "a.com".into(), "/".into()));
         assert_eq!(split_url("a.com/z").unwrap(), ("http".into(), "a.com".into(), "/z".into()));
         assert!(split_url("ftp://a.com/").is_err());

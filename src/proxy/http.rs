@@ -21,7 +21,9 @@ use super::router;
 use crate::accesslog;
 use crate::config::Target;
 use crate::metrics::{self, RouteStats};
-use super::upstream::{BoxError, PooledBody, ReqBody};
+use super::balance;
+use super::upstream::{BoxError, ConnectError, PooledBody, ReqBody};
+use crate::config::{Backend, Policy};
 
 pub type RespBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -33,6 +35,15 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
+    /// The client's address as a PROXY protocol header gave it, when there was one.
+    pub proxied_client: Option<SocketAddr>,
+}
+
+impl ConnInfo {
+    /// The address of the client: from the PROXY protocol header, else the TCP peer.
+    pub fn client_ip(&self) -> std::net::IpAddr {
+        self.proxied_client.unwrap_or(self.peer).ip().to_canonical()
+    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -85,7 +96,8 @@ thread_local! {
     static DATE: RefCell<(u64, HeaderValue)> = RefCell::new((0, HeaderValue::from_static("")));
 }
 
-fn next_random() -> u64 {
+/// A fast pseudo-random number (request IDs, balancing choices); not for secrets.
+pub fn random_u64() -> u64 {
     RNG.with(|s| {
         // wyrand: fast and good enough for request IDs (not for secrets).
         let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
@@ -97,7 +109,7 @@ fn next_random() -> u64 {
 
 /// A new request ID: 32 hex characters, like nginx's `$request_id`.
 pub fn new_request_id() -> HeaderValue {
-    let s = format!("{:016x}{:016x}", next_random(), next_random());
+    let s = format!("{:016x}{:016x}", random_u64(), random_u64());
     HeaderValue::from_str(&s).expect("hex is a valid header value")
 }
 
@@ -334,7 +346,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         progress,
         outcome,
         log,
-        remote: conn.peer.ip().to_canonical(),
+        remote: conn.client_ip(),
         request_id,
     };
     let body = Observed { inner: body, bytes: 0, finish: Some(Box::new(finish)) };
@@ -486,13 +498,36 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
         return error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id, head);
     }
     let opts = &shared.opts;
-    if content_length(&req).is_some_and(|n| n > opts.body_limit) {
-        return error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, head);
+    let grpc = is_grpc(&req);
+    let fail = |status: StatusCode| if grpc { grpc_error(status, &request_id) } else { error_page(status, &request_id, head) };
+    if let Some(problem) = framing_problem(&req) {
+        // Ambiguous framing is how requests are smuggled: refuse, and close the connection.
+        tracing::warn!(request_id = ?request_id, "rejected request: {problem}");
+        let mut resp = error_page(StatusCode::BAD_REQUEST, &request_id, head);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
     }
+    if content_length(&req).is_some_and(|n| n > opts.body_limit) {
+        return fail(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let deadline = grpc.then(|| grpc_timeout(&req)).flatten();
 
     let upgrade = is_upgrade(&req);
     let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
     let upgrade_value = req.headers().get(header::UPGRADE).cloned();
+    let hash_key = match &backend.policy {
+        Policy::Hash(k) => Some(balance::hash_input(k, &req, conn.peer.ip().to_canonical())),
+        _ => None,
+    };
+    // Small bodies (and chunked HTTP/1.1 bodies, up to a point) are read before connecting: a
+    // malformed body is refused before anything reaches a backend, and a complete body can be
+    // sent again to another endpoint.
+    let buffer_first = !upgrade
+        && !grpc
+        && match content_length(&req) {
+            Some(n) => n <= PREBUFFER as u64,
+            None => req.version() < Version::HTTP_2 && req.headers().contains_key(header::TRANSFER_ENCODING),
+        };
 
     let (mut parts, body) = req.into_parts();
     let original_host = match parts.headers.get(header::HOST) {
@@ -508,10 +543,14 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
     }
+    if grpc {
+        // gRPC needs trailers end to end.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if !original_host.is_empty() {
         headers.insert(header::HOST, original_host.clone());
     }
-    let client_ip = conn.peer.ip().to_canonical().to_string();
+    let client_ip = conn.client_ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
         _ => client_ip.clone(),
@@ -523,58 +562,126 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
     headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
     headers.insert(X_FORWARDED_SCHEME.clone(), proto.clone());
     headers.insert(X_SCHEME.clone(), proto);
-    headers.insert(X_FORWARDED_HOST.clone(), original_host);
+    headers.insert(X_FORWARDED_HOST.clone(), original_host.clone());
     headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(conn.local.port()));
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    parts.uri = parts.uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
-    parts.version = Version::HTTP_11;
-
-    let body: ReqBody = if upgrade {
-        Empty::<Bytes>::new().map_err(|e: Infallible| match e {}).boxed_unsync()
+    if backend.protocol.http2() {
+        // HTTP/2 carries the authority in the URI; Host must not be sent twice.
+        headers.remove(header::HOST);
+        let scheme = if backend.protocol.tls() { "https" } else { "http" };
+        let authority = original_host.to_str().ok().filter(|a| !a.is_empty()).unwrap_or("backend");
+        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        parts.uri = Uri::try_from(format!("{scheme}://{authority}{pq}")).unwrap_or_else(|_| Uri::from_static("/"));
+        parts.version = Version::HTTP_2;
     } else {
-        LimitedBody { inner: body, remaining: opts.body_limit, progress: progress.clone() }.boxed_unsync()
-    };
-    let mut upstream_req = Request::from_parts(parts, body);
+        parts.uri = parts.uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
+        parts.version = Version::HTTP_11;
+    }
 
-    let n = backend.endpoints.len();
-    let tries = opts.upstream_tries.max(1).min(n);
-    let start = backend.next_start();
-    for attempt in 0..tries {
-        let addr = backend.endpoints[(start + attempt) % n];
+    // The body: buffered (replayable), or streamed (sent at most once).
+    let mut buffered: Option<Bytes> = None;
+    let mut stream: Option<ReqBody> = None;
+    if upgrade || body.is_end_stream() {
+        buffered = Some(Bytes::new());
+    } else if buffer_first {
+        match prebuffer(body, opts, progress).await {
+            Ok(Prebuffered::Complete(b)) => buffered = Some(b),
+            Ok(Prebuffered::Partial(prefix, rest)) => {
+                stream = Some(ChainBody { prefix: Some(prefix), rest: LimitedBody { inner: rest, remaining: opts.body_limit, progress: progress.clone() } }.boxed_unsync())
+            }
+            Err(status) => {
+                let mut resp = fail(status);
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
+            }
+        }
+    } else {
+        stream = Some(LimitedBody { inner: body, remaining: opts.body_limit, progress: progress.clone() }.boxed_unsync());
+    }
+    let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
+    // A request that may be sent again keeps a copy of its head.
+    let replay_head = (buffered.is_some() && idempotent).then(|| (parts.method.clone(), parts.uri.clone(), parts.version, parts.headers.clone()));
+    let make_body = |b: &Bytes| -> ReqBody { Full::new(b.clone()).map_err(|e: Infallible| match e {}).boxed_unsync() };
+    let first_body = match (&buffered, stream.take()) {
+        (Some(b), _) => make_body(b),
+        (None, Some(s)) => s,
+        (None, None) => make_body(&Bytes::new()),
+    };
+    let mut upstream_req = Some(Request::from_parts(parts, first_body));
+
+    let bound = backend.bound(&shared.registry);
+    let order = bound.order(&backend.policy, hash_key.as_deref(), opts.upstream_tries);
+    let exchange_timeout = deadline.map(|d| d.min(opts.read_timeout)).unwrap_or(opts.read_timeout);
+    let mut last = StatusCode::BAD_GATEWAY;
+    for (attempt, &idx) in order.iter().enumerate() {
+        let state = bound.states[idx].clone();
+        let addr = state.addr;
         if attempt > 0 {
             shared.metrics.retries.inc();
         }
+        // The request for this attempt: the one not yet sent, or a copy of a replayable one.
+        let req_now = match upstream_req.take() {
+            Some(r) => r,
+            None => match (&replay_head, &buffered) {
+                (Some((m, u, v, h)), Some(b)) => {
+                    let mut r = Request::new(make_body(b));
+                    *r.method_mut() = m.clone();
+                    *r.uri_mut() = u.clone();
+                    *r.version_mut() = *v;
+                    *r.headers_mut() = h.clone();
+                    r
+                }
+                _ => break,
+            },
+        };
         if let Some(u) = outcome.upstream.as_mut() {
             u.addr = Some(addr);
         }
         if let Some(client_upgrade) = client_upgrade {
-            let resp = proxy_upgrade(shared, addr, upstream_req, client_upgrade, &request_id).await;
+            let resp = proxy_upgrade(shared, &backend, addr, req_now, client_upgrade, &request_id).await;
             if let Some(u) = outcome.upstream.as_mut() {
                 u.status = Some(resp.status().as_u16());
             }
             return resp;
         }
+        let mut pending = Some(req_now);
         // A pooled connection that turns out closed before the request was written is
         // replaced by a fresh one to the same endpoint; that does not count as a try.
-        let mut fresh_tries = 0;
-        loop {
+        for _fresh in 0..3 {
+            let Some(r) = pending.take() else { break };
             let connect_started = Instant::now();
-            let mut c = match shared.pool.get(addr, opts.connect_timeout).await {
-                Ok(c) => c,
+            let mut c = match shared.pool.get(addr, backend.protocol, backend.tls.as_ref(), opts.connect_timeout).await {
+                Ok(c) => {
+                    state.connect_succeeded();
+                    c
+                }
                 Err(e) => {
                     tracing::warn!(request_id = ?request_id, backend = %backend.name, error = %e, "upstream connect failed");
+                    if state.connect_failed() {
+                        shared.metrics.endpoint_ejections.inc();
+                        tracing::warn!(backend = %backend.name, endpoint = %addr, "endpoint ejected after {} connect failures in a row", balance::EJECT_AFTER);
+                    }
+                    upstream_req = Some(r);
+                    last = if matches!(e, ConnectError::Timeout(_)) { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
                     break;
                 }
             };
             if let Some(u) = outcome.upstream.as_mut() {
                 u.connect = Some(if c.reused { Duration::ZERO } else { connect_started.elapsed() });
             }
-            match with_idle_timeout(c.sender.try_send_request(upstream_req), opts.read_timeout, progress).await {
+            let guard = InFlight::new(state.clone());
+            let sent_at = Instant::now();
+            match with_idle_timeout(c.sender.send(r), exchange_timeout, progress).await {
                 None => {
                     tracing::warn!(request_id = ?request_id, backend = %backend.name, %addr, "upstream timed out");
-                    return error_page(StatusCode::GATEWAY_TIMEOUT, &request_id, head);
+                    last = StatusCode::GATEWAY_TIMEOUT;
+                    if replay_head.is_none() || deadline.is_some() {
+                        return fail(last);
+                    }
+                    break;
                 }
                 Some(Ok(resp)) => {
+                    state.observe(sent_at.elapsed());
                     let (mut rparts, rbody) = resp.into_parts();
                     if let Some(u) = outcome.upstream.as_mut() {
                         u.status = Some(rparts.status.as_u16());
@@ -582,43 +689,217 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
                     strip_hop_by_hop(&mut rparts.headers);
                     finish_headers(&mut rparts.headers, &request_id);
                     rparts.version = Version::HTTP_11;
-                    let body = PooledBody::new(rbody, shared.pool.clone(), addr, c.sender, opts.read_timeout).boxed_unsync();
+                    let body = PooledBody::new(rbody, shared.pool.clone(), addr, c.tls, c.sender, opts.read_timeout);
+                    let body = Tracked { inner: body, _in_flight: guard }.boxed_unsync();
                     return Response::from_parts(rparts, body);
                 }
                 Some(Err(mut e)) => match e.take_message() {
-                    Some(r) => {
-                        upstream_req = r;
-                        fresh_tries += 1;
-                        if c.reused && fresh_tries < 3 {
-                            continue;
+                    Some(back) => {
+                        // Never written: safe to send on a fresh connection.
+                        pending = Some(back);
+                        if !c.reused {
+                            upstream_req = pending.take();
+                            break;
                         }
-                        break;
                     }
                     None => {
                         let err = e.into_error();
                         if caused_by_body_limit(&err) {
-                            return error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, head);
+                            return fail(StatusCode::PAYLOAD_TOO_LARGE);
                         }
                         tracing::warn!(request_id = ?request_id, backend = %backend.name, %addr, error = %err, "upstream request failed");
-                        return error_page(StatusCode::BAD_GATEWAY, &request_id, head);
+                        last = StatusCode::BAD_GATEWAY;
+                        if replay_head.is_none() {
+                            return fail(last);
+                        }
+                        break;
                     }
                 },
             }
         }
+        if let Some(r) = pending.take() {
+            upstream_req = Some(r);
+        }
     }
-    error_page(StatusCode::BAD_GATEWAY, &request_id, head)
+    fail(last)
+}
+
+/// Bodies up to this size are read before the request is forwarded.
+const PREBUFFER: usize = 64 * 1024;
+
+enum Prebuffered {
+    Complete(Bytes),
+    Partial(Bytes, Incoming),
+}
+
+/// Reads the start of a request body: all of it when it is small.
+async fn prebuffer(mut body: Incoming, opts: &super::ProxyOptions, progress: &Progress) -> Result<Prebuffered, StatusCode> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    loop {
+        let frame = match tokio::time::timeout(opts.read_timeout, body.frame()).await {
+            Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(StatusCode::BAD_REQUEST),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            progress.touch(data.len() as u64);
+            if total as u64 > opts.body_limit {
+                return Err(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            chunks.push(data);
+            if total > PREBUFFER {
+                return Ok(Prebuffered::Partial(concat(chunks, total), body));
+            }
+        }
+    }
+    Ok(Prebuffered::Complete(concat(chunks, total)))
+}
+
+fn concat(mut chunks: Vec<Bytes>, total: usize) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.pop().expect("one chunk");
+    }
+    let mut v = Vec::with_capacity(total);
+    for c in chunks {
+        v.extend_from_slice(&c);
+    }
+    Bytes::from(v)
+}
+
+/// A prefix already read, then the rest of the body as it arrives.
+struct ChainBody {
+    prefix: Option<Bytes>,
+    rest: LimitedBody,
+}
+
+impl Body for ChainBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(p) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(p))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.is_end_stream()
+    }
+}
+
+/// Counts a request against its endpoint until the response body is done.
+struct InFlight(Arc<balance::EndpointState>);
+
+impl InFlight {
+    fn new(s: Arc<balance::EndpointState>) -> Self {
+        s.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Tracked {
+    inner: PooledBody,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why an HTTP/1 request's framing is ambiguous, if it is: the ways requests are smuggled.
+fn framing_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    let h = req.headers();
+    let cls = h.get_all(header::CONTENT_LENGTH).iter().count();
+    if cls > 1 {
+        return Some("several Content-Length headers");
+    }
+    if let Some(cl) = h.get(header::CONTENT_LENGTH) {
+        if cl.is_empty() || !cl.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Some("an invalid Content-Length");
+        }
+    }
+    let tes: Vec<_> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if !tes.is_empty() {
+        if cls > 0 {
+            return Some("both Content-Length and Transfer-Encoding");
+        }
+        if tes.len() > 1 || !tes[0].to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked")) {
+            return Some("a Transfer-Encoding other than chunked");
+        }
+        if req.version() < Version::HTTP_11 {
+            return Some("Transfer-Encoding in an HTTP/1.0 request");
+        }
+    }
+    None
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The `grpc-timeout` header: a number and a unit (H, M, S, m, u, n).
+fn grpc_timeout<B>(req: &Request<B>) -> Option<Duration> {
+    let v = req.headers().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// An error as a gRPC client understands it: HTTP 200, trailers-only, with a grpc-status.
+fn grpc_error(status: StatusCode, request_id: &HeaderValue) -> Response<RespBody> {
+    let (code, msg) = match status.as_u16() {
+        404 => (12, "no route for this request"),
+        413 => (8, "request message larger than the limit"),
+        400 => (13, "malformed request"),
+        504 => (4, "deadline exceeded before the upstream answered"),
+        _ => (14, "upstream unavailable"),
+    };
+    let mut resp = Response::new(Empty::<Bytes>::new().map_err(|e: Infallible| match e {}).boxed_unsync());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(code));
+    h.insert("grpc-message", HeaderValue::from_static(msg));
+    finish_headers(h, request_id);
+    resp
 }
 
 /// Forwards an upgrade request (WebSocket) on a fresh connection and, on 101, splices the two
 /// upgraded connections together.
 async fn proxy_upgrade(
     shared: &Shared,
+    backend: &Backend,
     addr: SocketAddr,
     req: Request<ReqBody>,
     client_upgrade: hyper::upgrade::OnUpgrade,
     request_id: &HeaderValue,
 ) -> Response<RespBody> {
-    let mut sender = match shared.pool.connect_upgradable(addr, shared.opts.connect_timeout).await {
+    let mut sender = match shared.pool.connect_upgradable(addr, backend.protocol, backend.tls.as_ref(), shared.opts.connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(request_id = ?request_id, error = %e, "upstream connect failed");

@@ -82,7 +82,7 @@ pub fn spawn_http(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::Jo
             let builder = builder.clone();
             tokio::spawn(async move {
                 let _open = ConnGauge::new(&shared, "http");
-                let info = Arc::new(ConnInfo { peer, local, tls: false });
+                let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client: None });
                 let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
                 let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
             });
@@ -124,7 +124,7 @@ pub fn spawn_https(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::J
                 handshakes.get_or_create(&TlsLabels { version: version.into(), result: "ok".into() }).inc();
                 let protocol = if session.alpn_protocol() == Some(b"h2") { "https/h2" } else { "https/http1.1" };
                 let _open = ConnGauge::new(&shared, protocol);
-                let info = Arc::new(ConnInfo { peer, local, tls: true });
+                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client: None });
                 let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
                 let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await;
             });

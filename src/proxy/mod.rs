@@ -1,6 +1,7 @@
 //! The data plane: listeners accept connections, the router picks a backend from the live
 //! `Config`, and the upstream pool carries the request to an endpoint.
 
+pub mod balance;
 pub mod http;
 pub mod listener;
 pub mod router;
@@ -65,6 +66,7 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub opts: ProxyOptions,
     pub pool: Arc<Pool>,
+    pub registry: balance::Registry,
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
     /// What the configuration was compiled from, for `/debug/explain`.
@@ -93,6 +95,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             opts,
             pool,
+            registry: balance::Registry::default(),
             metrics,
             access_log,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),

@@ -1,26 +1,32 @@
-//! Upstream connections: a pool of HTTP/1.1 keep-alive connections per endpoint address.
+//! Upstream connections: HTTP/1.1 keep-alive connections pooled per endpoint, and one
+//! multiplexed HTTP/2 connection per endpoint, either of them cleartext or TLS.
 //!
 //! The pool is keyed by endpoint, not by configuration, so it outlives every config swap: a
 //! change to the Ingresses never closes a connection to an endpoint that is still in use.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::TrySendError;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use crate::config::{BackendProtocol, UpstreamTls};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
-type Sender = SendRequest<ReqBody>;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +35,34 @@ pub enum ConnectError {
     Timeout(SocketAddr),
     #[error("connect to {0} failed: {1}")]
     Io(SocketAddr, std::io::Error),
+    #[error("TLS with {0} failed: {1}")]
+    Tls(SocketAddr, std::io::Error),
     #[error("handshake with {0} failed: {1}")]
     Handshake(SocketAddr, hyper::Error),
 }
 
-struct Idle {
-    sender: Sender,
+/// A connection's request side.
+pub enum Sender {
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>),
 }
 
-/// Idle keep-alive connections by endpoint.
+impl Sender {
+    /// Sends a request; when it was not written at all, the error gives it back.
+    pub fn send(&mut self, req: Request<ReqBody>) -> Pin<Box<dyn Future<Output = Result<Response<Incoming>, TrySendError<Request<ReqBody>>>> + Send>> {
+        match self {
+            Sender::H1(s) => Box::pin(s.try_send_request(req)),
+            Sender::H2(s) => Box::pin(s.try_send_request(req)),
+        }
+    }
+}
+
+type Key = (SocketAddr, bool);
+
+/// Idle HTTP/1.1 connections and shared HTTP/2 connections, by endpoint and TLS.
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<HashMap<Key, Vec<http1::SendRequest<ReqBody>>>>,
+    h2: Mutex<HashMap<Key, http2::SendRequest<ReqBody>>>,
     max_idle_per_endpoint: usize,
     /// Connections open to endpoints, pooled or in use.
     open: Arc<AtomicI64>,
@@ -47,7 +70,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("endpoints", &self.idle.lock().map(|m| m.len()).unwrap_or(0)).finish()
+        f.debug_struct("Pool").field("idle", &self.idle_count()).field("open", &self.open_count()).finish()
     }
 }
 
@@ -76,95 +99,164 @@ impl Drop for OpenGuard {
 /// A connection checked out of the pool (or new), with where it goes.
 pub struct Conn {
     pub addr: SocketAddr,
+    pub tls: bool,
     pub sender: Sender,
     pub reused: bool,
 }
 
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A TLS client configuration that accepts any certificate: what ingress-nginx does towards
+/// HTTPS backends unless verification is asked for.
+pub fn insecure_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct AcceptAny;
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(&self, m: &[u8], c: &rustls_pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &crate::tls::provider().signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(&self, m: &[u8], c: &rustls_pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &crate::tls::provider().signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            crate::tls::provider().signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    cfg.enable_sni = false;
+    Arc::new(cfg)
+}
+
+fn default_tls(http2: bool) -> UpstreamTls {
+    static H1: OnceLock<UpstreamTls> = OnceLock::new();
+    static H2: OnceLock<UpstreamTls> = OnceLock::new();
+    let make = |alpn: &[&[u8]]| UpstreamTls { config: insecure_tls(alpn), server_name: rustls_pki_types::ServerName::try_from("backend").expect("valid name") };
+    if http2 { H2.get_or_init(|| make(&[b"h2"])).clone() } else { H1.get_or_init(|| make(&[b"http/1.1"])).clone() }
+}
+
 impl Pool {
     pub fn new(open: Arc<AtomicI64>) -> Self {
-        Pool { idle: Mutex::new(HashMap::new()), max_idle_per_endpoint: 64, open }
+        Pool { idle: Mutex::new(HashMap::new()), h2: Mutex::new(HashMap::new()), max_idle_per_endpoint: 64, open }
     }
 
     pub fn open_count(&self) -> i64 {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// An idle connection to `addr` that is ready for a request, if there is one.
-    fn take_idle(&self, addr: SocketAddr) -> Option<Sender> {
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().expect("pool lock").values().map(|l| l.len()).sum()
+    }
+
+    fn take_idle(&self, key: Key) -> Option<http1::SendRequest<ReqBody>> {
         let mut idle = self.idle.lock().expect("pool lock");
-        let list = idle.get_mut(&addr)?;
-        while let Some(c) = list.pop() {
-            if c.sender.is_ready() {
-                return Some(c.sender);
+        let list = idle.get_mut(&key)?;
+        while let Some(s) = list.pop() {
+            if s.is_ready() {
+                return Some(s);
             }
         }
         None
     }
 
-    /// Puts a connection back for reuse, once it is ready for the next request.
-    pub fn put(self: &Arc<Self>, addr: SocketAddr, mut sender: Sender) {
+    /// Puts an HTTP/1.1 connection back for reuse, once it is ready for the next request.
+    pub fn put(self: &Arc<Self>, key: Key, mut sender: http1::SendRequest<ReqBody>) {
         if sender.is_closed() {
             return;
         }
         if sender.is_ready() {
-            self.put_ready(addr, sender);
+            self.put_ready(key, sender);
             return;
         }
         let pool = self.clone();
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                pool.put_ready(addr, sender);
+                pool.put_ready(key, sender);
             }
         });
     }
 
-    fn put_ready(&self, addr: SocketAddr, sender: Sender) {
+    fn put_ready(&self, key: Key, sender: http1::SendRequest<ReqBody>) {
         let mut idle = self.idle.lock().expect("pool lock");
-        let list = idle.entry(addr).or_default();
-        list.retain(|c| !c.sender.is_closed());
+        let list = idle.entry(key).or_default();
+        list.retain(|c| !c.is_closed());
         if list.len() < self.max_idle_per_endpoint {
-            list.push(Idle { sender });
+            list.push(sender);
         }
     }
 
-    /// Drops idle connections to endpoints no longer in `keep`.
+    /// Drops idle connections to endpoints no longer in `keep` (HTTP/2 connections close once
+    /// their last stream ends).
     pub fn retain(&self, keep: &std::collections::HashSet<SocketAddr>) {
-        let mut idle = self.idle.lock().expect("pool lock");
-        idle.retain(|addr, list| {
-            list.retain(|c| !c.sender.is_closed());
+        self.idle.lock().expect("pool lock").retain(|(addr, _), list| {
+            list.retain(|c| !c.is_closed());
             keep.contains(addr) && !list.is_empty()
         });
+        self.h2.lock().expect("pool lock").retain(|(addr, _), s| keep.contains(addr) && !s.is_closed());
     }
 
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().expect("pool lock").values().map(|l| l.len()).sum()
+    /// Drops every idle connection (graceful shutdown).
+    pub fn clear(&self) {
+        self.idle.lock().expect("pool lock").clear();
+        self.h2.lock().expect("pool lock").clear();
     }
 
-    /// A pooled connection to `addr`, or a new one.
-    pub async fn get(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Conn, ConnectError> {
-        if let Some(sender) = self.take_idle(addr) {
-            return Ok(Conn { addr, sender, reused: true });
+    /// A connection to `addr` for `protocol`: pooled when one is ready, else new.
+    pub async fn get(&self, addr: SocketAddr, protocol: BackendProtocol, tls: Option<&UpstreamTls>, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+        let use_tls = protocol.tls();
+        let key = (addr, use_tls);
+        if protocol.http2() {
+            if let Some(s) = self.h2.lock().expect("pool lock").get(&key).filter(|s| !s.is_closed()).cloned() {
+                return Ok(Conn { addr, tls: use_tls, sender: Sender::H2(s), reused: true });
+            }
+        } else if let Some(s) = self.take_idle(key) {
+            return Ok(Conn { addr, tls: use_tls, sender: Sender::H1(s), reused: true });
         }
-        let stream = connect(addr, connect_timeout).await?;
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Handshake(addr, e))?;
+        let io = self.dial(addr, protocol, tls, connect_timeout).await?;
         let guard = OpenGuard::new(&self.open);
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop(guard);
-        });
-        Ok(Conn { addr, sender, reused: false })
+        if protocol.http2() {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| ConnectError::Handshake(addr, e))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(guard);
+            });
+            self.h2.lock().expect("pool lock").insert(key, sender.clone());
+            Ok(Conn { addr, tls: use_tls, sender: Sender::H2(sender), reused: false })
+        } else {
+            let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(|e| ConnectError::Handshake(addr, e))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(guard);
+            });
+            Ok(Conn { addr, tls: use_tls, sender: Sender::H1(sender), reused: false })
+        }
     }
 
-    /// A new connection that may be upgraded (WebSocket); never pooled.
-    pub async fn connect_upgradable(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Sender, ConnectError> {
-        let stream = connect(addr, connect_timeout).await?;
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Handshake(addr, e))?;
+    /// A new HTTP/1.1 connection that may be upgraded (WebSocket); never pooled.
+    pub async fn connect_upgradable(&self, addr: SocketAddr, protocol: BackendProtocol, tls: Option<&UpstreamTls>, connect_timeout: Duration) -> Result<http1::SendRequest<ReqBody>, ConnectError> {
+        let io = self.dial(addr, if protocol.tls() { BackendProtocol::Https } else { BackendProtocol::Http }, tls, connect_timeout).await?;
+        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(|e| ConnectError::Handshake(addr, e))?;
         let guard = OpenGuard::new(&self.open);
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
@@ -172,23 +264,35 @@ impl Pool {
         });
         Ok(sender)
     }
+
+    async fn dial(&self, addr: SocketAddr, protocol: BackendProtocol, tls: Option<&UpstreamTls>, timeout: Duration) -> Result<Box<dyn IoBox>, ConnectError> {
+        let fut = async {
+            let stream = TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(addr, e))?;
+            let _ = stream.set_nodelay(true);
+            if !protocol.tls() {
+                return Ok(Box::new(stream) as Box<dyn IoBox>);
+            }
+            let t = tls.cloned().unwrap_or_else(|| default_tls(protocol.http2()));
+            let connector = tokio_rustls::TlsConnector::from(t.config.clone());
+            let s = connector.connect(t.server_name.clone(), stream).await.map_err(|e| ConnectError::Tls(addr, e))?;
+            Ok(Box::new(s) as Box<dyn IoBox>)
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(ConnectError::Timeout(addr)),
+            Ok(r) => r,
+        }
+    }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectError::Timeout(addr)),
-        Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
+/// A boxed upstream byte stream (TCP, or TLS over TCP).
+pub trait IoBox: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: Io> IoBox for T {}
 
-/// An upstream response body that returns its connection to the pool when it ends, and fails
-/// when the upstream sends nothing for longer than the read timeout.
+/// An upstream response body that returns its HTTP/1.1 connection to the pool when it ends,
+/// and fails when the upstream sends nothing for longer than the read timeout.
 pub struct PooledBody {
     inner: Incoming,
-    conn: Option<(Arc<Pool>, SocketAddr, Sender)>,
+    conn: Option<(Arc<Pool>, Key, http1::SendRequest<ReqBody>)>,
     read_timeout: Duration,
     /// Allocated on the first wait, re-armed on each later one.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -200,12 +304,14 @@ pub struct PooledBody {
 pub struct ReadTimeout(pub Duration);
 
 impl PooledBody {
-    pub fn new(inner: Incoming, pool: Arc<Pool>, addr: SocketAddr, sender: Sender, read_timeout: Duration) -> Self {
-        let conn = if inner.is_end_stream() {
-            pool.put(addr, sender);
-            None
-        } else {
-            Some((pool, addr, sender))
+    pub fn new(inner: Incoming, pool: Arc<Pool>, addr: SocketAddr, tls: bool, sender: Sender, read_timeout: Duration) -> Self {
+        let conn = match sender {
+            Sender::H1(s) if inner.is_end_stream() => {
+                pool.put((addr, tls), s);
+                None
+            }
+            Sender::H1(s) => Some((pool, (addr, tls), s)),
+            Sender::H2(_) => None,
         };
         PooledBody { inner, conn, read_timeout, deadline: None, armed: false }
     }
@@ -221,8 +327,8 @@ impl Body for PooledBody {
             Poll::Ready(Some(Ok(frame))) => {
                 this.armed = false;
                 if this.inner.is_end_stream() {
-                    if let Some((pool, addr, sender)) = this.conn.take() {
-                        pool.put(addr, sender);
+                    if let Some((pool, key, sender)) = this.conn.take() {
+                        pool.put(key, sender);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -232,8 +338,8 @@ impl Body for PooledBody {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
-                if let Some((pool, addr, sender)) = this.conn.take() {
-                    pool.put(addr, sender);
+                if let Some((pool, key, sender)) = this.conn.take() {
+                    pool.put(key, sender);
                 }
                 Poll::Ready(None)
             }
@@ -263,5 +369,3 @@ impl Body for PooledBody {
         self.inner.size_hint()
     }
 }
-
-use std::future::Future;

@@ -1,4 +1,5 @@
 //! Sources of objects. They only observe, and fill the store.
 
 pub mod files;
+pub mod kube;
 pub mod parse;

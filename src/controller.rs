@@ -1,0 +1,357 @@
+//! `vestibule controller`: the Kubernetes API → store → compile → live config → proxy.
+//!
+//! The source is `source::kube` (reflectors); everything after the store is `serve::Frontend`
+//! and `serve::Engine`, exactly as in `serve`. Around that loop, and only on the leader
+//! (a coordination.k8s.io/v1 Lease held through kube-lease-manager):
+//! - `status`: writes `status.loadBalancer.ingress` of every Ingress we own, and clears it when
+//!   the last replica stops;
+//! - `events`: turns each compile diagnostic on an Ingress into a Kubernetes Event, once while it
+//!   stands, rate-limited, plus one `Sync` event per change of an Ingress.
+
+mod events;
+mod leader;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::compile::{Diagnostic, Settings};
+use crate::proxy::Shared;
+use crate::serve::{Frontend, ServeOptions};
+use crate::source::kube::{Backoff, KubeSource, SourceHealth, SourceOptions};
+use crate::store::{Key, Store};
+
+pub use status::{addresses_of_service, parse_status_addresses};
+
+/// Where the Kubernetes API is.
+#[derive(Debug, Clone, Default)]
+pub enum ApiConfig {
+    /// The in-cluster service account (the default).
+    #[default]
+    InCluster,
+    /// A kubeconfig file (`--kubeconfig`): token, client certificate and CA data all work.
+    Kubeconfig(PathBuf),
+}
+
+/// Everything `controller` needs.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// Listeners, class, default backend and certificate, proxy limits, access log: as in
+    /// `serve` (`manifests` is not used).
+    pub serve: ServeOptions,
+    pub api: ApiConfig,
+    /// `--watch-namespace`: None (or empty) watches every namespace.
+    pub watch_namespace: Option<String>,
+    /// `--configmap NS/NAME`: loaded into the store.
+    pub configmap: Option<Key>,
+    /// `--publish-service NS/NAME`: its load-balancer addresses (or external IPs) go into the
+    /// status of our Ingresses.
+    pub publish_service: Option<Key>,
+    /// `--publish-status-address`: these addresses instead (IPs as `ip`, names as `hostname`).
+    pub publish_status_address: Vec<String>,
+    /// `--election-id`: the Lease's name.
+    pub election_id: String,
+    /// `--update-status`.
+    pub update_status: bool,
+    /// `--update-status-on-shutdown`.
+    pub update_status_on_shutdown: bool,
+    /// The controller's namespace (the Lease's); default: POD_NAMESPACE, else the service
+    /// account's namespace file, else the kubeconfig context's namespace.
+    pub namespace: Option<String>,
+    /// This replica's identity in the Lease and in Events; default: POD_NAME, else the hostname.
+    pub identity: Option<String>,
+    /// How long a Lease holds without renewal, in seconds.
+    pub lease_duration_secs: u64,
+    /// How long before expiry the holder renews, in seconds (less than the duration).
+    pub lease_grace_secs: u64,
+    /// Quiet time that ends a burst of changes.
+    pub debounce: Duration,
+    /// Retry delays after a watch error.
+    pub backoff: Backoff,
+    /// Events: how many may be sent at once after a quiet time...
+    pub event_burst: u32,
+    /// ...and how many per second after that.
+    pub event_rate: f64,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            serve: ServeOptions { http_port: 80, https_port: 443, healthz_port: 10254, watch_without_class: false, ..ServeOptions::default() },
+            api: ApiConfig::InCluster,
+            watch_namespace: None,
+            configmap: None,
+            publish_service: None,
+            publish_status_address: Vec::new(),
+            election_id: "vestibule-leader".into(),
+            update_status: true,
+            update_status_on_shutdown: true,
+            namespace: None,
+            identity: None,
+            lease_duration_secs: 15,
+            lease_grace_secs: 5,
+            debounce: Duration::from_millis(100),
+            backoff: Backoff::default(),
+            event_burst: 25,
+            event_rate: 2.0,
+        }
+    }
+}
+
+/// One applied configuration: what it was compiled from and what compile found.
+#[derive(Debug)]
+pub struct Applied {
+    pub store: Store,
+    pub diagnostics: Vec<Diagnostic>,
+    pub settings: Settings,
+}
+
+/// A running controller.
+pub struct Running {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub healthz: SocketAddr,
+    pub shared: Arc<Shared>,
+    /// `health.stale` is true while the served configuration may be out of date (the API server
+    /// is unreachable or erroring and not every kind has been relisted since).
+    pub health: Arc<SourceHealth>,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// The controller's namespace (where the Lease is).
+    pub namespace: String,
+    leader: watch::Receiver<bool>,
+    applied: watch::Receiver<Option<Arc<Applied>>>,
+    leadership: Option<leader::Leadership>,
+    /// Status writer and event recorder: stopped first on shutdown.
+    workers: Vec<AbortHandle>,
+    /// Watches, the apply loop, listeners.
+    tasks: Vec<AbortHandle>,
+    client: Client,
+    clear_on_shutdown: bool,
+    publish_service: Option<Key>,
+}
+
+impl Running {
+    /// Whether this replica holds the Lease now.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Leadership as it changes.
+    pub fn leader(&self) -> watch::Receiver<bool> {
+        self.leader.clone()
+    }
+
+    /// The last applied configuration's inputs and diagnostics.
+    pub fn applied(&self) -> Option<Arc<Applied>> {
+        self.applied.borrow().clone()
+    }
+
+    /// Stops as on SIGTERM: the leader clears the status addresses when no other replica is
+    /// running (`--update-status-on-shutdown`), then releases the Lease so another replica
+    /// takes over at once; then everything stops.
+    pub async fn shutdown(mut self) {
+        for w in &self.workers {
+            w.abort();
+        }
+        if self.clear_on_shutdown && self.is_leader() {
+            if let Some(app) = self.applied() {
+                let clear = status::clear_on_shutdown(&self.client, &app, self.publish_service.as_ref(), &self.identity);
+                if tokio::time::timeout(Duration::from_secs(10), clear).await.is_err() {
+                    tracing::warn!("clearing Ingress status on shutdown timed out");
+                }
+            }
+        }
+        if let Some(l) = self.leadership.take() {
+            l.release().await;
+        }
+        self.abort();
+        tracing::info!(identity = %self.identity, "controller stopped");
+    }
+
+    /// Stops at once, as a crash would: nothing is cleared and the Lease is left to expire.
+    pub fn stop(mut self) {
+        self.abort();
+    }
+
+    fn abort(&mut self) {
+        if let Some(l) = &self.leadership {
+            l.abort();
+        }
+        for t in self.workers.iter().chain(self.tasks.iter()) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// A client for `api`.
+pub async fn client(api: &ApiConfig) -> anyhow::Result<Client> {
+    crate::tls::install_provider();
+    let config = match api {
+        ApiConfig::Kubeconfig(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", path.display()))?
+        }
+        ApiConfig::InCluster => kube::Config::incluster().map_err(|e| anyhow::anyhow!("in-cluster Kubernetes configuration: {e}; outside a cluster, pass --kubeconfig FILE"))?,
+    };
+    Client::try_from(config).map_err(|e| anyhow::anyhow!("Kubernetes client: {e}"))
+}
+
+const SA_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+fn controller_namespace(opt: Option<&str>, client: &Client) -> String {
+    if let Some(ns) = opt.filter(|n| !n.is_empty()) {
+        return ns.to_string();
+    }
+    if let Ok(ns) = std::env::var("POD_NAMESPACE") {
+        if !ns.trim().is_empty() {
+            return ns.trim().to_string();
+        }
+    }
+    if let Ok(ns) = std::fs::read_to_string(SA_NAMESPACE_FILE) {
+        if !ns.trim().is_empty() {
+            return ns.trim().to_string();
+        }
+    }
+    let ns = client.default_namespace().to_string();
+    tracing::info!(namespace = %ns, "neither POD_NAMESPACE nor a service account namespace: using the kubeconfig's namespace for the Lease");
+    ns
+}
+
+fn identity(opt: Option<&str>) -> String {
+    if let Some(id) = opt.filter(|i| !i.is_empty()) {
+        return id.to_string();
+    }
+    for var in ["POD_NAME", "HOSTNAME"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.trim().is_empty() {
+                return v.trim().to_string();
+            }
+        }
+    }
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+        if !h.trim().is_empty() {
+            return h.trim().to_string();
+        }
+    }
+    format!("vestibule-{}", std::process::id())
+}
+
+/// Connects to the API server, binds the listeners and starts watching, serving, electing a
+/// leader, and (on the leader) writing status and Events.
+pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
+    if opts.lease_duration_secs == 0 || opts.lease_grace_secs == 0 || opts.lease_grace_secs >= opts.lease_duration_secs {
+        anyhow::bail!("lease grace ({}s) must be positive and shorter than the lease duration ({}s)", opts.lease_grace_secs, opts.lease_duration_secs);
+    }
+    let client = client(&opts.api).await?;
+    let namespace = controller_namespace(opts.namespace.as_deref(), &client);
+    let identity = identity(opts.identity.as_deref());
+
+    let mut front = Frontend::bind(&opts.serve).await?;
+    // Health answers 503 until the first configuration from the cluster is live.
+    let mut tasks: Vec<AbortHandle> = front.spawn().iter().map(|t| t.abort_handle()).collect();
+    let Frontend { mut engine, shared, http, https, healthz, .. } = front;
+
+    let source_opts = SourceOptions {
+        watch_namespace: opts.watch_namespace.clone().filter(|n| !n.is_empty()),
+        configmap: opts.configmap.clone(),
+        extra_services: opts.serve.default_backend_service.iter().cloned().collect(),
+        extra_secrets: opts.serve.default_ssl_certificate.iter().cloned().collect(),
+        debounce: opts.debounce,
+        backoff: opts.backoff,
+    };
+    let (source, mut batches) = KubeSource::start(client.clone(), &source_opts);
+    let health = source.health.clone();
+    tasks.extend(source.tasks.iter().cloned());
+
+    let (applied_tx, applied_rx) = watch::channel::<Option<Arc<Applied>>>(None);
+    let apply_health = health.clone();
+    let apply_loop = tokio::spawn(async move {
+        let ready = source.wait_until_ready();
+        tokio::pin!(ready);
+        loop {
+            tokio::select! {
+                _ = &mut ready => break,
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                    tracing::warn!(failing = ?apply_health.failing(), "still waiting for the first list of every kind from the API server");
+                }
+            }
+        }
+        while batches.try_recv().is_ok() {}
+        let store = source.store();
+        let diagnostics = engine.apply(store.clone(), Vec::new(), None);
+        applied_tx.send_replace(Some(Arc::new(Applied { store, diagnostics, settings: engine.settings.clone() })));
+        while let Some(batch) = batches.recv().await {
+            let store = source.store();
+            let diagnostics = engine.apply(store.clone(), Vec::new(), Some(batch.seen_at));
+            if apply_health.is_stale() {
+                tracing::warn!(failing = ?apply_health.failing(), "applied a configuration while some watches are failing: it may be stale");
+            }
+            tracing::debug!(endpoints_only = batch.endpoints_only, "batch applied");
+            applied_tx.send_replace(Some(Arc::new(Applied { store, diagnostics, settings: engine.settings.clone() })));
+        }
+        source.abort();
+    });
+    tasks.push(apply_loop.abort_handle());
+
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let leadership = leader::spawn(client.clone(), namespace.clone(), opts.election_id.clone(), identity.clone(), opts.lease_duration_secs, opts.lease_grace_secs, leader_tx);
+
+    let mut workers = Vec::new();
+    let publish = if !opts.publish_status_address.is_empty() {
+        Some(status::Publish::Addresses(parse_status_addresses(&opts.publish_status_address)))
+    } else {
+        opts.publish_service.clone().map(status::Publish::Service)
+    };
+    let clear_on_shutdown = opts.update_status && opts.update_status_on_shutdown && publish.is_some();
+    if opts.update_status {
+        match publish {
+            Some(publish) => {
+                let (addresses, handles) = status::addresses(client.clone(), publish, health.clone(), opts.backoff);
+                tasks.extend(handles);
+                workers.push(tokio::spawn(status::run_writer(client.clone(), leader_rx.clone(), applied_rx.clone(), addresses)).abort_handle());
+            }
+            None => tracing::info!("neither --publish-service nor --publish-status-address: Ingress status is not written"),
+        }
+    }
+    let event_opts = events::EventOptions {
+        controller: opts.serve.controller_class.clone(),
+        instance: identity.clone(),
+        burst: opts.event_burst.max(1),
+        rate: if opts.event_rate > 0.0 { opts.event_rate } else { 1.0 },
+    };
+    workers.push(tokio::spawn(events::run(client.clone(), event_opts, leader_rx.clone(), applied_rx.clone())).abort_handle());
+
+    tracing::info!(%http, %https, %healthz, %identity, %namespace, lease = %opts.election_id, watch_namespace = ?source_opts.watch_namespace, "vestibule controller started");
+    Ok(Running {
+        http,
+        https,
+        healthz,
+        shared,
+        health,
+        identity,
+        namespace,
+        leader: leader_rx,
+        applied: applied_rx,
+        leadership: Some(leadership),
+        workers,
+        tasks,
+        client,
+        clear_on_shutdown,
+        publish_service: opts.publish_service.clone(),
+    })
+}

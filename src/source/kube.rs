@@ -1,0 +1,456 @@
+//! The Kubernetes source: kube-rs reflectors over the API server, feeding the same `Store` the
+//! file source feeds.
+//!
+//! One watch per kind (and per extra object the flags name outside `--watch-namespace`), each a
+//! kube-rs `watcher` applied into a reflector store. After any watch error the watch waits out
+//! the backoff (kube's default: 0.8 s doubling to 30 s, with jitter) and starts over with a full
+//! list, as client-go's reflectors do: while the API server is away the reflector stores keep
+//! their last contents, so the last configuration keeps serving; when it is back, every kind is
+//! listed afresh. A `410 Gone` during a watch makes the watcher relist at once.
+//!
+//! Changes are coalesced: 100 ms of quiet (at most 500 ms in all) for a burst that touches any
+//! object; an endpoint-only burst waits 20 ms of quiet (at most 100 ms).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::Store as Reader;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::compile::backend::SERVICE_NAME_LABEL;
+use crate::store::{Key, Store};
+
+/// Whether the configuration being served may be out of date.
+///
+/// `stale` is true while any watch is failing (API server unreachable, erroring, or refusing a
+/// list) and has not yet completed a fresh list; the proxy keeps serving the last configuration
+/// meanwhile, and `/healthz` stays ready.
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    /// True while the served configuration may be stale. Read it with `Ordering::Relaxed`.
+    pub stale: AtomicBool,
+    /// How many times a watch failed since start.
+    pub failures: AtomicU64,
+    /// How many full lists completed since start (first sync and every resync).
+    pub lists: AtomicU64,
+    failing: Mutex<BTreeMap<String, String>>,
+}
+
+impl SourceHealth {
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// The watches failing now, with their last error.
+    pub fn failing(&self) -> BTreeMap<String, String> {
+        self.failing.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    fn failed(&self, watch: &str, error: &str, retry_in: Duration) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut failing) = self.failing.lock() else { return };
+        let first = failing.is_empty();
+        failing.insert(watch.to_string(), error.to_string());
+        self.stale.store(true, Ordering::Relaxed);
+        if first {
+            tracing::warn!(watch, error, retry_in = ?retry_in, "Kubernetes API unreachable or erroring: serving the last configuration, which is now stale");
+        } else {
+            tracing::warn!(watch, error, retry_in = ?retry_in, "watch failed; configuration still stale");
+        }
+    }
+
+    fn listed(&self, watch: &str) {
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut failing) = self.failing.lock() else { return };
+        if failing.remove(watch).is_some() {
+            tracing::info!(watch, "relisted after an error");
+            if failing.is_empty() {
+                self.stale.store(false, Ordering::Relaxed);
+                tracing::info!("Kubernetes API reachable again: every kind relisted, configuration is current");
+            }
+        }
+    }
+}
+
+/// Retry delays after a watch error.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// First delay.
+    pub min: Duration,
+    /// Longest delay; delays double up to it.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// kube-rs's (and client-go's) reflector default: 0.8 s doubling to 30 s, with jitter.
+    fn default() -> Self {
+        Backoff { min: Duration::from_millis(800), max: Duration::from_secs(30) }
+    }
+}
+
+impl Backoff {
+    fn build(self) -> Box<dyn kube::runtime::utils::Backoff> {
+        if self == Backoff::default() {
+            Box::new(watcher::DefaultBackoff::default())
+        } else {
+            Box::new(Exponential { opts: self, next: self.min })
+        }
+    }
+}
+
+/// Doubling delays with ±25% jitter, for the shorter backoffs tests use.
+struct Exponential {
+    opts: Backoff,
+    next: Duration,
+}
+
+impl Iterator for Exponential {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.opts.max);
+        let r = std::collections::hash_map::RandomState::new().hash_one(Instant::now()) as f64 / u64::MAX as f64;
+        Some(base.mul_f64(0.75 + r * 0.5))
+    }
+}
+
+impl kube::runtime::utils::Backoff for Exponential {
+    fn reset(&mut self) {
+        self.next = self.opts.min;
+    }
+}
+
+/// What a watch event touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Only EndpointSlices.
+    Endpoints,
+    /// Anything else, or a relist.
+    Objects,
+}
+
+/// A coalesced burst of changes.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// When the first change of the burst was seen.
+    pub seen_at: Instant,
+    /// Whether only EndpointSlices changed.
+    pub endpoints_only: bool,
+}
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// `--watch-namespace`: None watches every namespace.
+    pub watch_namespace: Option<String>,
+    /// `--configmap NS/NAME`.
+    pub configmap: Option<Key>,
+    /// Services the flags name (`--default-backend-service`); watched on their own, with their
+    /// EndpointSlices, when they are outside the watched namespace.
+    pub extra_services: Vec<Key>,
+    /// TLS Secrets the flags name (`--default-ssl-certificate`), likewise.
+    pub extra_secrets: Vec<Key>,
+    /// Quiet time that ends a burst of changes.
+    pub debounce: Duration,
+    pub backoff: Backoff,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            watch_namespace: None,
+            configmap: None,
+            extra_services: Vec::new(),
+            extra_secrets: Vec::new(),
+            debounce: Duration::from_millis(100),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// `Kind ns/name` of an object, for logs.
+pub fn describe<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    let kind = K::kind(&());
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{kind} {ns}/{}", obj.meta().name.as_deref().unwrap_or("")),
+        None => format!("{kind} {}", obj.meta().name.as_deref().unwrap_or("")),
+    }
+}
+
+/// The reflector stores of every kind, filled by the watches.
+pub struct KubeSource {
+    ingresses: Vec<Reader<Ingress>>,
+    classes: Vec<Reader<IngressClass>>,
+    services: Vec<Reader<Service>>,
+    slices: Vec<Reader<EndpointSlice>>,
+    secrets: Vec<Reader<Secret>>,
+    config_maps: Vec<Reader<ConfigMap>>,
+    namespaces: Vec<Reader<Namespace>>,
+    /// The watch tasks.
+    pub tasks: Vec<AbortHandle>,
+    pub health: Arc<SourceHealth>,
+}
+
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn scope_name(kind: &str, ns: Option<&str>, extra: &str) -> String {
+    let mut s = match ns {
+        Some(ns) => format!("{kind} in namespace {ns}"),
+        None => format!("{kind} in all namespaces"),
+    };
+    if !extra.is_empty() {
+        s.push_str(&format!(" ({extra})"));
+    }
+    s
+}
+
+impl KubeSource {
+    /// Starts every watch. Batches of changes arrive on the receiver once the first list of
+    /// every kind is done (see `wait_until_ready`).
+    pub fn start(client: Client, opts: &SourceOptions) -> (KubeSource, mpsc::Receiver<Batch>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let health = Arc::new(SourceHealth::default());
+        let mut src = KubeSource {
+            ingresses: Vec::new(),
+            classes: Vec::new(),
+            services: Vec::new(),
+            slices: Vec::new(),
+            secrets: Vec::new(),
+            config_maps: Vec::new(),
+            namespaces: Vec::new(),
+            tasks: Vec::new(),
+            health: health.clone(),
+        };
+        let ns = opts.watch_namespace.as_deref().filter(|n| !n.is_empty());
+        let w = Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff };
+        let cfg = watcher::Config::default;
+        let tls = "type=kubernetes.io/tls";
+
+        let (r, t) = w.spawn(scope_name("Ingress", ns, ""), scoped::<Ingress>(&client, ns), cfg(), Change::Objects);
+        src.ingresses.push(r);
+        src.tasks.push(t);
+        let (r, t) = w.spawn("IngressClass".into(), Api::<IngressClass>::all(client.clone()), cfg(), Change::Objects);
+        src.classes.push(r);
+        src.tasks.push(t);
+        let (r, t) = w.spawn(scope_name("Service", ns, ""), scoped::<Service>(&client, ns), cfg(), Change::Objects);
+        src.services.push(r);
+        src.tasks.push(t);
+        let (r, t) = w.spawn(scope_name("EndpointSlice", ns, ""), scoped::<EndpointSlice>(&client, ns), cfg(), Change::Endpoints);
+        src.slices.push(r);
+        src.tasks.push(t);
+        let (r, t) = w.spawn(scope_name("Secret", ns, tls), scoped::<Secret>(&client, ns), cfg().fields(tls), Change::Objects);
+        src.secrets.push(r);
+        src.tasks.push(t);
+        let ns_cfg = match ns {
+            Some(n) => cfg().fields(&format!("metadata.name={n}")),
+            None => cfg(),
+        };
+        let (r, t) = w.spawn("Namespace".into(), Api::<Namespace>::all(client.clone()), ns_cfg, Change::Objects);
+        src.namespaces.push(r);
+        src.tasks.push(t);
+        if let Some((cm_ns, name)) = &opts.configmap {
+            let (r, t) = w.spawn(format!("ConfigMap {cm_ns}/{name}"), Api::<ConfigMap>::namespaced(client.clone(), cm_ns), cfg().fields(&format!("metadata.name={name}")), Change::Objects);
+            src.config_maps.push(r);
+            src.tasks.push(t);
+        }
+        // Objects the flags name that the namespaced watches cannot see.
+        if let Some(ns) = ns {
+            for (svc_ns, name) in opts.extra_services.iter().filter(|(n, _)| n != ns) {
+                let (r, t) = w.spawn(format!("Service {svc_ns}/{name}"), Api::<Service>::namespaced(client.clone(), svc_ns), cfg().fields(&format!("metadata.name={name}")), Change::Objects);
+                src.services.push(r);
+                src.tasks.push(t);
+                let (r, t) = w.spawn(
+                    format!("EndpointSlices of Service {svc_ns}/{name}"),
+                    Api::<EndpointSlice>::namespaced(client.clone(), svc_ns),
+                    cfg().labels(&format!("{SERVICE_NAME_LABEL}={name}")),
+                    Change::Endpoints,
+                );
+                src.slices.push(r);
+                src.tasks.push(t);
+            }
+            for (sec_ns, name) in opts.extra_secrets.iter().filter(|(n, _)| n != ns) {
+                let (r, t) = w.spawn(format!("Secret {sec_ns}/{name}"), Api::<Secret>::namespaced(client.clone(), sec_ns), cfg().fields(&format!("{tls},metadata.name={name}")), Change::Objects);
+                src.secrets.push(r);
+                src.tasks.push(t);
+            }
+        }
+        drop(tx);
+        (src, debounce(rx, opts.debounce))
+    }
+
+    /// Waits until every watch has completed its first list.
+    pub async fn wait_until_ready(&self) {
+        for r in &self.ingresses {
+            let _ = r.wait_until_ready().await;
+        }
+        for r in &self.classes {
+            let _ = r.wait_until_ready().await;
+        }
+        for r in &self.services {
+            let _ = r.wait_until_ready().await;
+        }
+        for r in &self.slices {
+            let _ = r.wait_until_ready().await;
+        }
+        for r in &self.secrets {
+            let _ = r.wait_until_ready().await;
+        }
+        for r in &self.config_maps {
+            let _ = r.wait_until_ready().await;
+        }
+        for r in &self.namespaces {
+            let _ = r.wait_until_ready().await;
+        }
+    }
+
+    /// The objects the reflectors hold now, as a `Store` (the objects are shared, not copied).
+    pub fn store(&self) -> Store {
+        fn key<K: Resource>(o: &K) -> Key {
+            (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
+        }
+        let mut s = Store::default();
+        for o in self.ingresses.iter().flat_map(|r| r.state()) {
+            s.ingresses.insert(key(&*o), o);
+        }
+        for o in self.classes.iter().flat_map(|r| r.state()) {
+            s.ingress_classes.insert(o.name_any(), o);
+        }
+        for o in self.services.iter().flat_map(|r| r.state()) {
+            s.services.insert(key(&*o), o);
+        }
+        for o in self.slices.iter().flat_map(|r| r.state()) {
+            s.endpoint_slices.insert(key(&*o), o);
+        }
+        for o in self.secrets.iter().flat_map(|r| r.state()) {
+            s.secrets.insert(key(&*o), o);
+        }
+        for o in self.config_maps.iter().flat_map(|r| r.state()) {
+            s.config_maps.insert(key(&*o), o);
+        }
+        for o in self.namespaces.iter().flat_map(|r| r.state()) {
+            s.namespaces.insert(o.name_any(), o);
+        }
+        s
+    }
+
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Spawns watches that report their changes to one channel.
+pub struct Watches {
+    pub tx: mpsc::UnboundedSender<Change>,
+    pub health: Arc<SourceHealth>,
+    pub backoff: Backoff,
+}
+
+impl Watches {
+    /// Starts one watch of `api` named `name` (for logs); `change` is what its events touch.
+    pub fn spawn<K>(&self, name: String, api: Api<K>, cfg: watcher::Config, change: Change) -> (Reader<K>, AbortHandle)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let writer = Writer::<K>::default();
+        let reader = writer.as_reader();
+        let task = tokio::spawn(run_watch(name, api, cfg, writer, change, self.tx.clone(), self.health.clone(), self.backoff));
+        (reader, task.abort_handle())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_watch<K>(name: String, api: Api<K>, cfg: watcher::Config, mut writer: Writer<K>, change: Change, tx: mpsc::UnboundedSender<Change>, health: Arc<SourceHealth>, backoff: Backoff)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let mut retry = backoff.build();
+    loop {
+        let mut stream = watcher::watcher(api.clone(), cfg.clone()).boxed();
+        let error = loop {
+            match stream.next().await {
+                Some(Ok(ev)) => {
+                    // Managed fields are large and never read.
+                    let ev = ev.modify(|o| o.meta_mut().managed_fields = None);
+                    match &ev {
+                        Event::Init => tracing::debug!(watch = %name, "listing"),
+                        Event::Apply(o) => tracing::debug!(object = %describe(o), "changed"),
+                        Event::Delete(o) => tracing::debug!(object = %describe(o), "deleted"),
+                        Event::InitApply(_) | Event::InitDone => {}
+                    }
+                    writer.apply_watcher_event(&ev);
+                    match ev {
+                        Event::InitDone => {
+                            tracing::debug!(watch = %name, objects = writer.as_reader().len(), "listed");
+                            retry.reset();
+                            health.listed(&name);
+                            let _ = tx.send(Change::Objects);
+                        }
+                        Event::Apply(_) | Event::Delete(_) => {
+                            let _ = tx.send(change);
+                        }
+                        Event::Init | Event::InitApply(_) => {}
+                    }
+                }
+                // The watcher has reset itself and relists on the next poll.
+                Some(Err(watcher::Error::WatchError(status))) if status.code == 410 => {
+                    tracing::info!(watch = %name, "resource version expired (410 Gone): relisting");
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break "watch stream ended".to_string(),
+            }
+        };
+        let delay = retry.next().unwrap_or(backoff.max);
+        health.failed(&name, &error, delay);
+        drop(stream);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Coalesces raw changes into batches.
+fn debounce(mut raw: mpsc::UnboundedReceiver<Change>, window: Duration) -> mpsc::Receiver<Batch> {
+    let (tx, rx) = mpsc::channel::<Batch>(1);
+    tokio::spawn(async move {
+        while let Some(first) = raw.recv().await {
+            let seen_at = Instant::now();
+            let start = tokio::time::Instant::now();
+            let mut endpoints_only = first == Change::Endpoints;
+            loop {
+                let (quiet, cap) = if endpoints_only { (window / 5, window) } else { (window, window * 5) };
+                let deadline = (start + cap).min(tokio::time::Instant::now() + quiet);
+                match tokio::time::timeout_at(deadline, raw.recv()).await {
+                    Ok(Some(c)) => endpoints_only &= c == Change::Endpoints,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            // While the consumer is busy, further changes wait in `raw` and form the next batch.
+            if tx.send(Batch { seen_at, endpoints_only }).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
