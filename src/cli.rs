@@ -138,6 +138,13 @@ pub struct ListenArgs {
     /// Port for /healthz (0 picks a free port).
     #[arg(long, default_value_t = 10254)]
     pub healthz_port: u16,
+    /// On SIGTERM, how long /healthz reports unready while the listeners still accept, so that
+    /// load balancers stop sending new connections first.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// On SIGTERM, how long requests, streams and WebSockets in flight get to finish.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace_period: Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -198,6 +205,16 @@ pub struct RoutingArgs {
     /// Tries per request across endpoints when connecting fails.
     #[arg(long, default_value_t = 3)]
     pub proxy_next_upstream_tries: usize,
+    /// Expect a PROXY protocol (v1 or v2) header on every connection, from a load balancer in
+    /// front; the client address it carries feeds X-Forwarded-For and X-Real-IP.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub use_proxy_protocol: bool,
+    /// Connections accepted at once from one client address; 0 for no limit.
+    #[arg(long, default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// HTTP/2 streams a client may open at once on one connection.
+    #[arg(long, default_value_t = 128)]
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl ServeArgs {
@@ -212,6 +229,8 @@ impl ServeArgs {
 }
 
 fn apply_listen(o: &mut ServeOptions, l: &ListenArgs) {
+    o.shutdown_delay = l.shutdown_delay;
+    o.shutdown_grace = l.shutdown_grace_period;
     o.bind = l.bind_address;
     o.http_port = l.http_port;
     o.https_port = l.https_port;
@@ -233,6 +252,9 @@ fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {
         max_headers: r.max_headers,
         max_header_bytes: r.max_header_size.min(16 * 1024 * 1024) as usize,
         upstream_tries: r.proxy_next_upstream_tries.max(1),
+        proxy_protocol: r.use_proxy_protocol,
+        max_connections_per_ip: r.max_connections_per_ip,
+        max_concurrent_streams: r.http2_max_concurrent_streams.max(1),
         ..ProxyOptions::default()
     };
 }

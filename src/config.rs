@@ -44,7 +44,7 @@ pub enum PathKind {
 }
 
 /// How a backend picks an endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub enum Policy {
     #[default]
     RoundRobin,
@@ -56,12 +56,12 @@ pub enum Policy {
 
 /// A request key for consistent hashing, parsed from an nginx-style expression such as
 /// `$request_uri` or `$http_x_user$cookie_session`. It is data, never code.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HashKey {
     pub parts: Vec<HashPart>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HashPart {
     Literal(String),
     RequestUri,

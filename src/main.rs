@@ -27,9 +27,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     vestibule::tls::install_provider();
     match cli.command {
         Command::Serve(args) => {
-            let running = vestibule::serve::start(args.into_options()).await?;
+            let opts = args.into_options();
+            let (delay, grace) = (opts.shutdown_delay, opts.shutdown_grace);
+            let running = vestibule::serve::start(opts).await?;
             shutdown_signal().await;
-            drop(running);
+            // A second signal during the drain stops at once.
+            tokio::select! {
+                _ = running.shutdown(delay, grace) => {}
+                _ = shutdown_signal() => tracing::warn!("second signal: stopping now"),
+            }
         }
         Command::Echo(args) => {
             let listener = tokio::net::TcpListener::bind(args.listen).await?;

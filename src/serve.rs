@@ -120,6 +120,10 @@ pub struct ServeOptions {
     pub public_https_port: Option<u16>,
     /// Where access log lines go.
     pub access_log: AccessLogTarget,
+    /// Graceful shutdown: unready for this long before the listeners close...
+    pub shutdown_delay: std::time::Duration,
+    /// ...then this long for what is in flight to finish.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Where access log lines go.
@@ -167,6 +171,8 @@ impl Default for ServeOptions {
             proxy: ProxyOptions::default(),
             public_https_port: None,
             access_log: AccessLogTarget::Stdout(accesslog::Format::Text),
+            shutdown_delay: std::time::Duration::from_secs(2),
+            shutdown_grace: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -182,6 +188,14 @@ pub struct Running {
 }
 
 impl Running {
+    /// Graceful shutdown (see `Shared::shutdown`), then stops everything. Returns how many
+    /// connections were still open when the grace period ended.
+    pub async fn shutdown(self, delay: std::time::Duration, grace: std::time::Duration) -> usize {
+        let left = self.shared.shutdown(delay, grace).await;
+        drop(self);
+        left
+    }
+
     /// Stops accepting and stops watching.
     pub fn stop(self) {
         for t in &self.tasks {

@@ -8,8 +8,9 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressServiceBackend;
 
+use super::annotations::ProxySsl;
 use super::diag::Reason;
-use crate::config::Backend;
+use crate::config::{Backend, BackendProtocol, Policy, UpstreamTls};
 use crate::store::Store;
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -110,10 +111,22 @@ pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAdd
 
 /// Resolves backends once per compile, so that every route to one Service port shares one
 /// `Backend` (and one round-robin cursor).
+/// How a backend is reached, beyond its Service port: from the Ingress's annotations.
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    pub protocol: BackendProtocol,
+    pub policy: Policy,
+    pub tls: Option<UpstreamTls>,
+    /// What distinguishes two `Reach`es for caching (the TLS settings they came from).
+    pub tls_key: Option<ProxySsl>,
+}
+
+type CacheKey = (String, String, PortRef, BackendProtocol, Policy, Option<ProxySsl>);
+
 pub struct Resolver<'a> {
     store: &'a Store,
     slices: SliceIndex<'a>,
-    cache: HashMap<(String, String, PortRef), (Arc<Backend>, Option<(Reason, String)>)>,
+    cache: HashMap<CacheKey, (Arc<Backend>, Option<(Reason, String)>)>,
 }
 
 impl<'a> Resolver<'a> {
@@ -122,8 +135,8 @@ impl<'a> Resolver<'a> {
     }
 
     /// The backend for `ns/service:port`, and what is wrong with it if requests will get 503.
-    pub fn resolve(&mut self, ns: &str, service: &str, port: &PortRef) -> (Arc<Backend>, Option<(Reason, String)>) {
-        let key = (ns.to_string(), service.to_string(), port.clone());
+    pub fn resolve(&mut self, ns: &str, service: &str, port: &PortRef, reach: &Reach) -> (Arc<Backend>, Option<(Reason, String)>) {
+        let key = (ns.to_string(), service.to_string(), port.clone(), reach.protocol, reach.policy.clone(), reach.tls_key.clone());
         if let Some(hit) = self.cache.get(&key) {
             return hit.clone();
         }
@@ -151,7 +164,11 @@ impl<'a> Resolver<'a> {
                 }
             }
         };
-        let backend = Arc::new(Backend::new(ns, service, &port_label, endpoints, problem.as_ref().map(|p| p.1.clone())));
+        let mut backend = Backend::new(ns, service, &port_label, endpoints, problem.as_ref().map(|p| p.1.clone()));
+        backend.protocol = reach.protocol;
+        backend.policy = reach.policy.clone();
+        backend.tls = reach.tls.clone();
+        let backend = Arc::new(backend);
         let out = (backend, problem);
         self.cache.insert(key, out.clone());
         out
@@ -165,6 +182,6 @@ impl<'a> Resolver<'a> {
             .get(&(ns.to_string(), service.to_string()))
             .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port))
             .unwrap_or(80);
-        self.resolve(ns, service, &PortRef::Number(port))
+        self.resolve(ns, service, &PortRef::Number(port), &Reach::default())
     }
 }

@@ -4,6 +4,7 @@
 //! Everything the Ingress spec means lives here: class ownership, host and path rules, merging
 //! of Ingresses on one host and its conflicts, default backends, Service → endpoints, and TLS.
 
+pub mod annotations;
 pub mod backend;
 pub mod class;
 pub mod diag;
@@ -22,9 +23,6 @@ pub use diag::{Diagnostic, Reason, Severity};
 use crate::config::{Config, HostDefault, Observed, PathKind, Route, TlsCert, VirtualHost};
 use crate::store::{Key, ObjRef, Store};
 use backend::{PortRef, Resolver};
-
-/// Annotations that switch the HTTP→HTTPS redirect off for one Ingress.
-pub const SSL_REDIRECT_ANNOTATIONS: [&str; 2] = ["nginx.ingress.kubernetes.io/ssl-redirect", "vestibule.dev/ssl-redirect"];
 
 /// The controller's settings that change what the objects mean.
 #[derive(Clone, Debug)]
@@ -89,31 +87,88 @@ impl<'a> Builder<'a> {
     }
 
     /// Resolves an Ingress backend; `None` when it can never route (a resource backend).
-    fn backend(&mut self, ing: &ObjRef, field: &str, b: &IngressBackend) -> Option<Arc<crate::config::Backend>> {
+    fn backend(&mut self, ing: &ObjRef, field: &str, b: &IngressBackend, ann: &annotations::Annotations) -> Option<Arc<crate::config::Backend>> {
         let Some(svc) = &b.service else {
             self.diag(Severity::Warning, ing, field, Reason::Unsupported, "resource backends are not supported; this backend is skipped");
             return None;
         };
         let port = PortRef::of(svc)?;
-        let (backend, problem) = self.resolver.resolve(&ing.namespace, &svc.name, &port);
+        let reach = self.reach(ing, &svc.name, ann);
+        let (backend, problem) = self.resolver.resolve(&ing.namespace, &svc.name, &port, &reach);
         if let Some((reason, msg)) = problem {
             self.diag(Severity::Warning, ing, format!("{field}.service"), reason, msg);
         }
         Some(backend)
     }
 
+    /// The protocol, balancing and backend TLS an Ingress asks for.
+    fn reach(&mut self, ing: &ObjRef, service: &str, ann: &annotations::Annotations) -> backend::Reach {
+        let protocol = ann.backend_protocol;
+        let ssl = &ann.proxy_ssl;
+        let tls = if protocol.tls() && (ssl.verify || ssl.secret.is_some() || ssl.name.is_some() || ssl.server_name) {
+            match self.upstream_tls(ing, service, protocol, ssl) {
+                Ok(t) => Some(t),
+                Err(msg) => {
+                    self.diag(Severity::Warning, ing, "metadata.annotations[proxy-ssl-secret]", Reason::SecretInvalid, msg);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        backend::Reach { protocol, policy: ann.policy.clone(), tls, tls_key: protocol.tls().then(|| ssl.clone()) }
+    }
+
+    /// TLS towards a backend that verifies its certificate against a CA from a Secret.
+    fn upstream_tls(&mut self, ing: &ObjRef, service: &str, protocol: crate::config::BackendProtocol, ssl: &annotations::ProxySsl) -> Result<crate::config::UpstreamTls, String> {
+        let name = ssl.name.clone().unwrap_or_else(|| format!("{service}.{}.svc", ing.namespace));
+        let server_name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|_| format!("{name:?} is not a valid server name"))?;
+        let alpn: Vec<Vec<u8>> = if protocol.http2() { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+        let secret = match &ssl.secret {
+            Some((ns, n)) => Some(self.store.secrets.get(&(ns.clone(), n.clone())).ok_or_else(|| format!("Secret {ns}/{n} not found; backend certificates are not verified"))?),
+            None => None,
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+        let builder = if ssl.verify {
+            let secret = secret.ok_or("proxy-ssl-verify needs proxy-ssl-secret with a ca.crt")?;
+            let ca = secret_value(secret, "ca.crt").ok_or("the proxy-ssl-secret has no ca.crt")?;
+            let mut roots = rustls::RootCertStore::empty();
+            use rustls_pki_types::pem::PemObject;
+            for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca) {
+                roots.add(c.map_err(|e| format!("ca.crt: {e}"))?).map_err(|e| format!("ca.crt: {e}"))?;
+            }
+            builder.with_root_certificates(roots)
+        } else {
+            let mut cfg = (*crate::proxy::upstream::insecure_tls(&[])).clone();
+            cfg.alpn_protocols = alpn;
+            cfg.enable_sni = ssl.server_name;
+            return Ok(crate::config::UpstreamTls { config: Arc::new(cfg), server_name });
+        };
+        let mut cfg = match secret.and_then(|s| Some((secret_value(s, "tls.crt")?, secret_value(s, "tls.key")?))) {
+            Some((crt, key)) => {
+                use rustls_pki_types::pem::PemObject;
+                let chain = rustls_pki_types::CertificateDer::pem_slice_iter(crt).collect::<Result<Vec<_>, _>>().map_err(|e| format!("tls.crt: {e}"))?;
+                let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("tls.key: {e}"))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = alpn;
+        cfg.enable_sni = ssl.server_name;
+        Ok(crate::config::UpstreamTls { config: Arc::new(cfg), server_name })
+    }
+
     fn add_ingress(&mut self, ing: &Ingress, tls_hosts: &HashSet<String>, ssl_redirect: bool) -> Option<HostDefault> {
         let oref = Arc::new(ObjRef::new("Ingress", ing.metadata.namespace.as_deref().unwrap_or(""), ing.metadata.name.as_deref().unwrap_or("")));
         let spec = ing.spec.as_ref()?;
-        let redirect_annotation = ing
-            .metadata
-            .annotations
-            .as_ref()
-            .map(|a| SSL_REDIRECT_ANNOTATIONS.iter().any(|k| a.get(*k).map(|v| v == "false").unwrap_or(false)))
-            .unwrap_or(false);
+        let (ann, ann_errors) = annotations::parse(ing);
+        for e in ann_errors {
+            self.diag(Severity::Warning, &oref, e.field, Reason::InvalidField, e.message);
+        }
+        let redirect_annotation = !ann.ssl_redirect;
         let rules = spec.rules.as_deref().unwrap_or(&[]);
         let default = match &spec.default_backend {
-            Some(b) => self.backend(&oref, "spec.defaultBackend", b).map(|backend| HostDefault::new(backend, oref.clone(), "")),
+            Some(b) => self.backend(&oref, "spec.defaultBackend", b, &ann).map(|backend| HostDefault::new(backend, oref.clone(), "")),
             None => None,
         };
         for (i, rule) in rules.iter().enumerate() {
@@ -141,7 +196,7 @@ impl<'a> Builder<'a> {
                     }
                     continue;
                 }
-                let Some(backend) = self.backend(&oref, &format!("{field}.backend"), &p.backend) else { continue };
+                let Some(backend) = self.backend(&oref, &format!("{field}.backend"), &p.backend, &ann) else { continue };
                 self.claimed.insert(claim, oref.clone());
                 let vhost = self.vhosts.get_mut(&host).expect("inserted above");
                 let rule_path = p.path.clone().unwrap_or_else(|| "/".into());

@@ -587,7 +587,9 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
         match prebuffer(body, opts, progress).await {
             Ok(Prebuffered::Complete(b)) => buffered = Some(b),
             Ok(Prebuffered::Partial(prefix, rest)) => {
-                stream = Some(ChainBody { prefix: Some(prefix), rest: LimitedBody { inner: rest, remaining: opts.body_limit, progress: progress.clone() } }.boxed_unsync())
+                // The limit counts the prefix already read.
+                let remaining = opts.body_limit.saturating_sub(prefix.len() as u64);
+                stream = Some(ChainBody { prefix: Some(prefix), rest: LimitedBody { inner: rest, remaining, progress: progress.clone() } }.boxed_unsync())
             }
             Err(status) => {
                 let mut resp = fail(status);
@@ -921,14 +923,17 @@ async fn proxy_upgrade(
         return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let websocket = resp.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    // The tunnel counts as an open connection, and closes cleanly on shutdown.
+    let active = shared.drain.track();
+    let stop = shared.drain.subscribe();
     tokio::spawn(async move {
+        let _active = active;
         let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
             (Ok(c), Ok(u)) => (c, u),
             _ => return,
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        super::tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), stop, websocket).await;
     });
     let (mut parts, _) = resp.into_parts();
     finish_headers(&mut parts.headers, request_id);

@@ -44,7 +44,7 @@ fn builder(shared: &Shared) -> Arc<auto::Builder<TokioExecutor>> {
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(128)
+        .max_concurrent_streams(opts.max_concurrent_streams)
         .max_header_list_size(opts.max_header_bytes as u32)
         .max_pending_accept_reset_streams(64)
         .max_local_error_reset_streams(256);
@@ -56,35 +56,131 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+/// Waits for a connection, or for shutdown (`None`).
+async fn accept(listener: &TcpListener, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                return Some((stream, peer));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        if *stop.borrow() {
+            return None;
+        }
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Connections open per client address, when a limit is set.
+#[derive(Debug, Default)]
+pub struct PerIp {
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+pub struct PerIpGuard<'a>(&'a PerIp, std::net::IpAddr);
+
+impl PerIp {
+    fn enter(&self, ip: std::net::IpAddr, limit: usize) -> Option<PerIpGuard<'_>> {
+        let mut c = self.counts.lock().expect("per-ip lock");
+        let n = c.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpGuard(self, ip))
+    }
+}
+
+impl Drop for PerIpGuard<'_> {
+    fn drop(&mut self) {
+        let mut c = self.0.counts.lock().expect("per-ip lock");
+        if let Some(n) = c.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.1);
             }
         }
     }
 }
 
-/// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) until the task is dropped.
+/// Everything a new connection goes through before HTTP: the PROXY header, the per-client
+/// limit. Returns the client address the header gave, or `Err` to drop the connection.
+async fn admit(shared: &Shared, stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> Result<Option<SocketAddr>, ()> {
+    if !shared.opts.proxy_protocol {
+        return Ok(None);
+    }
+    match super::proxy_protocol::read(stream, shared.opts.header_read_timeout.min(Duration::from_secs(10))).await {
+        Ok(src) => Ok(src),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "dropping connection without a valid PROXY protocol header");
+            Err(())
+        }
+    }
+}
+
+/// Serves one HTTP connection until it ends, or shuts it down gracefully when draining starts
+/// (HTTP/1.1: after the response in flight; HTTP/2: GOAWAY, then the open streams finish).
+async fn serve<I>(shared: Arc<Shared>, builder: Arc<auto::Builder<TokioExecutor>>, io: I, info: Arc<ConnInfo>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let _active = shared.drain.track();
+    let mut stop = shared.drain.subscribe();
+    let svc = {
+        let shared = shared.clone();
+        service_fn(move |req| handle(shared.clone(), info.clone(), req))
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    if *stop.borrow() {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+        return;
+    }
+    tokio::select! {
+        _ = &mut conn => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) until draining starts.
 pub fn spawn_http(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     let builder = builder(&shared);
     tokio::spawn(async move {
         let local = listener.local_addr().expect("bound listener has an address");
-        while let Some((stream, peer)) = accept(&listener).await {
+        let mut stop = shared.drain.subscribe();
+        while let Some((mut stream, peer)) = accept(&listener, &mut stop).await {
             let shared = shared.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
+                let Ok(proxied_client) = admit(&shared, &mut stream, peer).await else { return };
+                let client = proxied_client.unwrap_or(peer).ip().to_canonical();
+                let limit = shared.opts.max_connections_per_ip;
+                let _slot = if limit > 0 {
+                    match shared.per_ip.enter(client, limit) {
+                        Some(g) => Some(g),
+                        None => {
+                            tracing::debug!(%client, limit, "connection refused: too many from this client");
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
                 let _open = ConnGauge::new(&shared, "http");
-                let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client: None });
-                let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
-                let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client });
+                serve(shared.clone(), builder, stream, info).await;
             });
         }
     })
@@ -96,11 +192,23 @@ pub fn spawn_https(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::J
     let acceptor = TlsAcceptor::from(crate::tls::server_config(shared.clone()));
     tokio::spawn(async move {
         let local = listener.local_addr().expect("bound listener has an address");
-        while let Some((stream, peer)) = accept(&listener).await {
+        let mut stop = shared.drain.subscribe();
+        while let Some((mut stream, peer)) = accept(&listener, &mut stop).await {
             let shared = shared.clone();
             let builder = builder.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let Ok(proxied_client) = admit(&shared, &mut stream, peer).await else { return };
+                let client = proxied_client.unwrap_or(peer).ip().to_canonical();
+                let limit = shared.opts.max_connections_per_ip;
+                let _slot = if limit > 0 {
+                    match shared.per_ip.enter(client, limit) {
+                        Some(g) => Some(g),
+                        None => return,
+                    }
+                } else {
+                    None
+                };
                 let handshakes = &shared.metrics.tls_handshakes;
                 let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
@@ -124,9 +232,8 @@ pub fn spawn_https(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::J
                 handshakes.get_or_create(&TlsLabels { version: version.into(), result: "ok".into() }).inc();
                 let protocol = if session.alpn_protocol() == Some(b"h2") { "https/h2" } else { "https/http1.1" };
                 let _open = ConnGauge::new(&shared, protocol);
-                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client: None });
-                let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
-                let _ = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await;
+                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client });
+                serve(shared.clone(), builder, tls, info).await;
             });
         }
     })

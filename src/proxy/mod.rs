@@ -4,7 +4,9 @@
 pub mod balance;
 pub mod http;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod router;
+pub mod tunnel;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -41,6 +43,12 @@ pub struct ProxyOptions {
     pub https_port: u16,
     /// Keep-alive connections with no request are closed after this long.
     pub idle_timeout: Duration,
+    /// Expect a PROXY protocol (v1 or v2) header on every connection.
+    pub proxy_protocol: bool,
+    /// Connections accepted per client address; 0 for no limit.
+    pub max_connections_per_ip: usize,
+    /// HTTP/2 streams open at once per connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ProxyOptions {
@@ -55,6 +63,9 @@ impl Default for ProxyOptions {
             upstream_tries: 3,
             https_port: 443,
             idle_timeout: Duration::from_secs(75),
+            proxy_protocol: false,
+            max_connections_per_ip: 0,
+            max_concurrent_streams: 128,
         }
     }
 }
@@ -71,6 +82,69 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// What the configuration was compiled from, for `/debug/explain`.
     pub snapshot: ArcSwap<Snapshot>,
+    /// Open connections and tunnels, and the signal that tells them to finish.
+    pub drain: Arc<Drain>,
+    pub per_ip: listener::PerIp,
+}
+
+/// Graceful shutdown: one signal for every connection and tunnel, and a count of those still
+/// open.
+#[derive(Debug)]
+pub struct Drain {
+    stop: tokio::sync::watch::Sender<bool>,
+    active: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+    /// Set when shutdown begins: /healthz answers 503 from then on.
+    pub draining: AtomicBool,
+}
+
+/// Keeps a connection counted as open.
+pub struct Active(Arc<Drain>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    fn new() -> Arc<Self> {
+        Arc::new(Drain { stop: tokio::sync::watch::channel(false).0, active: Default::default(), idle: Default::default(), draining: AtomicBool::new(false) })
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    pub fn track(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Active(self.clone())
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting and asks every connection to finish.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until every connection has finished, or `timeout`; returns how many remain.
+    pub async fn wait(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            if self.active() == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.active();
+            }
+        }
+    }
 }
 
 /// The inputs and findings of the live configuration.
@@ -99,6 +173,8 @@ impl Shared {
             metrics,
             access_log,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            drain: Drain::new(),
+            per_ip: listener::PerIp::default(),
         })
     }
 
@@ -119,7 +195,26 @@ impl Shared {
         self.pool.retain(&keep);
     }
 
+    /// Ready: a configuration is live and shutdown has not begun.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.drain.draining.load(Ordering::Acquire)
+    }
+
+    /// Graceful shutdown: /healthz turns unready at once; after `delay` the listeners close
+    /// and every connection is asked to finish (HTTP/2 GOAWAY, WebSocket close frames); they
+    /// get up to `grace` to do so. Returns how many connections were still open at the end.
+    pub async fn shutdown(&self, delay: Duration, grace: Duration) -> usize {
+        self.drain.draining.store(true, Ordering::Release);
+        tracing::info!(?delay, ?grace, "shutting down: unready now, closing listeners after the delay");
+        tokio::time::sleep(delay).await;
+        self.drain.stop();
+        let left = self.drain.wait(grace).await;
+        self.pool.clear();
+        if left > 0 {
+            tracing::warn!(connections = left, "grace period over; closing the connections still open");
+        } else {
+            tracing::info!("every connection finished");
+        }
+        left
     }
 }
