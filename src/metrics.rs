@@ -42,13 +42,12 @@ impl Histo {
         let _ = self.sum_bits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((f64::from_bits(b) + v).to_bits()));
     }
 
-    /// (sum, count, cumulative buckets ending with +Inf).
+    /// (sum, count, per-bucket counts ending with +Inf). The encoder accumulates the buckets
+    /// into the cumulative form Prometheus expects.
     pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut acc = 0;
         let mut out = Vec::with_capacity(self.buckets.len());
         for (i, b) in self.buckets.iter().enumerate() {
-            acc += b.load(Ordering::Relaxed);
-            out.push((self.bounds.get(i).copied().unwrap_or(f64::INFINITY), acc));
+            out.push((self.bounds.get(i).copied().unwrap_or(f64::INFINITY), b.load(Ordering::Relaxed)));
         }
         (f64::from_bits(self.sum_bits.load(Ordering::Relaxed)), self.count.load(Ordering::Relaxed), out)
     }

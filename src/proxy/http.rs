@@ -336,6 +336,8 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
     let mut outcome = Outcome::default();
     let resp = proxy(&shared, &conn, req, &progress, &mut outcome).await;
     let (parts, body) = resp.into_parts();
+    // The response head as sent: status line, headers, blank line (nginx's $bytes_sent counts it).
+    let response_head = 17 + parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() as u64 + 2;
     let request_id = parts.headers.get(&X_REQUEST_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
     let finish = Finish {
         shared: shared.clone(),
@@ -343,6 +345,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         status: parts.status.as_u16(),
         method,
         request_length,
+        response_head,
         progress,
         outcome,
         log,
@@ -359,6 +362,7 @@ struct Finish {
     status: u16,
     method: &'static str,
     request_length: u64,
+    response_head: u64,
     progress: Arc<Progress>,
     outcome: Outcome,
     log: Option<LogRequest>,
@@ -375,7 +379,7 @@ impl Finish {
         s.requests.fetch_add(1, Ordering::Relaxed);
         s.request_duration.observe(elapsed.as_secs_f64());
         s.request_size.observe((self.request_length + body_in) as f64);
-        s.response_size.observe(bytes as f64);
+        s.response_size.observe((self.response_head + bytes) as f64);
         let upstream_time = self.outcome.upstream.as_ref().map(|u| u.started.elapsed());
         if let (Some(u), Some(t)) = (&self.outcome.upstream, upstream_time) {
             if u.status.is_some() {
