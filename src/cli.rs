@@ -215,6 +215,9 @@ pub struct RoutingArgs {
     /// HTTP/2 streams a client may open at once on one connection.
     #[arg(long, default_value_t = 128)]
     pub http2_max_concurrent_streams: u32,
+    /// Per-request Prometheus metrics on /metrics.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_metrics: bool,
 }
 
 impl ServeArgs {
@@ -255,6 +258,7 @@ fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {
         proxy_protocol: r.use_proxy_protocol,
         max_connections_per_ip: r.max_connections_per_ip,
         max_concurrent_streams: r.http2_max_concurrent_streams.max(1),
+        metrics: r.enable_metrics,
         ..ProxyOptions::default()
     };
 }

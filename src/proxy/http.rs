@@ -374,19 +374,21 @@ impl Finish {
     fn done(self, bytes: u64) {
         let elapsed = self.started.elapsed();
         let body_in = self.progress.bytes.load(Ordering::Relaxed);
-        let stats = self.outcome.stats.unwrap_or_else(|| self.shared.metrics.unrouted.clone());
-        let s = stats.get(self.status, self.method);
-        s.requests.fetch_add(1, Ordering::Relaxed);
-        s.request_duration.observe(elapsed.as_secs_f64());
-        s.request_size.observe((self.request_length + body_in) as f64);
-        s.response_size.observe((self.response_head + bytes) as f64);
         let upstream_time = self.outcome.upstream.as_ref().map(|u| u.started.elapsed());
-        if let (Some(u), Some(t)) = (&self.outcome.upstream, upstream_time) {
-            if u.status.is_some() {
-                s.response_duration.observe(t.as_secs_f64());
-            }
-            if let Some(c) = u.connect {
-                s.connect_duration.observe(c.as_secs_f64());
+        if self.shared.opts.metrics {
+            let stats = self.outcome.stats.as_ref().unwrap_or(&self.shared.metrics.unrouted);
+            let s = stats.get(self.status, self.method);
+            s.requests.fetch_add(1, Ordering::Relaxed);
+            s.request_duration.observe(elapsed.as_secs_f64());
+            s.request_size.observe((self.request_length + body_in) as f64);
+            s.response_size.observe((self.response_head + bytes) as f64);
+            if let (Some(u), Some(t)) = (&self.outcome.upstream, upstream_time) {
+                if u.status.is_some() {
+                    s.response_duration.observe(t.as_secs_f64());
+                }
+                if let Some(c) = u.connect {
+                    s.connect_duration.observe(c.as_secs_f64());
+                }
             }
         }
         if let Some(l) = self.log {
@@ -479,12 +481,12 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
     let path = router::normalize_path(req.uri().path());
     let target = config.route(&host, &path);
     drop(path);
-    outcome.stats = match &target {
+    outcome.stats = if !shared.opts.metrics { None } else { match &target {
         Target::Route { route, .. } => Some(route.observed.stats(&shared.metrics).clone()),
         Target::HostDefault { default, .. } => Some(default.observed.stats(&shared.metrics).clone()),
         Target::Default(d) => Some(d.observed.stats(&shared.metrics).clone()),
         Target::NotFound => None,
-    };
+    } };
 
     if !conn.tls && target.ssl_redirect() {
         let port = shared.opts.https_port;

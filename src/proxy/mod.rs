@@ -49,6 +49,8 @@ pub struct ProxyOptions {
     pub max_connections_per_ip: usize,
     /// HTTP/2 streams open at once per connection.
     pub max_concurrent_streams: u32,
+    /// Per-request Prometheus metrics (`--enable-metrics`).
+    pub metrics: bool,
 }
 
 impl Default for ProxyOptions {
@@ -66,6 +68,7 @@ impl Default for ProxyOptions {
             proxy_protocol: false,
             max_connections_per_ip: 0,
             max_concurrent_streams: 128,
+            metrics: true,
         }
     }
 }
