@@ -155,6 +155,9 @@ impl BackendProtocol {
 pub struct UpstreamTls {
     pub config: Arc<rustls::ClientConfig>,
     pub server_name: rustls_pki_types::ServerName<'static>,
+    /// Identifies the verification settings (CA, name, client certificate): pooled connections
+    /// are only shared between backends whose fingerprints match.
+    pub fingerprint: u64,
 }
 
 /// Where matched requests go: the endpoints of one Service port.

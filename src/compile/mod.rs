@@ -142,7 +142,8 @@ impl<'a> Builder<'a> {
             let mut cfg = (*crate::proxy::upstream::insecure_tls(&[])).clone();
             cfg.alpn_protocols = alpn;
             cfg.enable_sni = ssl.server_name;
-            return Ok(crate::config::UpstreamTls { config: Arc::new(cfg), server_name });
+            let fingerprint = tls_fingerprint(ssl, &name, protocol, None);
+            return Ok(crate::config::UpstreamTls { config: Arc::new(cfg), server_name, fingerprint });
         };
         let mut cfg = match secret.and_then(|s| Some((secret_value(s, "tls.crt")?, secret_value(s, "tls.key")?))) {
             Some((crt, key)) => {
@@ -155,7 +156,8 @@ impl<'a> Builder<'a> {
         };
         cfg.alpn_protocols = alpn;
         cfg.enable_sni = ssl.server_name;
-        Ok(crate::config::UpstreamTls { config: Arc::new(cfg), server_name })
+        let fingerprint = tls_fingerprint(ssl, &name, protocol, secret.map(|s| s.as_ref()));
+        Ok(crate::config::UpstreamTls { config: Arc::new(cfg), server_name, fingerprint })
     }
 
     fn add_ingress(&mut self, ing: &Ingress, tls_hosts: &HashSet<String>, ssl_redirect: bool) -> Option<HostDefault> {
@@ -242,6 +244,20 @@ impl<'a> Builder<'a> {
         cache.insert(key, out.clone());
         out
     }
+}
+
+/// What makes two backend TLS setups interchangeable for a pooled connection: the settings,
+/// the name, and the Secret's content. Never 0 or 1 (plain and the default TLS use those).
+fn tls_fingerprint(ssl: &annotations::ProxySsl, name: &str, protocol: crate::config::BackendProtocol, secret: Option<&Secret>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (ssl, name, protocol).hash(&mut h);
+    if let Some(s) = secret {
+        for key in ["ca.crt", "tls.crt", "tls.key"] {
+            secret_value(s, key).hash(&mut h);
+        }
+    }
+    h.finish() | 2
 }
 
 /// The value of a key in a Secret, from `stringData` (files) or `data`.

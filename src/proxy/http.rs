@@ -494,17 +494,17 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
         let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         return redirect(&format!("https://{authority}{pq}"), &request_id);
     }
+    let grpc = is_grpc(&req);
     let Some(backend) = target.backend().cloned() else {
-        return error_page(StatusCode::NOT_FOUND, &request_id, head);
+        return if grpc { grpc_error(StatusCode::NOT_FOUND, &request_id) } else { error_page(StatusCode::NOT_FOUND, &request_id, head) };
     };
     drop(target);
     drop(config);
     outcome.upstream = Some(UpstreamInfo { name: backend.name.clone(), addr: None, status: None, started: Instant::now(), connect: None });
     if backend.endpoints.is_empty() {
-        return error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id, head);
+        return if grpc { grpc_error(StatusCode::SERVICE_UNAVAILABLE, &request_id) } else { error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id, head) };
     }
     let opts = &shared.opts;
-    let grpc = is_grpc(&req);
     let fail = |status: StatusCode| if grpc { grpc_error(status, &request_id) } else { error_page(status, &request_id, head) };
     if let Some(problem) = framing_problem(&req) {
         // Ambiguous framing is how requests are smuggled: refuse, and close the connection.
@@ -665,7 +665,10 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
                 }
                 Err(e) => {
                     tracing::warn!(request_id = ?request_id, backend = %backend.name, error = %e, "upstream connect failed");
-                    if state.connect_failed() {
+                    // A TLS failure says more about this backend's TLS settings than about the
+                    // endpoint, which other Ingresses may reach fine: it does not count for
+                    // ejection.
+                    if !matches!(e, ConnectError::Tls(..)) && state.connect_failed() {
                         shared.metrics.endpoint_ejections.inc();
                         tracing::warn!(backend = %backend.name, endpoint = %addr, "endpoint ejected after {} connect failures in a row", balance::EJECT_AFTER);
                     }

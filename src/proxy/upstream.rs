@@ -57,7 +57,9 @@ impl Sender {
     }
 }
 
-type Key = (SocketAddr, bool);
+/// Endpoint, and the TLS setup connections to it were made with (0: plain; 1: TLS without
+/// verification; else the backend's `UpstreamTls::fingerprint`).
+type Key = (SocketAddr, u64);
 
 /// Idle HTTP/1.1 connections and shared HTTP/2 connections, by endpoint and TLS.
 pub struct Pool {
@@ -99,7 +101,8 @@ impl Drop for OpenGuard {
 /// A connection checked out of the pool (or new), with where it goes.
 pub struct Conn {
     pub addr: SocketAddr,
-    pub tls: bool,
+    /// The pool key's TLS part.
+    pub tls: u64,
     pub sender: Sender,
     pub reused: bool,
 }
@@ -147,7 +150,7 @@ pub fn insecure_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 fn default_tls(http2: bool) -> UpstreamTls {
     static H1: OnceLock<UpstreamTls> = OnceLock::new();
     static H2: OnceLock<UpstreamTls> = OnceLock::new();
-    let make = |alpn: &[&[u8]]| UpstreamTls { config: insecure_tls(alpn), server_name: rustls_pki_types::ServerName::try_from("backend").expect("valid name") };
+    let make = |alpn: &[&[u8]]| UpstreamTls { config: insecure_tls(alpn), server_name: rustls_pki_types::ServerName::try_from("backend").expect("valid name"), fingerprint: 1 };
     if http2 { H2.get_or_init(|| make(&[b"h2"])).clone() } else { H1.get_or_init(|| make(&[b"http/1.1"])).clone() }
 }
 
@@ -220,13 +223,13 @@ impl Pool {
     /// A connection to `addr` for `protocol`: pooled when one is ready, else new.
     pub async fn get(&self, addr: SocketAddr, protocol: BackendProtocol, tls: Option<&UpstreamTls>, connect_timeout: Duration) -> Result<Conn, ConnectError> {
         let use_tls = protocol.tls();
-        let key = (addr, use_tls);
+        let key = (addr, if !use_tls { 0 } else { tls.map(|t| t.fingerprint).unwrap_or(1) });
         if protocol.http2() {
             if let Some(s) = self.h2.lock().expect("pool lock").get(&key).filter(|s| !s.is_closed()).cloned() {
-                return Ok(Conn { addr, tls: use_tls, sender: Sender::H2(s), reused: true });
+                return Ok(Conn { addr, tls: key.1, sender: Sender::H2(s), reused: true });
             }
         } else if let Some(s) = self.take_idle(key) {
-            return Ok(Conn { addr, tls: use_tls, sender: Sender::H1(s), reused: true });
+            return Ok(Conn { addr, tls: key.1, sender: Sender::H1(s), reused: true });
         }
         let io = self.dial(addr, protocol, tls, connect_timeout).await?;
         let guard = OpenGuard::new(&self.open);
@@ -242,14 +245,14 @@ impl Pool {
                 drop(guard);
             });
             self.h2.lock().expect("pool lock").insert(key, sender.clone());
-            Ok(Conn { addr, tls: use_tls, sender: Sender::H2(sender), reused: false })
+            Ok(Conn { addr, tls: key.1, sender: Sender::H2(sender), reused: false })
         } else {
             let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(|e| ConnectError::Handshake(addr, e))?;
             tokio::spawn(async move {
                 let _ = conn.await;
                 drop(guard);
             });
-            Ok(Conn { addr, tls: use_tls, sender: Sender::H1(sender), reused: false })
+            Ok(Conn { addr, tls: key.1, sender: Sender::H1(sender), reused: false })
         }
     }
 
@@ -304,7 +307,7 @@ pub struct PooledBody {
 pub struct ReadTimeout(pub Duration);
 
 impl PooledBody {
-    pub fn new(inner: Incoming, pool: Arc<Pool>, addr: SocketAddr, tls: bool, sender: Sender, read_timeout: Duration) -> Self {
+    pub fn new(inner: Incoming, pool: Arc<Pool>, addr: SocketAddr, tls: u64, sender: Sender, read_timeout: Duration) -> Self {
         let conn = match sender {
             Sender::H1(s) if inner.is_end_stream() => {
                 pool.put((addr, tls), s);
