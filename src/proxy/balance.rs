@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{Backend, HashKey, HashPart, Policy};
@@ -104,34 +104,32 @@ impl EndpointState {
 }
 
 /// Endpoint states by address and round-robin cursors by backend, shared by every config.
+/// Entries live until a configuration without them is swapped in (`retain`).
 #[derive(Debug, Default)]
 pub struct Registry {
-    endpoints: Mutex<HashMap<SocketAddr, Weak<EndpointState>>>,
-    cursors: Mutex<HashMap<String, Weak<AtomicUsize>>>,
+    endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointState>>>,
+    cursors: Mutex<HashMap<String, Arc<AtomicUsize>>>,
 }
 
 impl Registry {
     pub fn endpoint(&self, addr: SocketAddr) -> Arc<EndpointState> {
-        let mut map = self.endpoints.lock().expect("registry lock");
-        if let Some(s) = map.get(&addr).and_then(Weak::upgrade) {
-            return s;
-        }
-        let s = Arc::new(EndpointState::new(addr));
-        map.insert(addr, Arc::downgrade(&s));
-        if map.len() > 1024 && map.len().is_power_of_two() {
-            map.retain(|_, w| w.strong_count() > 0);
-        }
-        s
+        self.endpoints.lock().expect("registry lock").entry(addr).or_insert_with(|| Arc::new(EndpointState::new(addr))).clone()
     }
 
     pub fn cursor(&self, backend: &str) -> Arc<AtomicUsize> {
         let mut map = self.cursors.lock().expect("registry lock");
-        if let Some(c) = map.get(backend).and_then(Weak::upgrade) {
-            return c;
+        if let Some(c) = map.get(backend) {
+            return c.clone();
         }
         let c = Arc::new(AtomicUsize::new(0));
-        map.insert(backend.to_string(), Arc::downgrade(&c));
+        map.insert(backend.to_string(), c.clone());
         c
+    }
+
+    /// Forgets endpoints and backends the live configuration no longer has.
+    pub fn retain(&self, endpoints: &std::collections::HashSet<SocketAddr>, backends: &std::collections::HashSet<String>) {
+        self.endpoints.lock().expect("registry lock").retain(|a, _| endpoints.contains(a));
+        self.cursors.lock().expect("registry lock").retain(|b, _| backends.contains(b));
     }
 }
 
@@ -310,8 +308,16 @@ mod tests {
         let b = backend(2, Policy::RoundRobin);
         let bound1 = Bound::new(&b, &reg);
         bound1.states[0].in_flight.store(7, Ordering::Relaxed);
+        bound1.order(&b.policy, None, 1);
+        // The old configuration is gone before the new one binds.
+        drop(bound1);
         let bound2 = Bound::new(&b, &reg);
         assert_eq!(bound2.states[0].in_flight.load(Ordering::Relaxed), 7);
+        assert_eq!(bound2.order(&b.policy, None, 1), vec![1], "the rotation continues");
+        // A configuration without the endpoint forgets it.
+        reg.retain(&Default::default(), &Default::default());
+        let bound3 = Bound::new(&b, &reg);
+        assert_eq!(bound3.states[0].in_flight.load(Ordering::Relaxed), 0);
     }
 
     #[test]

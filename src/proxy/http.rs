@@ -522,7 +522,7 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
     let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
     let upgrade_value = req.headers().get(header::UPGRADE).cloned();
     let hash_key = match &backend.policy {
-        Policy::Hash(k) => Some(balance::hash_input(k, &req, conn.peer.ip().to_canonical())),
+        Policy::Hash(k) => Some(balance::hash_input(k, &req, conn.client_ip())),
         _ => None,
     };
     // Small bodies (and chunked HTTP/1.1 bodies, up to a point) are read before connecting: a

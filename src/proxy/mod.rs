@@ -184,18 +184,20 @@ impl Shared {
     /// Makes `config` live for every request that starts from now on, and drops idle upstream
     /// connections to endpoints no backend uses any more.
     pub fn swap(&self, config: Config) {
-        let keep: std::collections::HashSet<_> = config
+        let backends: Vec<&Arc<crate::config::Backend>> = config
             .exact
             .values()
             .chain(config.wildcard.values())
             .chain(config.hostless.iter())
             .flat_map(|v| v.routes.iter().map(|r| &r.backend).chain(v.default.iter().map(|d| &d.backend)))
             .chain(config.default_backend.iter().map(|d| &d.backend))
-            .flat_map(|b| b.endpoints.iter().copied())
             .collect();
+        let keep: std::collections::HashSet<_> = backends.iter().flat_map(|b| b.endpoints.iter().copied()).collect();
+        let names: std::collections::HashSet<String> = backends.iter().map(|b| b.name.clone()).collect();
         self.config.store(Arc::new(config));
         self.ready.store(true, Ordering::Release);
         self.pool.retain(&keep);
+        self.registry.retain(&keep, &names);
     }
 
     /// Ready: a configuration is live and shutdown has not begun.
