@@ -37,6 +37,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The client's address as a PROXY protocol header gave it, when there was one.
     pub proxied_client: Option<SocketAddr>,
+    /// What the HTTP/1 head sniffer saw, request by request.
+    pub verdicts: Option<Arc<super::sniff::Verdicts>>,
 }
 
 impl ConnInfo {
@@ -506,7 +508,11 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
     }
     let opts = &shared.opts;
     let fail = |status: StatusCode| if grpc { grpc_error(status, &request_id) } else { error_page(status, &request_id, head) };
-    if let Some(problem) = framing_problem(&req) {
+    let sniffed = match &conn.verdicts {
+        Some(v) if req.version() < Version::HTTP_2 => v.take(req.method().as_str(), &req.uri().to_string()),
+        _ => None,
+    };
+    if let Some(problem) = sniffed.or_else(|| framing_problem(&req)) {
         // Ambiguous framing is how requests are smuggled: refuse, and close the connection.
         tracing::warn!(request_id = ?request_id, "rejected request: {problem}");
         let mut resp = error_page(StatusCode::BAD_REQUEST, &request_id, head);

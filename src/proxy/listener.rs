@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
+use super::sniff::{Sniffer, Verdicts};
 use crate::metrics::{ProtocolLabels, TlsLabels};
 use super::http::{ConnInfo, handle};
 
@@ -179,8 +180,9 @@ pub fn spawn_http(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::Jo
                     None
                 };
                 let _open = ConnGauge::new(&shared, "http");
-                let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client });
-                serve(shared.clone(), builder, stream, info).await;
+                let verdicts = Arc::new(Verdicts::default());
+                let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client, verdicts: Some(verdicts.clone()) });
+                serve(shared.clone(), builder, Sniffer::new(stream, verdicts), info).await;
             });
         }
     })
@@ -232,8 +234,14 @@ pub fn spawn_https(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::J
                 handshakes.get_or_create(&TlsLabels { version: version.into(), result: "ok".into() }).inc();
                 let protocol = if session.alpn_protocol() == Some(b"h2") { "https/h2" } else { "https/http1.1" };
                 let _open = ConnGauge::new(&shared, protocol);
-                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client });
-                serve(shared.clone(), builder, tls, info).await;
+                if protocol == "https/h2" {
+                    let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: None });
+                    serve(shared.clone(), builder, tls, info).await;
+                } else {
+                    let verdicts = Arc::new(Verdicts::default());
+                    let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: Some(verdicts.clone()) });
+                    serve(shared.clone(), builder, Sniffer::new(tls, verdicts), info).await;
+                }
             });
         }
     })

@@ -6,6 +6,7 @@ pub mod http;
 pub mod listener;
 pub mod proxy_protocol;
 pub mod router;
+pub mod sniff;
 pub mod tunnel;
 pub mod upstream;
 
