@@ -214,8 +214,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Sniffer<IO> {
         let poll = Pin::new(&mut self.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &poll {
             if !matches!(self.state, State::Off) {
-                let new = buf.filled()[before..].to_vec();
-                self.feed(&new);
+                let this = &mut *self;
+                this.feed(&buf.filled()[before..]);
             }
         }
         poll
