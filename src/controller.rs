@@ -135,6 +135,8 @@ pub struct Running {
     client: Client,
     clear_on_shutdown: bool,
     publish_service: Option<Key>,
+    shutdown_delay: Duration,
+    shutdown_grace: Duration,
 }
 
 impl Running {
@@ -153,24 +155,33 @@ impl Running {
         self.applied.borrow().clone()
     }
 
-    /// Stops as on SIGTERM: the leader clears the status addresses when no other replica is
-    /// running (`--update-status-on-shutdown`), then releases the Lease so another replica
-    /// takes over at once; then everything stops.
+    /// Stops as on SIGTERM. The data plane drains as in `serve` (unready at once, listeners
+    /// closed after `shutdown_delay`, `shutdown_grace` for what is in flight); meanwhile the
+    /// leader clears the status addresses when no other replica is running
+    /// (`--update-status-on-shutdown`) and releases the Lease, so that another replica takes
+    /// over at once. Then everything stops.
     pub async fn shutdown(mut self) {
         for w in &self.workers {
             w.abort();
         }
-        if self.clear_on_shutdown && self.is_leader() {
-            if let Some(app) = self.applied() {
+        let shared = self.shared.clone();
+        let drain = shared.shutdown(self.shutdown_delay, self.shutdown_grace);
+        let leadership = self.leadership.take();
+        let control = async {
+            if self.clear_on_shutdown
+                && self.is_leader()
+                && let Some(app) = self.applied()
+            {
                 let clear = status::clear_on_shutdown(&self.client, &app, self.publish_service.as_ref(), &self.identity);
                 if tokio::time::timeout(Duration::from_secs(10), clear).await.is_err() {
                     tracing::warn!("clearing Ingress status on shutdown timed out");
                 }
             }
-        }
-        if let Some(l) = self.leadership.take() {
-            l.release().await;
-        }
+            if let Some(l) = leadership {
+                l.release().await;
+            }
+        };
+        tokio::join!(drain, control);
         self.abort();
         tracing::info!(identity = %self.identity, "controller stopped");
     }
@@ -217,15 +228,15 @@ fn controller_namespace(opt: Option<&str>, client: &Client) -> String {
     if let Some(ns) = opt.filter(|n| !n.is_empty()) {
         return ns.to_string();
     }
-    if let Ok(ns) = std::env::var("POD_NAMESPACE") {
-        if !ns.trim().is_empty() {
-            return ns.trim().to_string();
-        }
+    if let Ok(ns) = std::env::var("POD_NAMESPACE")
+        && !ns.trim().is_empty()
+    {
+        return ns.trim().to_string();
     }
-    if let Ok(ns) = std::fs::read_to_string(SA_NAMESPACE_FILE) {
-        if !ns.trim().is_empty() {
-            return ns.trim().to_string();
-        }
+    if let Ok(ns) = std::fs::read_to_string(SA_NAMESPACE_FILE)
+        && !ns.trim().is_empty()
+    {
+        return ns.trim().to_string();
     }
     let ns = client.default_namespace().to_string();
     tracing::info!(namespace = %ns, "neither POD_NAMESPACE nor a service account namespace: using the kubeconfig's namespace for the Lease");
@@ -237,16 +248,16 @@ fn identity(opt: Option<&str>) -> String {
         return id.to_string();
     }
     for var in ["POD_NAME", "HOSTNAME"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.trim().is_empty() {
-                return v.trim().to_string();
-            }
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            return v.trim().to_string();
         }
     }
-    if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
-        if !h.trim().is_empty() {
-            return h.trim().to_string();
-        }
+    if let Ok(h) = std::fs::read_to_string("/etc/hostname")
+        && !h.trim().is_empty()
+    {
+        return h.trim().to_string();
     }
     format!("vestibule-{}", std::process::id())
 }
@@ -307,6 +318,16 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         source.abort();
     });
     tasks.push(apply_loop.abort_handle());
+    let supervisor_health = health.clone();
+    let supervisor = tokio::spawn(async move {
+        if let Err(e) = apply_loop.await
+            && e.is_panic()
+        {
+            supervisor_health.stale.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = %e, "the apply loop panicked: the last configuration keeps serving, but no change applies any more");
+        }
+    });
+    tasks.push(supervisor.abort_handle());
 
     let (leader_tx, leader_rx) = watch::channel(false);
     let leadership = leader::spawn(client.clone(), namespace.clone(), opts.election_id.clone(), identity.clone(), opts.lease_duration_secs, opts.lease_grace_secs, leader_tx);
@@ -353,5 +374,7 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         client,
         clear_on_shutdown,
         publish_service: opts.publish_service.clone(),
+        shutdown_delay: opts.serve.shutdown_delay,
+        shutdown_grace: opts.serve.shutdown_grace,
     })
 }

@@ -49,7 +49,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller(args) => {
             let running = vestibule::controller::start(args.into_options()).await?;
             shutdown_signal().await;
-            running.shutdown().await;
+            // A second signal during the drain stops at once.
+            tokio::select! {
+                _ = running.shutdown() => {}
+                _ = shutdown_signal() => tracing::warn!("second signal: stopping now"),
+            }
         }
         Command::Check(args) => {
             let code = vestibule::tools::check(args, &mut std::io::stdout())?;

@@ -61,7 +61,7 @@ struct Pending {
 fn hint(reason: Reason) -> &'static str {
     match reason {
         Reason::ClassIgnored => "Set spec.ingressClassName to our IngressClass if this Ingress is meant for Vestibule.",
-        Reason::InvalidField => "Correct the field; until then the whole Ingress is skipped.",
+        Reason::InvalidField => "Correct the field.",
         Reason::Unsupported => "Use a Service backend (service.name and service.port).",
         Reason::ServiceNotFound => "Create the Service in the Ingress's namespace, or correct the backend's service.name.",
         Reason::ServicePortNotFound => "Use a port number or name that the Service defines.",
@@ -112,11 +112,11 @@ impl Recorder {
     }
 
     fn push(&mut self, p: Pending) {
-        if self.queue.len() >= QUEUE_LIMIT {
-            if let Some(old) = self.queue.pop_front() {
-                tracing::warn!(ingress = %format!("Ingress {}/{}", old.ingress.metadata.namespace.as_deref().unwrap_or(""), old.ingress.metadata.name.as_deref().unwrap_or("")), reason = %old.reason, "event dropped: too many events queued");
-                self.forget(&old.key);
-            }
+        if self.queue.len() >= QUEUE_LIMIT
+            && let Some(old) = self.queue.pop_front()
+        {
+            tracing::warn!(object = %format!("Ingress {}/{}", old.ingress.metadata.namespace.as_deref().unwrap_or(""), old.ingress.metadata.name.as_deref().unwrap_or("")), reason = %old.reason, "event dropped: too many events queued");
+            self.forget(&old.key);
         }
         self.queue.push_back(p);
     }
@@ -247,19 +247,37 @@ async fn publish(client: &Client, opts: &EventOptions, p: &Pending) -> Result<()
 pub(crate) async fn run(client: Client, opts: EventOptions, mut leader: watch::Receiver<bool>, mut applied: watch::Receiver<Option<Arc<Applied>>>) {
     let mut rec = Recorder::default();
     let mut bucket = Bucket { tokens: opts.burst as f64, burst: opts.burst as f64, rate: opts.rate, last: tokio::time::Instant::now() };
+    // After a failed send (the API server away), sending pauses, doubling up to 30 s.
+    let mut paused_until: Option<tokio::time::Instant> = None;
+    let mut pause = Duration::from_millis(500);
     loop {
-        while *leader.borrow() && !rec.queue.is_empty() && bucket.take() {
+        if paused_until.is_some_and(|t| t <= tokio::time::Instant::now()) {
+            paused_until = None;
+        }
+        while paused_until.is_none() && *leader.borrow() && !rec.queue.is_empty() && bucket.take() {
             let Some(p) = rec.queue.pop_front() else { break };
-            let ingress = format!("Ingress {}/{}", p.ingress.metadata.namespace.as_deref().unwrap_or(""), p.ingress.metadata.name.as_deref().unwrap_or(""));
+            let object = format!("Ingress {}/{}", p.ingress.metadata.namespace.as_deref().unwrap_or(""), p.ingress.metadata.name.as_deref().unwrap_or(""));
             match publish(&client, &opts, &p).await {
-                Ok(()) => tracing::debug!(%ingress, reason = %p.reason, "event sent"),
+                Ok(()) => {
+                    tracing::debug!(%object, reason = %p.reason, "event sent");
+                    pause = Duration::from_millis(500);
+                }
+                Err(kube::Error::Api(s)) if s.code != 429 && s.code < 500 => {
+                    // Refused for good (e.g. RBAC, validation): not retried.
+                    tracing::warn!(%object, reason = %p.reason, error = %s, "event refused by the API server");
+                }
                 Err(e) => {
-                    tracing::warn!(%ingress, reason = %p.reason, error = %e, "event not sent; it is sent again with the next change");
-                    rec.forget(&p.key);
+                    tracing::warn!(%object, reason = %p.reason, error = %e, retry_in = ?pause, "event not sent; retrying");
+                    rec.queue.push_front(p);
+                    paused_until = Some(tokio::time::Instant::now() + pause);
+                    pause = (pause * 2).min(Duration::from_secs(30));
                 }
             }
         }
-        let wait = (*leader.borrow() && !rec.queue.is_empty()).then(|| bucket.next_in());
+        let wait = match paused_until {
+            Some(t) => Some(t.saturating_duration_since(tokio::time::Instant::now())),
+            None => (*leader.borrow() && !rec.queue.is_empty()).then(|| bucket.next_in()),
+        };
         tokio::select! {
             r = leader.changed() => {
                 if r.is_err() {
@@ -279,10 +297,10 @@ pub(crate) async fn run(client: Client, opts: EventOptions, mut leader: watch::R
                     return;
                 }
                 let app = applied.borrow_and_update().clone();
-                if *leader.borrow() {
-                    if let Some(app) = app {
-                        rec.observe(&app);
-                    }
+                if *leader.borrow()
+                    && let Some(app) = app
+                {
+                    rec.observe(&app);
                 }
             }
             _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {}

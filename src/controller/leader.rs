@@ -82,7 +82,7 @@ async fn run(
         let manager = match built {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(lease = %lease, error = %e, retry_in = ?delay, "leader election: cannot read or create the Lease");
+                tracing::warn!(object = %lease, error = %e, retry_in = ?delay, "leader election: cannot read or create the Lease");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = &mut stop => return,
@@ -102,16 +102,16 @@ async fn run(
                     if changed.is_err() {
                         // The manager gave up (it logs why); start over.
                         if tx.send_replace(false) {
-                            tracing::warn!(lease = %lease, %identity, "lost leadership: the lease manager stopped");
+                            tracing::warn!(object = %lease, %identity, "lost leadership: the lease manager stopped");
                         }
                         break;
                     }
                     let now = *rx.borrow_and_update();
                     let was = tx.send_replace(now);
                     if now && !was {
-                        tracing::info!(lease = %lease, %identity, "became leader");
+                        tracing::info!(object = %lease, %identity, "became leader");
                     } else if !now && was {
-                        tracing::info!(lease = %lease, %identity, "lost leadership");
+                        tracing::info!(object = %lease, %identity, "lost leadership");
                     }
                 }
                 _ = &mut stop => {
@@ -119,7 +119,7 @@ async fn run(
                     drop(rx);
                     let _ = tokio::time::timeout(Duration::from_secs(4), handle).await;
                     if tx.send_replace(false) {
-                        tracing::info!(lease = %lease, %identity, "released leadership");
+                        tracing::info!(object = %lease, %identity, "released leadership");
                     }
                     return;
                 }

@@ -73,7 +73,8 @@ pub fn addresses_of_service(svc: &Service) -> Vec<IngressLoadBalancerIngress> {
 }
 
 fn normalize(list: &mut Vec<IngressLoadBalancerIngress>) {
-    list.sort_by(|a, b| (&a.ip, &a.hostname).cmp(&(&b.ip, &b.hostname)));
+    // IPs first, then host names.
+    list.sort_by(|a, b| (a.ip.is_none(), &a.ip, &a.hostname).cmp(&(b.ip.is_none(), &b.ip, &b.hostname)));
     list.dedup_by(|a, b| a.ip == b.ip && a.hostname == b.hostname);
 }
 
@@ -118,7 +119,7 @@ pub(crate) fn addresses(client: Client, publish: Publish, health: Arc<SourceHeal
                         Some(s) => addresses_of_service(s),
                         None => {
                             if !warned {
-                                tracing::warn!(service = %format!("Service {ns}/{name}"), "the --publish-service Service does not exist: Ingress status addresses are cleared");
+                                tracing::warn!(object = %format!("Service {ns}/{name}"), "the --publish-service Service does not exist: Ingress status addresses are cleared");
                                 warned = true;
                             }
                             Vec::new()
@@ -131,7 +132,7 @@ pub(crate) fn addresses(client: Client, publish: Publish, health: Arc<SourceHeal
                         if cur.as_ref() == Some(&list) {
                             return false;
                         }
-                        tracing::info!(service = %format!("Service {ns}/{name}"), addresses = %show(&list), "publish addresses");
+                        tracing::info!(object = %format!("Service {ns}/{name}"), addresses = %show(&list), "publish addresses");
                         *cur = Some(list.clone());
                         true
                     });
@@ -163,7 +164,8 @@ async fn put_status(client: &Client, ing: &Ingress, addrs: &[IngressLoadBalancer
     match call(with_status(ing.clone())).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(kube::Error::Api(s))) if s.code == 409 => {
-            let fresh = api.get_status(name).await?;
+            // A plain GET: RBAC grants `get` on ingresses, and only `update` on their status.
+            let fresh = api.get(name).await?;
             call(with_status(fresh)).await.map_err(|_| timeout())?.map(|_| ())
         }
         Ok(Err(e)) => Err(e),
@@ -214,7 +216,6 @@ pub(crate) async fn run_writer(
 /// One pass over our Ingresses; false when some write failed.
 async fn sync(client: &Client, app: &Applied, addrs: &[IngressLoadBalancerIngress], leader: &watch::Receiver<bool>, written: &mut HashMap<Key, (String, Vec<IngressLoadBalancerIngress>)>) -> bool {
     let default_class = class::we_are_default(&app.store, &app.settings);
-    let mut ok = true;
     written.retain(|k, _| app.store.ingresses.contains_key(k));
     for ((ns, name), ing) in &app.store.ingresses {
         if class::owns(ing, &app.store, &app.settings, default_class).is_err() {
@@ -234,17 +235,18 @@ async fn sync(client: &Client, app: &Applied, addrs: &[IngressLoadBalancerIngres
         }
         match put_status(client, ing, addrs).await {
             Ok(()) => {
-                tracing::info!(ingress = %ingress_name(ns, name), addresses = %show(addrs), "status updated");
+                tracing::info!(object = %ingress_name(ns, name), addresses = %show(addrs), "status updated");
                 written.insert(key, (rv, addrs.to_vec()));
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => tracing::debug!(ingress = %ingress_name(ns, name), "gone before its status was written"),
+            Err(kube::Error::Api(s)) if s.code == 404 => tracing::debug!(object = %ingress_name(ns, name), "gone before its status was written"),
             Err(e) => {
-                tracing::warn!(ingress = %ingress_name(ns, name), error = %e, "status update failed; will retry");
-                ok = false;
+                // Likely the API server is away: one line per attempt, not one per Ingress.
+                tracing::warn!(object = %ingress_name(ns, name), error = %e, "status update failed; will retry");
+                return false;
             }
         }
     }
-    ok
+    true
 }
 
 /// Ready endpoints of the publish Service other than this replica's pod.
@@ -277,11 +279,11 @@ pub(crate) async fn clear_on_shutdown(client: &Client, app: &Applied, publish_se
         match other_replicas(client, ns, name, identity).await {
             Ok(0) => {}
             Ok(n) => {
-                tracing::info!(replicas = n, service = %format!("Service {ns}/{name}"), "other replicas are running: Ingress status left as is");
+                tracing::info!(replicas = n, object = %format!("Service {ns}/{name}"), "other replicas are running: Ingress status left as is");
                 return;
             }
             Err(e) => {
-                tracing::warn!(service = %format!("Service {ns}/{name}"), error = %e, "cannot tell whether other replicas are running: Ingress status left as is");
+                tracing::warn!(object = %format!("Service {ns}/{name}"), error = %e, "cannot tell whether other replicas are running: Ingress status left as is");
                 return;
             }
         }
@@ -292,8 +294,8 @@ pub(crate) async fn clear_on_shutdown(client: &Client, app: &Applied, publish_se
             continue;
         }
         match put_status(client, ing, &[]).await {
-            Ok(()) => tracing::info!(ingress = %ingress_name(ns, name), "status addresses cleared on shutdown"),
-            Err(e) => tracing::warn!(ingress = %ingress_name(ns, name), error = %e, "could not clear the status on shutdown"),
+            Ok(()) => tracing::info!(object = %ingress_name(ns, name), "status addresses cleared on shutdown"),
+            Err(e) => tracing::warn!(object = %ingress_name(ns, name), error = %e, "could not clear the status on shutdown"),
         }
     }
 }

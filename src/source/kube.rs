@@ -63,12 +63,14 @@ impl SourceHealth {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let Ok(mut failing) = self.failing.lock() else { return };
         let first = failing.is_empty();
-        failing.insert(watch.to_string(), error.to_string());
+        let again = failing.insert(watch.to_string(), error.to_string()).is_some();
         self.stale.store(true, Ordering::Relaxed);
         if first {
             tracing::warn!(watch, error, retry_in = ?retry_in, "Kubernetes API unreachable or erroring: serving the last configuration, which is now stale");
+        } else if !again {
+            tracing::warn!(watch, error, retry_in = ?retry_in, "watch failed; the configuration stays stale until it relists");
         } else {
-            tracing::warn!(watch, error, retry_in = ?retry_in, "watch failed; configuration still stale");
+            tracing::debug!(watch, error, retry_in = ?retry_in, "watch failed again");
         }
     }
 

@@ -1,0 +1,281 @@
+//! The install manifests under deploy/: every YAML document parses into its k8s-openapi type,
+//! and the properties that matter hold (replicas, probes, security context, least-privilege
+//! RBAC, the IngressClass, the Services, the flags), plus the Dockerfile's shape.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::IngressClass;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use serde_json::Value;
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+}
+
+/// Every document of every file under deploy/, as (file, kind, name, document text).
+fn documents() -> Vec<(PathBuf, String, String, String)> {
+    let mut files = Vec::new();
+    yaml_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy"), &mut files);
+    files.sort();
+    assert!(!files.is_empty(), "no manifests under deploy/");
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut doc = String::new();
+        let mut docs = Vec::new();
+        for line in text.lines() {
+            if line.trim_end() == "---" {
+                docs.push(std::mem::take(&mut doc));
+            } else {
+                doc.push_str(line);
+                doc.push('\n');
+            }
+        }
+        docs.push(doc);
+        for doc in docs {
+            let v: Value = serde_saphyr::from_str(&doc).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            if v.is_null() {
+                continue;
+            }
+            let kind = v["kind"].as_str().unwrap_or_else(|| panic!("{}: a document without kind", f.display())).to_string();
+            let name = v["metadata"]["name"].as_str().unwrap_or_else(|| panic!("{}: a {kind} without name", f.display())).to_string();
+            out.push((f.clone(), kind, name, doc));
+        }
+    }
+    out
+}
+
+/// Deserializes a document into its typed object (serde-saphyr straight into k8s-openapi).
+fn typed<T: serde::de::DeserializeOwned>(doc: &str) -> T {
+    serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{e}\n{doc}"))
+}
+
+fn one<T: serde::de::DeserializeOwned>(docs: &[(PathBuf, String, String, String)], kind: &str, file: &str) -> T {
+    let found: Vec<_> = docs.iter().filter(|d| d.1 == kind && d.0.ends_with(file)).collect();
+    assert_eq!(found.len(), 1, "expected one {kind} in {file}");
+    typed(&found[0].3)
+}
+
+#[test]
+fn every_document_parses_into_its_type() {
+    let docs = documents();
+    for (file, kind, name, doc) in &docs {
+        let what = format!("{} {kind} {name}", file.display());
+        match kind.as_str() {
+            "Namespace" => { typed::<Namespace>(doc); }
+            "ServiceAccount" => { typed::<ServiceAccount>(doc); }
+            "ClusterRole" => { typed::<ClusterRole>(doc); }
+            "ClusterRoleBinding" => { typed::<ClusterRoleBinding>(doc); }
+            "Role" => { typed::<Role>(doc); }
+            "RoleBinding" => { typed::<RoleBinding>(doc); }
+            "ConfigMap" => { typed::<ConfigMap>(doc); }
+            "IngressClass" => { typed::<IngressClass>(doc); }
+            "Service" => { typed::<Service>(doc); }
+            "Deployment" => { typed::<Deployment>(doc); }
+            other => panic!("{what}: unexpected kind {other}"),
+        }
+        // Everything namespaced lives in `vestibule`.
+        let v: Value = serde_saphyr::from_str(doc).unwrap();
+        if !matches!(kind.as_str(), "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "IngressClass") {
+            assert_eq!(v["metadata"]["namespace"], "vestibule", "{what}");
+        }
+    }
+    let kinds: BTreeSet<&str> = docs.iter().map(|d| d.1.as_str()).collect();
+    for k in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "IngressClass", "Service", "Deployment"] {
+        assert!(kinds.contains(k), "no {k} under deploy/");
+    }
+}
+
+fn controller(d: &Deployment) -> &Container {
+    let spec = d.spec.template.spec.as_ref().unwrap();
+    assert_eq!(spec.containers.len(), 1);
+    &spec.containers[0]
+}
+
+#[test]
+fn deployment() {
+    let docs = documents();
+    let d: Deployment = one(&docs, "Deployment", "static/vestibule.yaml");
+    let spec = &d.spec;
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("vestibule"));
+    assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
+    // The selector selects the template.
+    let labels = spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
+        assert_eq!(labels.get(k), Some(v));
+    }
+
+    let c = controller(&d);
+    for (name, probe) in [("liveness", &c.liveness_probe), ("readiness", &c.readiness_probe)] {
+        let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap_or_else(|| panic!("no {name} probe"));
+        assert_eq!(get.path.as_deref(), Some("/healthz"), "{name}");
+        assert_eq!(serde_json::to_value(&get.port).unwrap(), serde_json::json!(10254), "{name}");
+    }
+    let sc = c.security_context.as_ref().expect("container securityContext");
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert!(sc.run_as_user.is_some_and(|u| u != 0));
+    let caps = sc.capabilities.as_ref().unwrap();
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(caps.add.as_deref(), Some(&["NET_BIND_SERVICE".to_string()][..]));
+    let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref()).expect("resource requests");
+    assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+
+    // POD_NAME and POD_NAMESPACE from the downward API.
+    let env: BTreeMap<&str, Option<&str>> = c
+        .env
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|e| (e.name.as_str(), e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str())))
+        .collect();
+    assert_eq!(env.get("POD_NAME"), Some(&Some("metadata.name")));
+    assert_eq!(env.get("POD_NAMESPACE"), Some(&Some("metadata.namespace")));
+
+    // Ports, and flags the controller accepts.
+    let ports: BTreeSet<i32> = c.ports.as_deref().unwrap_or(&[]).iter().map(|p| p.container_port).collect();
+    assert_eq!(ports, BTreeSet::from([80, 443, 10254]));
+    let args = c.args.clone().unwrap_or_default();
+    assert_eq!(args.first().map(String::as_str), Some("controller"));
+    assert!(args.iter().any(|a| a == "--publish-service=$(POD_NAMESPACE)/vestibule-controller"), "{args:?}");
+    let expanded: Vec<String> = std::iter::once("vestibule".to_string()).chain(args.iter().map(|a| a.replace("$(POD_NAMESPACE)", "vestibule"))).collect();
+    use clap::Parser;
+    let cli = vestibule::cli::Cli::try_parse_from(&expanded).unwrap_or_else(|e| panic!("the Deployment's args do not parse: {e}"));
+    let vestibule::cli::Command::Controller(a) = cli.command else { panic!("not the controller command") };
+    let o = a.into_options();
+    assert_eq!(o.publish_service, Some(("vestibule".into(), "vestibule-controller".into())));
+    assert_eq!(o.configmap, Some(("vestibule".into(), "vestibule-controller".into())));
+    assert_eq!((o.serve.http_port, o.serve.https_port, o.serve.healthz_port), (80, 443, 10254));
+    // What the flags name exists in the manifests.
+    assert!(docs.iter().any(|d| d.1 == "Service" && d.2 == "vestibule-controller"));
+    assert!(docs.iter().any(|d| d.1 == "ConfigMap" && d.2 == "vestibule-controller"));
+    let role: Role = one(&docs, "Role", "static/vestibule.yaml");
+    assert!(
+        role.rules.unwrap_or_default().iter().any(|r| r.resource_names.as_deref().is_some_and(|n| n.contains(&o.election_id))),
+        "the Role's Lease rule names the --election-id Lease"
+    );
+}
+
+#[test]
+fn services() {
+    let docs = documents();
+    let d: Deployment = one(&docs, "Deployment", "static/vestibule.yaml");
+    let pod_labels = d.spec.template.metadata.unwrap().labels.unwrap();
+    for (file, ty) in [("static/vestibule.yaml", "NodePort"), ("static/service-loadbalancer.yaml", "LoadBalancer")] {
+        let s: Service = one(&docs, "Service", file);
+        assert_eq!(s.metadata.name.as_deref(), Some("vestibule-controller"), "{file}");
+        let spec = s.spec.unwrap();
+        assert_eq!(spec.type_.as_deref(), Some(ty), "{file}");
+        let ports: BTreeSet<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, BTreeSet::from([80, 443]), "{file}");
+        for (k, v) in spec.selector.unwrap() {
+            assert_eq!(pod_labels.get(&k), Some(&v), "{file}: the selector matches the controller's pods");
+        }
+    }
+}
+
+#[test]
+fn ingress_class() {
+    let docs = documents();
+    let c: IngressClass = one(&docs, "IngressClass", "static/vestibule.yaml");
+    assert_eq!(c.metadata.name.as_deref(), Some("vestibule"));
+    assert_eq!(c.spec.unwrap().controller.as_deref(), Some("vestibule.dev/ingress-controller"));
+}
+
+fn rule_set(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for r in rules {
+        for g in r.api_groups.as_deref().unwrap_or(&[]) {
+            for res in r.resources.as_deref().unwrap_or(&[]) {
+                for v in &r.verbs {
+                    out.insert((g.clone(), res.clone(), v.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn set(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
+    items.iter().map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let docs = documents();
+    // No wildcard anywhere in any RBAC object.
+    for (file, kind, name, doc) in &docs {
+        if kind == "ClusterRole" || kind == "Role" {
+            let v: Value = serde_saphyr::from_str(doc).unwrap();
+            assert!(!v.to_string().contains("\"*\""), "{} {kind} {name} has a wildcard", file.display());
+        }
+    }
+
+    let cr: ClusterRole = one(&docs, "ClusterRole", "static/vestibule.yaml");
+    let rules = cr.rules.unwrap();
+    assert!(rules.iter().all(|r| r.non_resource_urls.is_none() && r.resource_names.is_none()));
+    let mut expected = Vec::new();
+    for (g, r) in [("", "services"), ("", "secrets"), ("", "configmaps"), ("", "namespaces"), ("discovery.k8s.io", "endpointslices"), ("networking.k8s.io", "ingresses"), ("networking.k8s.io", "ingressclasses")] {
+        for v in ["get", "list", "watch"] {
+            expected.push((g, r, v));
+        }
+    }
+    expected.extend([("networking.k8s.io", "ingresses/status", "update"), ("events.k8s.io", "events", "create")]);
+    assert_eq!(rule_set(&rules), set(&expected), "the ClusterRole grants exactly what the controller uses");
+
+    let role: Role = one(&docs, "Role", "static/vestibule.yaml");
+    assert_eq!(role.metadata.namespace.as_deref(), Some("vestibule"));
+    let rules = role.rules.unwrap();
+    assert_eq!(
+        rule_set(&rules),
+        set(&[
+            ("coordination.k8s.io", "leases", "get"),
+            ("coordination.k8s.io", "leases", "patch"),
+            ("coordination.k8s.io", "leases", "create"),
+            ("events.k8s.io", "events", "create"),
+        ])
+    );
+    // Reading and writing the Lease is limited to the election's Lease (create cannot be).
+    for r in &rules {
+        if r.resources.as_deref() == Some(&["leases".to_string()][..]) && r.verbs.iter().any(|v| v != "create") {
+            assert_eq!(r.resource_names.as_deref(), Some(&["vestibule-leader".to_string()][..]));
+        }
+    }
+
+    // The bindings give these roles to the controller's ServiceAccount.
+    let sa: ServiceAccount = one(&docs, "ServiceAccount", "static/vestibule.yaml");
+    let (sa_name, sa_ns) = (sa.metadata.name.unwrap(), sa.metadata.namespace.unwrap());
+    let crb: ClusterRoleBinding = one(&docs, "ClusterRoleBinding", "static/vestibule.yaml");
+    assert_eq!((crb.role_ref.kind.as_str(), crb.role_ref.name.as_str()), ("ClusterRole", cr.metadata.name.as_deref().unwrap()));
+    let rb: RoleBinding = one(&docs, "RoleBinding", "static/vestibule.yaml");
+    assert_eq!((rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()), ("Role", role.metadata.name.as_deref().unwrap()));
+    for subjects in [crb.subjects.unwrap(), rb.subjects.unwrap()] {
+        assert_eq!(subjects.len(), 1);
+        assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str(), subjects[0].namespace.as_deref()), ("ServiceAccount", sa_name.as_str(), Some(sa_ns.as_str())));
+    }
+}
+
+#[test]
+fn dockerfile_is_multi_stage_and_non_root() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "a builder stage and a runtime stage");
+    assert!(froms[0].contains("rust") && froms[0].contains(" AS builder"));
+    assert!(!froms.last().unwrap().contains("rust"), "the runtime image carries no toolchain");
+    assert!(text.contains("COPY --from=builder"));
+    let user = text.lines().rev().find_map(|l| l.trim().strip_prefix("USER ")).expect("a USER");
+    let uid: u32 = user.split(':').next().unwrap().parse().expect("a numeric USER, for runAsNonRoot");
+    assert_ne!(uid, 0);
+}
