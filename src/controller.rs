@@ -287,6 +287,7 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
     };
     let (source, mut batches) = KubeSource::start(client.clone(), &source_opts);
     let health = source.health.clone();
+    let _ = shared.metrics.source.set(health.clone());
     tasks.extend(source.tasks.iter().cloned());
 
     let (applied_tx, applied_rx) = watch::channel::<Option<Arc<Applied>>>(None);

@@ -192,6 +192,8 @@ pub struct Metrics {
     pub tls_handshakes: Family<TlsLabels, Counter>,
     pub connections: Family<ProtocolLabels, Gauge>,
     pub access_log_dropped: Counter,
+    /// The Kubernetes source's health, in controller mode.
+    pub source: std::sync::OnceLock<Arc<crate::source::kube::SourceHealth>>,
 }
 
 impl Default for Metrics {
@@ -214,6 +216,7 @@ impl Default for Metrics {
             tls_handshakes: Family::default(),
             connections: Family::default(),
             access_log_dropped: Counter::default(),
+            source: std::sync::OnceLock::new(),
         }
     }
 }
@@ -325,6 +328,16 @@ impl Collector for RequestCollector {
                 }
                 m.encode_family(labels)?.encode_histogram::<ReqLabelSet>(sum, count, &buckets, None)?;
             }
+        }
+        if let Some(h) = self.0.source.get() {
+            use prometheus_client::metrics::counter::ConstCounter;
+            use prometheus_client::metrics::gauge::ConstGauge;
+            let g = ConstGauge::new(h.is_stale() as i64);
+            g.encode(encoder.encode_descriptor("vestibule_config_stale", "1 while the Kubernetes API cannot be watched and the served configuration may be out of date", None, g.metric_type())?)?;
+            let c = ConstCounter::new(h.failures.load(Ordering::Relaxed));
+            c.encode(encoder.encode_descriptor("vestibule_kube_watch_failures", "Watch failures against the Kubernetes API", None, c.metric_type())?)?;
+            let c = ConstCounter::new(h.lists.load(Ordering::Relaxed));
+            c.encode(encoder.encode_descriptor("vestibule_kube_lists", "Full lists from the Kubernetes API (first sync and resyncs)", None, c.metric_type())?)?;
         }
         {
             let open = self.0.upstream_open.load(Ordering::Relaxed);

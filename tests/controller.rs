@@ -111,6 +111,12 @@ async fn healthz(run: &Running) -> u16 {
     client().get(format!("http://{}/healthz", run.healthz)).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
+/// The value of an unlabelled metric on the health port.
+async fn metric(run: &Running, name: &str) -> Option<f64> {
+    let text = client().get(format!("http://{}/metrics", run.healthz)).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// `ip`/`hostname` values in an Ingress's status.
 fn status_addresses(api: &FakeApi, ns: &str, name: &str) -> Vec<String> {
     let ing = api.get("Ingress", ns, name).unwrap();
@@ -530,6 +536,8 @@ async fn api_outage_keeps_serving_and_resyncs() {
     assert!(ok > 20);
     wait_for("stale flag", Duration::from_secs(3), || run.health.is_stale()).await;
     assert_eq!(healthz(&run).await, 200, "readiness stays true while a configuration is served");
+    assert_eq!(metric(&run, "vestibule_config_stale").await, Some(1.0), "the metric says the configuration is stale");
+    assert!(metric(&run, "vestibule_kube_watch_failures_total").await.unwrap_or(0.0) >= 1.0);
     assert_eq!(route(run.http, "cafe.example.com", "/").await, (200, Some("coffee".into())));
 
     // Changed while the API server was away (no watch could see it).
@@ -538,6 +546,7 @@ async fn api_outage_keeps_serving_and_resyncs() {
     api.restart().await;
     wait_route(run.http, "cafe.example.com", "/", (200, Some("tea")), Duration::from_secs(5)).await;
     wait_for("stale flag cleared", Duration::from_secs(5), || !run.health.is_stale()).await;
+    assert_eq!(metric(&run, "vestibule_config_stale").await, Some(0.0));
     assert!(run.health.lists.load(std::sync::atomic::Ordering::Relaxed) > lists_before, "no relist after the outage");
 
     // Later changes still apply.
