@@ -32,7 +32,8 @@ pub struct ProxyOptions {
     pub read_timeout: Duration,
     /// `--proxy-body-size`: the largest request body accepted (413 above).
     pub body_limit: u64,
-    /// How long a client may take to send its request headers.
+    /// How long a client may take to send its request headers; also how long a keep-alive
+    /// connection may sit idle between requests.
     pub header_read_timeout: Duration,
     /// The most request header fields accepted.
     pub max_headers: usize,
@@ -42,8 +43,6 @@ pub struct ProxyOptions {
     pub upstream_tries: usize,
     /// The HTTPS port clients see, for redirects.
     pub https_port: u16,
-    /// Keep-alive connections with no request are closed after this long.
-    pub idle_timeout: Duration,
     /// Expect a PROXY protocol (v1 or v2) header on every connection.
     pub proxy_protocol: bool,
     /// Connections accepted per client address; 0 for no limit.
@@ -65,7 +64,6 @@ impl Default for ProxyOptions {
             max_header_bytes: 64 * 1024,
             upstream_tries: 3,
             https_port: 443,
-            idle_timeout: Duration::from_secs(75),
             proxy_protocol: false,
             max_connections_per_ip: 0,
             max_concurrent_streams: 128,
