@@ -304,12 +304,23 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
             }
         }
         while batches.try_recv().is_ok() {}
+        // Compiling is CPU work: it runs on the blocking pool, never on the request threads.
+        async fn apply_off_thread(mut engine: crate::serve::Engine, store: Store, seen_at: Option<std::time::Instant>) -> (crate::serve::Engine, Vec<crate::compile::Diagnostic>) {
+            tokio::task::spawn_blocking(move || {
+                let d = engine.apply(store, Vec::new(), seen_at);
+                (engine, d)
+            })
+            .await
+            .expect("compile does not panic")
+        }
         let store = source.store();
-        let diagnostics = engine.apply(store.clone(), Vec::new(), None);
+        let (e, diagnostics) = apply_off_thread(engine, store.clone(), None).await;
+        engine = e;
         applied_tx.send_replace(Some(Arc::new(Applied { store, diagnostics, settings: engine.settings.clone() })));
         while let Some(batch) = batches.recv().await {
             let store = source.store();
-            let diagnostics = engine.apply(store.clone(), Vec::new(), Some(batch.seen_at));
+            let (e, diagnostics) = apply_off_thread(engine, store.clone(), Some(batch.seen_at)).await;
+            engine = e;
             if apply_health.is_stale() {
                 tracing::warn!(failing = ?apply_health.failing(), "applied a configuration while some watches are failing: it may be stale");
             }

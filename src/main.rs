@@ -2,7 +2,9 @@ use clap::Parser;
 use vestibule::cli::{Cli, Command};
 
 fn init_logging(format: &str, quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
+    // rustls warns once per connection about clients that send an IP address as SNI (wrk
+    // does): not worth a line each.
+    let default = if quiet { "warn,rustls=error" } else { "info,rustls=error" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VESTIBULE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());

@@ -282,14 +282,24 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
 
     let (watcher, mut changes) = files::watch(source.paths()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
     let mut tasks = front.spawn();
-    let Frontend { mut engine, shared, http, https, healthz, .. } = front;
+    let Frontend { engine, shared, http, https, healthz, .. } = front;
     tasks.push(tokio::spawn(async move {
+        // Reading files and compiling are CPU work: they run on the blocking pool, never on the
+        // threads that serve requests.
+        let state = std::sync::Arc::new(std::sync::Mutex::new((source, engine)));
         while let Some(seen_at) = changes.recv().await {
-            let report = source.load();
-            log_report(&report, &metrics);
-            if report.changed {
-                engine.apply(source.store(), standing_errors(&source), Some(seen_at));
-            }
+            let state = state.clone();
+            let metrics = metrics.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut guard = state.lock().expect("file source lock");
+                let (source, engine) = &mut *guard;
+                let report = source.load();
+                log_report(&report, &metrics);
+                if report.changed {
+                    engine.apply(source.store(), standing_errors(source), Some(seen_at));
+                }
+            })
+            .await;
         }
     }));
     tracing::info!(%http, %https, %healthz, manifests = ?opts.manifests, "vestibule serving");

@@ -68,6 +68,51 @@ impl Object {
     }
 }
 
+/// An object already shared: building a store from these is only reference counting.
+#[derive(Clone, Debug)]
+pub enum SharedObject {
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+    ConfigMap(Arc<ConfigMap>),
+    Namespace(Arc<Namespace>),
+}
+
+impl From<Object> for SharedObject {
+    fn from(o: Object) -> Self {
+        match o {
+            Object::Ingress(o) => SharedObject::Ingress(Arc::new(o)),
+            Object::IngressClass(o) => SharedObject::IngressClass(Arc::new(o)),
+            Object::Service(o) => SharedObject::Service(Arc::new(o)),
+            Object::EndpointSlice(o) => SharedObject::EndpointSlice(Arc::new(o)),
+            Object::Secret(o) => SharedObject::Secret(Arc::new(o)),
+            Object::ConfigMap(o) => SharedObject::ConfigMap(Arc::new(o)),
+            Object::Namespace(o) => SharedObject::Namespace(Arc::new(o)),
+        }
+    }
+}
+
+impl SharedObject {
+    pub fn obj_ref(&self) -> ObjRef {
+        let (kind, meta, namespaced) = match self {
+            SharedObject::Ingress(o) => ("Ingress", &o.metadata, true),
+            SharedObject::IngressClass(o) => ("IngressClass", &o.metadata, false),
+            SharedObject::Service(o) => ("Service", &o.metadata, true),
+            SharedObject::EndpointSlice(o) => ("EndpointSlice", &o.metadata, true),
+            SharedObject::Secret(o) => ("Secret", &o.metadata, true),
+            SharedObject::ConfigMap(o) => ("ConfigMap", &o.metadata, true),
+            SharedObject::Namespace(o) => ("Namespace", &o.metadata, false),
+        };
+        ObjRef {
+            kind,
+            namespace: if namespaced { meta.namespace.clone().unwrap_or_default() } else { String::new() },
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// A reference to an object, for diagnostics and logs: `Kind ns/name`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct ObjRef {
@@ -133,6 +178,36 @@ impl Store {
             }
             Object::Namespace(o) => {
                 self.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), Arc::new(o));
+            }
+        }
+    }
+
+    /// Adds or replaces an already shared object (no copy).
+    pub fn insert_shared(&mut self, obj: &SharedObject) {
+        fn k<T: k8s_openapi::Metadata<Ty = ObjectMeta>>(o: &T) -> Key {
+            key(o.metadata())
+        }
+        match obj {
+            SharedObject::Ingress(o) => {
+                self.ingresses.insert(k(o.as_ref()), o.clone());
+            }
+            SharedObject::IngressClass(o) => {
+                self.ingress_classes.insert(o.metadata.name.clone().unwrap_or_default(), o.clone());
+            }
+            SharedObject::Service(o) => {
+                self.services.insert(k(o.as_ref()), o.clone());
+            }
+            SharedObject::EndpointSlice(o) => {
+                self.endpoint_slices.insert(k(o.as_ref()), o.clone());
+            }
+            SharedObject::Secret(o) => {
+                self.secrets.insert(k(o.as_ref()), o.clone());
+            }
+            SharedObject::ConfigMap(o) => {
+                self.config_maps.insert(k(o.as_ref()), o.clone());
+            }
+            SharedObject::Namespace(o) => {
+                self.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), o.clone());
             }
         }
     }

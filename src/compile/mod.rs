@@ -41,6 +41,34 @@ pub struct Settings {
     pub ssl_redirect: bool,
     /// The certificate served when nothing else fits (generated at start).
     pub fallback_cert: Arc<CertifiedKey>,
+    /// Certificates already read, by the content of `tls.crt` and `tls.key`: a memo that spares
+    /// re-parsing every Secret on every change; it never changes a result.
+    pub cert_cache: CertCache,
+}
+
+/// Parsed certificates by content hash.
+#[derive(Debug, Clone, Default)]
+pub struct CertCache(Arc<std::sync::Mutex<HashMap<u64, Result<Arc<CertifiedKey>, String>>>>);
+
+impl CertCache {
+    fn get(&self, secret: &Secret) -> Result<Arc<CertifiedKey>, String> {
+        use std::hash::{Hash, Hasher};
+        let crt = secret_value(secret, "tls.crt").ok_or("has no tls.crt")?;
+        let key = secret_value(secret, "tls.key").ok_or("has no tls.key")?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (crt, key).hash(&mut h);
+        let id = h.finish();
+        if let Some(hit) = self.0.lock().expect("cert cache lock").get(&id) {
+            return hit.clone();
+        }
+        let parsed = crate::tls::certified_key_from_pem(crt, key).map(Arc::new);
+        let mut map = self.0.lock().expect("cert cache lock");
+        if map.len() > 50_000 {
+            map.clear();
+        }
+        map.insert(id, parsed.clone());
+        parsed
+    }
 }
 
 impl Settings {
@@ -53,6 +81,7 @@ impl Settings {
             default_ssl_certificate: None,
             ssl_redirect: true,
             fallback_cert,
+            cert_cache: CertCache::default(),
         }
     }
 }
@@ -75,6 +104,7 @@ pub fn route_path(path: Option<&str>, path_type: &str) -> (String, PathKind) {
 
 struct Builder<'a> {
     store: &'a Store,
+    certs: &'a CertCache,
     resolver: Resolver<'a>,
     diags: Vec<Diagnostic>,
     vhosts: BTreeMap<String, VirtualHost>,
@@ -232,10 +262,10 @@ impl<'a> Builder<'a> {
         }
         let result = match self.store.secrets.get(&key) {
             None => Err((Reason::SecretNotFound, format!("Secret {ns}/{name} not found; the default certificate is served"))),
-            Some(secret) => cert_of_secret(secret).map_err(|e| (Reason::SecretInvalid, format!("Secret {ns}/{name}: {e}; the default certificate is served"))),
+            Some(secret) => self.certs.get(secret).map_err(|e| (Reason::SecretInvalid, format!("Secret {ns}/{name}: {e}; the default certificate is served"))),
         };
         let out = match result {
-            Ok(ck) => Some(Arc::new(ck)),
+            Ok(ck) => Some(ck),
             Err((reason, msg)) => {
                 self.diag(Severity::Warning, owner, field, reason, msg);
                 None
@@ -276,7 +306,7 @@ pub fn cert_of_secret(secret: &Secret) -> Result<CertifiedKey, String> {
 
 /// Builds the data plane's configuration from the store.
 pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) {
-    let mut b = Builder { store, resolver: Resolver::new(store), diags: Vec::new(), vhosts: BTreeMap::new(), claimed: HashMap::new() };
+    let mut b = Builder { store, certs: &settings.cert_cache, resolver: Resolver::new(store), diags: Vec::new(), vhosts: BTreeMap::new(), claimed: HashMap::new() };
     let default_class = class::we_are_default(store, settings);
 
     // Which Ingresses are ours and valid, oldest first.

@@ -13,12 +13,14 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::parse::{self, ParseError};
-use crate::store::{ObjRef, Object, Store};
+use crate::store::{ObjRef, SharedObject, Store};
 
 #[derive(Default)]
 struct FileState {
+    /// Size and modification time when last read: an unchanged file is not read again.
+    stamp: Option<(u64, std::time::SystemTime)>,
     hash: u64,
-    objects: Vec<Object>,
+    objects: Vec<SharedObject>,
     errors: Vec<ParseError>,
 }
 
@@ -95,6 +97,10 @@ impl FileSource {
             report.changed = true;
         }
         for path in found {
+            let stamp = std::fs::metadata(&path).ok().and_then(|m| Some((m.len(), m.modified().ok()?)));
+            if stamp.is_some() && self.files.get(&path).is_some_and(|s| s.stamp == stamp) {
+                continue;
+            }
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
@@ -104,16 +110,17 @@ impl FileSource {
                 }
             };
             let hash = hash_of(&text);
-            if self.files.get(&path).is_some_and(|s| s.hash == hash) {
+            if let Some(s) = self.files.get_mut(&path).filter(|s| s.hash == hash) {
+                s.stamp = stamp;
                 continue;
             }
-            let parsed = parse::parse_text(&path, &text);
+            let mut parsed = parse::parse_text(&path, &text);
             let prev = self.files.remove(&path).unwrap_or_default();
-            let objects = merge_last_good(prev.objects, &parsed);
+            let objects = merge_last_good(prev.objects, &mut parsed);
             report.changed = true;
             report.new_errors.extend(parsed.errors.iter().cloned());
             report.warnings.extend(parsed.warnings);
-            self.files.insert(path, FileState { hash, objects, errors: parsed.errors });
+            self.files.insert(path, FileState { stamp, hash, objects, errors: parsed.errors });
         }
         report
     }
@@ -134,7 +141,7 @@ impl FileSource {
                         tracing::warn!(object = %obj.obj_ref(), first = %other.display(), second = %path.display(), "object defined in two files; the second is used");
                     }
                 }
-                store.insert(obj.clone());
+                store.insert_shared(obj);
             }
         }
         store
@@ -143,11 +150,11 @@ impl FileSource {
 
 /// The objects a file now contributes: what parsed, plus the last good version of every object
 /// whose document failed (all previous objects when the file could not be read as YAML).
-fn merge_last_good(prev: Vec<Object>, parsed: &parse::Parsed) -> Vec<Object> {
+fn merge_last_good(prev: Vec<SharedObject>, parsed: &mut parse::Parsed) -> Vec<SharedObject> {
     if parsed.fatal {
         return prev;
     }
-    let mut objects = parsed.objects.clone();
+    let mut objects: Vec<SharedObject> = std::mem::take(&mut parsed.objects).into_iter().map(SharedObject::from).collect();
     if parsed.errors.is_empty() {
         return objects;
     }
@@ -189,10 +196,11 @@ pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, m
     tokio::spawn(async move {
         while raw_rx.recv().await.is_some() {
             let seen_at = std::time::Instant::now();
-            // Debounce: wait for 50 ms of quiet, at most 250 ms in all.
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(250);
+            // Debounce: wait for 10 ms of quiet, at most 100 ms in all (a save is a burst of
+            // events within microseconds).
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
             loop {
-                match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)), raw_rx.recv()).await {
+                match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + Duration::from_millis(10)), raw_rx.recv()).await {
                     Ok(Some(())) => continue,
                     Ok(None) => return,
                     Err(_) => break,

@@ -175,12 +175,18 @@ fn identity(v: &Value) -> Option<ObjRef> {
     Some(ObjRef::new(kind, ns, name))
 }
 
-/// Deserializes a typed object, from the document text when it is at hand (for line numbers),
-/// else from the already parsed value.
+/// Deserializes a typed object from the already parsed document. Only when that fails is the
+/// text read again, for an error with its line, column and field.
 fn typed<T: DeserializeOwned>(ctx: &Ctx, doc: Option<&str>, value: &Value, id: &ObjRef) -> Result<T, ParseError> {
-    match doc {
-        Some(doc) => serde_saphyr::from_str::<T>(doc).map_err(|e| ctx.from_saphyr(&e, Some(id.clone()), Some(doc))),
-        None => serde_json::from_value::<T>(value.clone()).map_err(|e| ctx.error(None, None, Some(id.clone()), None, e.to_string())),
+    match T::deserialize(value) {
+        Ok(t) => Ok(t),
+        Err(json_err) => match doc {
+            Some(doc) => match serde_saphyr::from_str::<T>(doc) {
+                Err(e) => Err(ctx.from_saphyr(&e, Some(id.clone()), Some(doc))),
+                Ok(t) => Ok(t),
+            },
+            None => Err(ctx.error(None, None, Some(id.clone()), None, json_err.to_string())),
+        },
     }
 }
 
