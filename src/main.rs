@@ -19,7 +19,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Every core the process may use (cgroup CPU limits included), unless told otherwise.
     let workers = cli.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?.block_on(run(cli))
+    // One worker: a single-threaded scheduler does the same work without work-stealing costs.
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?
+    };
+    runtime.block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

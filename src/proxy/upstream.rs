@@ -171,34 +171,24 @@ impl Pool {
         let mut idle = self.idle.lock().expect("pool lock");
         let list = idle.get_mut(&key)?;
         while let Some(s) = list.pop() {
-            if s.is_ready() {
+            if !s.is_closed() {
                 return Some(s);
             }
         }
         None
     }
 
-    /// Puts an HTTP/1.1 connection back for reuse, once it is ready for the next request.
-    pub fn put(self: &Arc<Self>, key: Key, mut sender: http1::SendRequest<ReqBody>) {
+    /// Puts an HTTP/1.1 connection back for reuse. It may still be finishing its last response;
+    /// readiness is checked when it is taken.
+    pub fn put(self: &Arc<Self>, key: Key, sender: http1::SendRequest<ReqBody>) {
         if sender.is_closed() {
             return;
         }
-        if sender.is_ready() {
-            self.put_ready(key, sender);
-            return;
-        }
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                pool.put_ready(key, sender);
-            }
-        });
-    }
-
-    fn put_ready(&self, key: Key, sender: http1::SendRequest<ReqBody>) {
         let mut idle = self.idle.lock().expect("pool lock");
         let list = idle.entry(key).or_default();
-        list.retain(|c| !c.is_closed());
+        if list.len() >= self.max_idle_per_endpoint {
+            list.retain(|c| !c.is_closed());
+        }
         if list.len() < self.max_idle_per_endpoint {
             list.push(sender);
         }
@@ -228,8 +218,17 @@ impl Pool {
             if let Some(s) = self.h2.lock().expect("pool lock").get(&key).filter(|s| !s.is_closed()).cloned() {
                 return Ok(Conn { addr, tls: key.1, sender: Sender::H2(s), reused: true });
             }
-        } else if let Some(s) = self.take_idle(key) {
-            return Ok(Conn { addr, tls: key.1, sender: Sender::H1(s), reused: true });
+        } else {
+            while let Some(mut s) = self.take_idle(key) {
+                if s.is_ready() {
+                    return Ok(Conn { addr, tls: key.1, sender: Sender::H1(s), reused: true });
+                }
+                // A connection put back at the end of its response becomes ready as soon as its
+                // task has run; one that does not is dropped.
+                if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(20), s.ready()).await {
+                    return Ok(Conn { addr, tls: key.1, sender: Sender::H1(s), reused: true });
+                }
+            }
         }
         let io = self.dial(addr, protocol, tls, connect_timeout).await?;
         let guard = OpenGuard::new(&self.open);
