@@ -92,7 +92,8 @@ impl FileSource {
         }
         found.dedup();
         let before = self.files.len();
-        self.files.retain(|p, _| found.contains(p));
+        let present: std::collections::HashSet<&PathBuf> = found.iter().collect();
+        self.files.retain(|p, _| present.contains(p));
         if self.files.len() != before {
             report.changed = true;
         }
