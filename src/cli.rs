@@ -73,14 +73,9 @@ pub struct CheckArgs {
 impl RoutingArgs {
     /// The compile settings these flags describe, with `fallback` as the default certificate.
     pub fn settings(&self, fallback: std::sync::Arc<rustls::sign::CertifiedKey>) -> crate::compile::Settings {
-        let mut s = crate::compile::Settings::new(fallback);
-        s.ingress_class = self.ingress_class.clone();
-        s.controller_class = self.controller_class.clone();
-        s.watch_without_class = self.watch_ingress_without_class;
-        s.default_backend_service = self.default_backend_service.clone();
-        s.default_ssl_certificate = self.default_ssl_certificate.clone();
-        s.ssl_redirect = self.ssl_redirect;
-        s
+        let mut o = ServeOptions::default();
+        apply_routing(&mut o, self);
+        o.settings(fallback)
     }
 }
 

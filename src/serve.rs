@@ -154,6 +154,20 @@ impl Clone for AccessLogTarget {
     }
 }
 
+impl ServeOptions {
+    /// The compile settings these options describe, with `fallback` as the default certificate.
+    pub fn settings(&self, fallback: Arc<rustls::sign::CertifiedKey>) -> Settings {
+        let mut settings = Settings::new(fallback);
+        settings.ingress_class = self.ingress_class.clone();
+        settings.controller_class = self.controller_class.clone();
+        settings.watch_without_class = self.watch_without_class;
+        settings.default_backend_service = self.default_backend_service.clone();
+        settings.default_ssl_certificate = self.default_ssl_certificate.clone();
+        settings.ssl_redirect = self.ssl_redirect;
+        settings
+    }
+}
+
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
@@ -229,13 +243,7 @@ impl Frontend {
     pub async fn bind(opts: &ServeOptions) -> anyhow::Result<Frontend> {
         crate::tls::install_provider();
         let (fallback_cert, _, _) = crate::tls::self_signed(&["vestibule.invalid"])?;
-        let mut settings = Settings::new(fallback_cert.clone());
-        settings.ingress_class = opts.ingress_class.clone();
-        settings.controller_class = opts.controller_class.clone();
-        settings.watch_without_class = opts.watch_without_class;
-        settings.default_backend_service = opts.default_backend_service.clone();
-        settings.default_ssl_certificate = opts.default_ssl_certificate.clone();
-        settings.ssl_redirect = opts.ssl_redirect;
+        let settings = opts.settings(fallback_cert.clone());
 
         let http_l = listener::bind(SocketAddr::new(opts.bind, opts.http_port)).await.map_err(|e| anyhow::anyhow!("binding HTTP port {}: {e}", opts.http_port))?;
         let https_l = listener::bind(SocketAddr::new(opts.bind, opts.https_port)).await.map_err(|e| anyhow::anyhow!("binding HTTPS port {}: {e}", opts.https_port))?;

@@ -39,7 +39,8 @@ fn read_until(r: impl std::io::Read + Send + 'static, pred: impl Fn(&str) -> boo
 #[test]
 fn demo_prints_commands_that_work_as_printed() {
     let mut child = bin()
-        .args(["demo", "--bind-address", "127.0.0.1", "--http-port", "0", "--https-port", "0", "--healthz-port", "0"])
+        // One worker thread: the single-threaded scheduler.
+        .args(["--worker-threads", "1", "demo", "--bind-address", "127.0.0.1", "--http-port", "0", "--https-port", "0", "--healthz-port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -75,6 +76,8 @@ fn serve_reports_its_addresses_and_turns_healthy() {
         .args(["serve", "--manifests"])
         .arg(dir.path())
         .args(["--bind-address", "127.0.0.1", "--http-port", "0", "--https-port", "0", "--healthz-port", "0", "--default-backend-service", "infra/fallback"])
+        // Several worker threads (the multi-threaded scheduler) serve like one.
+        .args(["--worker-threads", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -112,16 +112,30 @@ impl Drop for PerIpGuard<'_> {
     }
 }
 
-/// Everything a new connection goes through before HTTP: the PROXY header, the per-client
-/// limit. Returns the client address the header gave, or `Err` to drop the connection.
-async fn admit(shared: &Shared, stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> Result<Option<SocketAddr>, ()> {
-    if !shared.opts.proxy_protocol {
-        return Ok(None);
+/// Everything a new connection goes through before HTTP: the PROXY header, then the
+/// per-client limit. Returns the client address the header gave and the connection's slot, or
+/// `Err` to drop the connection.
+async fn admit<'a>(shared: &'a Shared, stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> Result<(Option<SocketAddr>, Option<PerIpGuard<'a>>), ()> {
+    let proxied = if shared.opts.proxy_protocol {
+        match super::proxy_protocol::read(stream, shared.opts.header_read_timeout.min(Duration::from_secs(10))).await {
+            Ok(src) => src,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "dropping connection without a valid PROXY protocol header");
+                return Err(());
+            }
+        }
+    } else {
+        None
+    };
+    let limit = shared.opts.max_connections_per_ip;
+    if limit == 0 {
+        return Ok((proxied, None));
     }
-    match super::proxy_protocol::read(stream, shared.opts.header_read_timeout.min(Duration::from_secs(10))).await {
-        Ok(src) => Ok(src),
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "dropping connection without a valid PROXY protocol header");
+    let client = proxied.unwrap_or(peer).ip().to_canonical();
+    match shared.per_ip.enter(client, limit) {
+        Some(slot) => Ok((proxied, Some(slot))),
+        None => {
+            tracing::debug!(%client, limit, "connection refused: too many from this client");
             Err(())
         }
     }
@@ -165,20 +179,7 @@ pub fn spawn_http(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::Jo
             let shared = shared.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
-                let Ok(proxied_client) = admit(&shared, &mut stream, peer).await else { return };
-                let client = proxied_client.unwrap_or(peer).ip().to_canonical();
-                let limit = shared.opts.max_connections_per_ip;
-                let _slot = if limit > 0 {
-                    match shared.per_ip.enter(client, limit) {
-                        Some(g) => Some(g),
-                        None => {
-                            tracing::debug!(%client, limit, "connection refused: too many from this client");
-                            return;
-                        }
-                    }
-                } else {
-                    None
-                };
+                let Ok((proxied_client, _slot)) = admit(&shared, &mut stream, peer).await else { return };
                 let _open = ConnGauge::new(&shared, "http");
                 let verdicts = Arc::new(Verdicts::default());
                 let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client, verdicts: Some(verdicts.clone()) });
@@ -200,17 +201,7 @@ pub fn spawn_https(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::J
             let builder = builder.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(proxied_client) = admit(&shared, &mut stream, peer).await else { return };
-                let client = proxied_client.unwrap_or(peer).ip().to_canonical();
-                let limit = shared.opts.max_connections_per_ip;
-                let _slot = if limit > 0 {
-                    match shared.per_ip.enter(client, limit) {
-                        Some(g) => Some(g),
-                        None => return,
-                    }
-                } else {
-                    None
-                };
+                let Ok((proxied_client, _slot)) = admit(&shared, &mut stream, peer).await else { return };
                 let handshakes = &shared.metrics.tls_handshakes;
                 let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
