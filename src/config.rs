@@ -257,8 +257,11 @@ pub struct VirtualHost {
     /// Sorted so that the first match is the best: longest path first, Exact before Prefix.
     pub routes: Vec<Route>,
     pub default: Option<HostDefault>,
-    /// The host is listed under an Ingress's `spec.tls`: plain HTTP is redirected.
+    /// The host is listed under an Ingress's `spec.tls`.
     pub tls: bool,
+    /// Plain HTTP to this host is redirected to HTTPS even where no path matches: it has TLS,
+    /// redirects are on, and its oldest Ingress does not turn them off.
+    pub ssl_redirect: bool,
 }
 
 impl VirtualHost {
@@ -338,6 +341,9 @@ pub enum Target<'a> {
     Route { vhost: &'a VirtualHost, route: &'a Route },
     HostDefault { vhost: &'a VirtualHost, default: &'a HostDefault },
     Default(&'a HostDefault),
+    /// A known host whose rules do not match, and no default backend: 404 (after the HTTPS
+    /// redirect, when the host has TLS).
+    HostNotFound { vhost: &'a VirtualHost },
     NotFound,
 }
 
@@ -347,14 +353,14 @@ impl<'a> Target<'a> {
             Target::Route { route, .. } => Some(&route.backend),
             Target::HostDefault { default, .. } => Some(&default.backend),
             Target::Default(d) => Some(&d.backend),
-            Target::NotFound => None,
+            Target::HostNotFound { .. } | Target::NotFound => None,
         }
     }
 
     pub fn ssl_redirect(&self) -> bool {
         match self {
             Target::Route { route, .. } => route.ssl_redirect,
-            Target::HostDefault { vhost, .. } => vhost.tls,
+            Target::HostDefault { vhost, .. } | Target::HostNotFound { vhost } => vhost.ssl_redirect,
             _ => false,
         }
     }
@@ -397,9 +403,10 @@ impl Config {
             // A host whose rules do not match falls to the default backend, still redirected
             // to HTTPS when the host has TLS.
             if vhost.tls {
-                if let Some(d) = &self.default_backend {
-                    return Target::HostDefault { vhost, default: d };
-                }
+                return match &self.default_backend {
+                    Some(d) => Target::HostDefault { vhost, default: d },
+                    None => Target::HostNotFound { vhost },
+                };
             }
         }
         match &self.default_backend {

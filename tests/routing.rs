@@ -223,3 +223,37 @@ async fn round_robin_over_ready_endpoints_with_retry_on_connect_failure() {
     let body = resp.text().await.unwrap();
     assert!(body.contains("502") && body.contains(&id), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_hosts_redirect_every_plain_request_unless_redirects_are_off() {
+    init_tracing();
+    let a = echo("a").await;
+    let fallback = echo("fallback").await;
+    let mut m = backend_yaml("default", "a", &[a.addr]);
+    m.push_str("\n---\n");
+    m.push_str(&backend_yaml("default", "fallback", &[fallback.addr]));
+    m.push_str("\n---\n");
+    m.push_str(&ingress(
+        "secure",
+        "2020-01-01T00:00:00Z",
+        &format!("  tls:\n  - hosts: [secure.com]\n    secretName: missing\n  rules:\n  - host: secure.com\n    http:\n      paths:\n{}", path("/a", "Exact", "a")),
+    ));
+
+    // A path no rule matches on a TLS host is redirected too, as ingress-nginx does.
+    let h = start(&m).await;
+    let resp = h.get("secure.com", "/nothing-here?x=1").await;
+    assert_eq!(resp.status(), 308);
+    assert_eq!(resp.headers()["location"], format!("https://secure.com:{}/nothing-here?x=1", h.running.https.port()));
+
+    // Redirects off: the unmatched path is a plain 404, and the default backend answers
+    // without a redirect.
+    let off = start_with(&m, |o| o.ssl_redirect = false).await;
+    assert_eq!(off.route("secure.com", "/nothing-here").await.0, 404);
+    assert_eq!(off.route("secure.com", "/a").await, (200, Some("a".into())));
+    let off_default = start_with(&m, |o| {
+        o.ssl_redirect = false;
+        o.default_backend_service = Some(("default".into(), "fallback".into()));
+    })
+    .await;
+    assert_eq!(off_default.route("secure.com", "/nothing-here").await, (200, Some("fallback".into())));
+}

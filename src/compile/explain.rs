@@ -151,7 +151,7 @@ pub fn explain_with(store: &Store, settings: &Settings, config: &Config, diags: 
             let ingress = if d.ingress.kind == "Ingress" { ns_name(&d.ingress) } else { String::new() };
             (Some(Matched { ingress, via: via.into(), host: String::new(), path: String::new(), path_type: String::new(), service, port, endpoints, problem }), None)
         }
-        Target::NotFound => (None, None),
+        Target::HostNotFound { .. } | Target::NotFound => (None, None),
     };
 
     let redirect = if scheme == "http" && target.ssl_redirect() {

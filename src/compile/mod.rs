@@ -206,7 +206,12 @@ impl<'a> Builder<'a> {
         for (i, rule) in rules.iter().enumerate() {
             let host = rule.host.as_deref().map(|h| h.to_ascii_lowercase()).unwrap_or_else(|| "*".to_string());
             let is_tls = tls_hosts.contains(&host);
-            let vhost = self.vhosts.entry(host.clone()).or_insert_with(|| VirtualHost { name: host.clone(), tls: is_tls, ..Default::default() });
+            let vhost = self.vhosts.entry(host.clone()).or_insert_with(|| VirtualHost {
+                name: host.clone(),
+                tls: is_tls,
+                ssl_redirect: is_tls && ssl_redirect && !redirect_annotation,
+                ..Default::default()
+            });
             if let Some(d) = &default {
                 if vhost.default.is_none() {
                     vhost.default = Some(HostDefault::new(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or("")));

@@ -487,7 +487,7 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
         Target::Route { route, .. } => Some(route.observed.stats(&shared.metrics).clone()),
         Target::HostDefault { default, .. } => Some(default.observed.stats(&shared.metrics).clone()),
         Target::Default(d) => Some(d.observed.stats(&shared.metrics).clone()),
-        Target::NotFound => None,
+        Target::HostNotFound { .. } | Target::NotFound => None,
     } };
 
     if !conn.tls && target.ssl_redirect() {
