@@ -142,6 +142,24 @@ pub struct ListenArgs {
     pub shutdown_grace_period: Duration,
 }
 
+/// The access log flags of `serve` and `controller`.
+#[derive(Args, Debug, Clone)]
+pub struct AccessLogArgs {
+    /// Access log: on (one line per request on stdout) or off.
+    #[arg(long = "access-log", default_value = "on", value_parser = ["on", "off"])]
+    pub mode: String,
+    /// Access log format: text (ingress-nginx's default fields and order) or json.
+    #[arg(long = "access-log-format", default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+}
+
+impl AccessLogArgs {
+    pub fn target(&self) -> crate::serve::AccessLogTarget {
+        let format = if self.format == "json" { crate::accesslog::Format::Json } else { crate::accesslog::Format::Text };
+        if self.mode == "off" { crate::serve::AccessLogTarget::Off } else { crate::serve::AccessLogTarget::Stdout(format) }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// A manifest file or a directory of them (YAML or JSON); repeat for more.
@@ -151,12 +169,8 @@ pub struct ServeArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub routing: RoutingArgs,
-    /// Access log: on (one line per request on stdout) or off.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    pub access_log: String,
-    /// Access log format: text (ingress-nginx's default fields and order) or json.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    pub access_log_format: String,
+    #[command(flatten)]
+    pub access_log: AccessLogArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -220,8 +234,7 @@ impl ServeArgs {
         let mut o = ServeOptions { manifests: self.manifests, ..Default::default() };
         apply_listen(&mut o, &self.listen);
         apply_routing(&mut o, &self.routing);
-        let format = if self.access_log_format == "json" { crate::accesslog::Format::Json } else { crate::accesslog::Format::Text };
-        o.access_log = if self.access_log == "off" { crate::serve::AccessLogTarget::Off } else { crate::serve::AccessLogTarget::Stdout(format) };
+        o.access_log = self.access_log.target();
         o
     }
 }
@@ -333,12 +346,8 @@ pub struct ControllerArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub routing: RoutingArgs,
-    /// Access log: on (one line per request on stdout) or off.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    pub access_log: String,
-    /// Access log format: text (ingress-nginx's default fields and order) or json.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    pub access_log_format: String,
+    #[command(flatten)]
+    pub access_log: AccessLogArgs,
 }
 
 impl ControllerArgs {
@@ -346,8 +355,7 @@ impl ControllerArgs {
         let mut o = crate::controller::ControllerOptions::default();
         apply_listen(&mut o.serve, &self.listen);
         apply_routing(&mut o.serve, &self.routing);
-        let format = if self.access_log_format == "json" { crate::accesslog::Format::Json } else { crate::accesslog::Format::Text };
-        o.serve.access_log = if self.access_log == "off" { crate::serve::AccessLogTarget::Off } else { crate::serve::AccessLogTarget::Stdout(format) };
+        o.serve.access_log = self.access_log.target();
         o.api = match self.kubeconfig {
             Some(path) => crate::controller::ApiConfig::Kubeconfig(path),
             None => crate::controller::ApiConfig::InCluster,
