@@ -77,17 +77,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-}
-
 thread_local! {
     static RNG: Cell<u64> = Cell::new({
         use std::hash::{BuildHasher, Hasher};
@@ -171,6 +160,23 @@ fn redirect(location: &str, request_id: &HeaderValue) -> Response<RespBody> {
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
+    resp
+}
+
+/// The answer to a request head refused before routing; the connection is closed after it.
+fn refuse(refusal: super::head::Refusal, request_id: &HeaderValue, head: bool) -> Response<RespBody> {
+    let mut resp = match refusal {
+        super::head::Refusal::BadRequest(why) => {
+            tracing::debug!(request_id = ?request_id, "rejected request: {why}");
+            error_page(StatusCode::BAD_REQUEST, request_id, head)
+        }
+        super::head::Refusal::MethodNotAllowed => {
+            let mut r = error_page(StatusCode::METHOD_NOT_ALLOWED, request_id, head);
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(super::head::ALLOW));
+            r
+        }
+    };
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 
@@ -478,6 +484,10 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
         _ => new_request_id(),
     };
     let head = req.method() == Method::HEAD;
+    let upgrade = match super::head::check(&mut req) {
+        Ok(u) => u == super::head::Upgrade::WebSocket,
+        Err(refusal) => return refuse(refusal, &request_id, head),
+    };
     let host = router::request_host(&req);
     let config = shared.config.load_full();
     let path = router::normalize_path(req.uri().path());
@@ -524,7 +534,6 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
     }
     let deadline = grpc.then(|| grpc_timeout(&req)).flatten();
 
-    let upgrade = is_upgrade(&req);
     let client_upgrade = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
     let upgrade_value = req.headers().get(header::UPGRADE).cloned();
     let hash_key = match &backend.policy {
@@ -696,6 +705,12 @@ async fn proxy(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<Incoming>
                         return fail(last);
                     }
                     break;
+                }
+                Some(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    // No upgrade was forwarded: a backend that switches protocols anyway would
+                    // turn this connection into a tunnel past the routing rules.
+                    tracing::warn!(request_id = ?request_id, backend = %backend.name, %addr, "upstream answered 101 to a request that asked for no upgrade");
+                    return fail(StatusCode::BAD_GATEWAY);
                 }
                 Some(Ok(resp)) => {
                     state.observe(sent_at.elapsed());
@@ -937,8 +952,13 @@ async fn proxy_upgrade(
         finish_headers(&mut parts.headers, request_id);
         return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
     }
+    let websocket = resp.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        // Only the WebSocket upgrade that was asked for is tunnelled.
+        tracing::warn!(request_id = ?request_id, "upstream switched to a protocol other than websocket");
+        return error_page(StatusCode::BAD_GATEWAY, request_id, false);
+    }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
-    let websocket = resp.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     // The tunnel counts as an open connection, and closes cleanly on shutdown.
     let active = shared.drain.track();
     let stop = shared.drain.subscribe();

@@ -2,6 +2,7 @@
 //! `Config`, and the upstream pool carries the request to an endpoint.
 
 pub mod balance;
+pub mod head;
 pub mod http;
 pub mod listener;
 pub mod proxy_protocol;
