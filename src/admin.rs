@@ -13,6 +13,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::compile::explain;
+use arc_swap::ArcSwap;
+
+use crate::engine::Snapshot;
 use crate::proxy::Shared;
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -22,7 +25,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     resp
 }
 
-fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(shared: &Shared, snapshots: &ArcSwap<Snapshot>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "read-only endpoint\n".into());
     }
@@ -36,8 +39,8 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             shared.metrics.encode(shared.pool.idle_count()),
         ),
         "/debug/config" => {
-            let config = shared.config.load();
-            let snapshot = shared.snapshot.load();
+            let config = shared.config();
+            let snapshot = snapshots.load();
             let v = crate::debug::config_json(&config, &snapshot);
             text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
         }
@@ -45,12 +48,12 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             let Some(url) = crate::debug::query_value(query, "url") else {
                 return text(StatusCode::BAD_REQUEST, "text/plain", "usage: /debug/explain?url=http://HOST/PATH[&format=text]\n".into());
             };
-            let snapshot = shared.snapshot.load();
+            let snapshot = snapshots.load();
             let Some(settings) = &snapshot.settings else {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no configuration applied yet\n".into());
             };
-            let config = shared.config.load();
-            match explain::explain_with(&snapshot.store, settings, &config, &snapshot.diagnostics, &url, shared.opts.https_port) {
+            let config = shared.config();
+            match explain::explain_with(&snapshot.store, settings, &config, &snapshot.diagnostics, &url, shared.https_port()) {
                 Err(e) => text(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
                 Ok(x) if crate::debug::query_value(query, "format").as_deref() == Some("text") => text(StatusCode::OK, "text/plain", x.text()),
                 Ok(x) => text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&x).unwrap_or_default() + "\n"),
@@ -60,17 +63,17 @@ fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-pub fn spawn(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(listener: TcpListener, shared: Arc<Shared>, snapshots: Arc<ArcSwap<Snapshot>>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
-            let shared = shared.clone();
+            let (shared, snapshots) = (shared.clone(), snapshots.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let resp = respond(&shared, &req);
+                    let resp = respond(&shared, &snapshots, &req);
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;

@@ -273,9 +273,16 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
     let identity = identity(opts.identity.as_deref());
 
     let mut front = Frontend::bind(&opts.serve).await?;
-    // Health answers 503 until the first configuration from the cluster is live.
+    // Health answers 503 until the first configuration from the cluster is live. The traffic
+    // listeners open now, before the cluster is read, so that a taken port fails the start;
+    // until the first configuration they answer 404.
     let mut tasks: Vec<AbortHandle> = front.spawn().iter().map(|t| t.abort_handle()).collect();
-    let Frontend { mut engine, shared, http, https, healthz, .. } = front;
+    let bootstrap = front.shared.listeners.reconcile(&front.engine.settings.listeners, &front.shared);
+    if let Some(e) = bootstrap.first() {
+        anyhow::bail!("{e}");
+    }
+    let (http, https) = (front.listener("http")?, front.listener("https")?);
+    let Frontend { mut engine, shared, healthz, .. } = front;
 
     let source_opts = SourceOptions {
         watch_namespace: opts.watch_namespace.clone().filter(|n| !n.is_empty()),
@@ -305,9 +312,9 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         }
         while batches.try_recv().is_ok() {}
         // Compiling is CPU work: it runs on the blocking pool, never on the request threads.
-        async fn apply_off_thread(mut engine: crate::serve::Engine, store: Store, seen_at: Option<std::time::Instant>) -> (crate::serve::Engine, Vec<crate::compile::Diagnostic>) {
+        async fn apply_off_thread(mut engine: crate::engine::Engine, store: Store, seen_at: Option<std::time::Instant>) -> (crate::engine::Engine, Vec<crate::compile::Diagnostic>) {
             tokio::task::spawn_blocking(move || {
-                let d = engine.apply(store, Vec::new(), seen_at);
+                let d = engine.apply(store, Vec::new(), seen_at).diagnostics;
                 (engine, d)
             })
             .await
@@ -390,3 +397,4 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         shutdown_grace: opts.serve.shutdown_grace,
     })
 }
+

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::config::{Backend, Config, HostDefault, TlsCert, VirtualHost};
-use crate::proxy::Snapshot;
+use crate::engine::Snapshot;
 
 fn backend(b: &Backend) -> Value {
     json!({
@@ -33,8 +33,8 @@ fn vhost(v: &VirtualHost) -> Value {
             "path": r.rule_path,
             "pathType": r.path_type,
             "ingress": format!("{}/{}", r.ingress.namespace, r.ingress.name),
-            "sslRedirect": r.ssl_redirect,
-            "backend": backend(&r.backend),
+            "sslRedirect": r.has_filter(&crate::config::Filter::HttpsRedirect { status: 308 }),
+            "backend": backend(&r.backend()),
         })).collect::<Vec<_>>(),
         "defaultBackend": v.default.as_ref().map(host_default),
     })

@@ -13,6 +13,7 @@ pub mod controller;
 pub mod debug;
 pub mod demo;
 pub mod echo;
+pub mod engine;
 pub mod metrics;
 pub mod proxy;
 pub mod serve;

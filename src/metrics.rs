@@ -53,22 +53,7 @@ impl Histo {
     }
 }
 
-/// What identifies a route in metrics: the Ingress rule, not the request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RouteLabels {
-    pub host: Arc<str>,
-    pub path: Arc<str>,
-    pub namespace: Arc<str>,
-    pub ingress: Arc<str>,
-    pub service: Arc<str>,
-}
-
-impl RouteLabels {
-    pub fn none() -> Self {
-        let e: Arc<str> = Arc::from("");
-        RouteLabels { host: e.clone(), path: e.clone(), namespace: e.clone(), ingress: e.clone(), service: e }
-    }
-}
+pub use crate::config::RouteLabels;
 
 /// Statistics of one (route, status, method).
 #[derive(Debug)]

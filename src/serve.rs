@@ -1,105 +1,17 @@
 //! `vestibule serve`: manifests from files → store → compile → live config → proxy.
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
-
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::accesslog::{self, AccessLog};
-use crate::compile::{self, Diagnostic, Settings, Severity};
-use crate::config::Config;
-use crate::metrics::{CertLabels, HostLabels, Metrics, ReasonLabels, ResultLabels};
-use crate::proxy::{ProxyOptions, Shared, Snapshot, listener};
+use crate::compile::Settings;
+use crate::config::{Config, ListenerProtocol, ListenerSpec, ProxySettings};
+use crate::engine::Engine;
+use crate::metrics::{Metrics, ResultLabels};
+use crate::proxy::{ProxyOptions, Shared};
 use crate::source::files::{self, FileSource};
-use crate::store::Store;
 use tokio::net::TcpListener;
-
-/// Compiles stores into live configurations, logging each diagnostic once when it appears and
-/// keeping the metrics about configuration current.
-pub struct Engine {
-    pub shared: Arc<Shared>,
-    pub settings: Settings,
-    seen: HashSet<Diagnostic>,
-}
-
-impl Engine {
-    pub fn new(shared: Arc<Shared>, settings: Settings) -> Self {
-        Engine { shared, settings, seen: HashSet::new() }
-    }
-
-    /// Compiles `store` and makes the result live. `manifest_errors` are the rejected inputs
-    /// standing now; `seen_at` is when the change was first noticed. Returns the diagnostics.
-    pub fn apply(&mut self, store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant>) -> Vec<Diagnostic> {
-        let metrics = self.shared.metrics.clone();
-        let started = Instant::now();
-        let (config, diags) = compile::compile(&store, &self.settings);
-        let compile_time = started.elapsed();
-        metrics.compile_duration.observe(compile_time.as_secs_f64());
-        let routes: usize = config.exact.values().chain(config.wildcard.values()).chain(config.hostless.iter()).map(|v| v.routes.len()).sum();
-        update_certificate_metrics(&metrics, &config);
-        self.shared.swap(config);
-        if let Some(t) = seen_at {
-            metrics.change_to_live.observe(t.elapsed().as_secs_f64());
-        }
-        metrics.config_changes.get_or_create(&ResultLabels { result: "applied".into() }).inc();
-        metrics.config_last_reload_successful.set(manifest_errors.is_empty() as i64);
-        metrics.config_last_reload_successful_timestamp.set(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
-        metrics.diagnostics.clear();
-        for d in &diags {
-            metrics.diagnostics.get_or_create(&ReasonLabels { reason: d.reason.as_str().into() }).inc();
-        }
-
-        let now: HashSet<Diagnostic> = diags.iter().cloned().collect();
-        for d in &diags {
-            if self.seen.contains(d) {
-                continue;
-            }
-            match d.severity {
-                Severity::Error => tracing::error!(object = %d.object, field = %d.field, reason = d.reason.as_str(), "{}", d.message),
-                Severity::Warning => tracing::warn!(object = %d.object, field = %d.field, reason = d.reason.as_str(), "{}", d.message),
-                Severity::Info => tracing::info!(object = %d.object, field = %d.field, reason = d.reason.as_str(), "{}", d.message),
-            }
-        }
-        self.seen = now;
-        tracing::info!(
-            objects = store.len(),
-            routes,
-            diagnostics = diags.len(),
-            compile_ms = compile_time.as_secs_f64() * 1000.0,
-            "configuration applied"
-        );
-        self.shared.snapshot.store(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), manifest_errors }));
-        diags
-    }
-}
-
-/// `nginx_ingress_controller_ssl_certificate_info` and `..._ssl_expire_time_seconds` for every
-/// host with a certificate from a Secret.
-fn update_certificate_metrics(metrics: &Metrics, config: &Config) {
-    metrics.ssl_certificate_info.clear();
-    metrics.ssl_expire_time.clear();
-    let all = config.tls.exact.iter().map(|(h, c)| (h.clone(), c)).chain(config.tls.wildcard.iter().map(|(h, c)| (format!("*.{h}"), c)));
-    for (host, cert) in all {
-        let Some((ns, secret)) = &cert.secret else { continue };
-        let Some(s) = cert.key.cert.first().and_then(|d| crate::x509::summarize(d)) else { continue };
-        metrics
-            .ssl_certificate_info
-            .get_or_create(&CertLabels {
-                host: host.clone(),
-                namespace: ns.clone(),
-                secret_name: secret.clone(),
-                identifier: format!("{}-{}", s.issuer_cn, s.serial),
-                issuer_common_name: s.issuer_cn.clone(),
-                issuer_organization: s.issuer_org.clone(),
-                serial_number: s.serial.clone(),
-            })
-            .set(1);
-        metrics.ssl_expire_time.get_or_create(&HostLabels { host, namespace: ns.clone(), secret_name: secret.clone() }).set(s.not_after);
-    }
-}
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -164,6 +76,16 @@ impl ServeOptions {
         settings.default_backend_service = self.default_backend_service.clone();
         settings.default_ssl_certificate = self.default_ssl_certificate.clone();
         settings.ssl_redirect = self.ssl_redirect;
+        let p = &self.proxy;
+        settings.proxy = ProxySettings {
+            connect_timeout: p.connect_timeout,
+            read_timeout: p.read_timeout,
+            send_timeout: p.read_timeout,
+            body_limit: p.body_limit,
+            upstream_tries: p.upstream_tries.max(1),
+        };
+        let listener = |name: &str, port: u16, protocol| ListenerSpec { name: name.into(), addr: SocketAddr::new(self.bind, port), protocol, proxy_protocol: p.proxy_protocol };
+        settings.listeners = vec![listener("http", self.http_port, ListenerProtocol::Http), listener("https", self.https_port, ListenerProtocol::Https)];
         settings
     }
 }
@@ -197,6 +119,8 @@ pub struct Running {
     pub https: SocketAddr,
     pub healthz: SocketAddr,
     pub shared: Arc<Shared>,
+    /// What the live configuration was compiled from, and its diagnostics.
+    pub snapshot: Arc<arc_swap::ArcSwap<crate::engine::Snapshot>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -226,32 +150,29 @@ impl Drop for Running {
     }
 }
 
-/// What every mode shares after its source: the compile settings, the bound listeners, the live
-/// configuration and the engine that compiles stores into it. `serve` feeds it from files,
-/// `controller` from the Kubernetes API.
+/// What every mode shares after its source: the compile settings, the health listener, the
+/// live configuration and the engine that compiles stores into it. `serve` feeds it from files,
+/// `controller` from the Kubernetes API. The traffic listeners are part of the configuration:
+/// the first apply opens them.
 pub struct Frontend {
     pub engine: Engine,
     pub shared: Arc<Shared>,
-    pub http: SocketAddr,
-    pub https: SocketAddr,
     pub healthz: SocketAddr,
-    listeners: Option<(TcpListener, TcpListener, TcpListener)>,
+    healthz_listener: Option<TcpListener>,
 }
 
 impl Frontend {
-    /// Builds the settings from `opts` and binds the listeners (not accepting yet).
+    /// Builds the settings from `opts` and binds the health listener (not accepting yet).
     pub async fn bind(opts: &ServeOptions) -> anyhow::Result<Frontend> {
         crate::tls::install_provider();
         let (fallback_cert, _, _) = crate::tls::self_signed(&["vestibule.invalid"])?;
         let settings = opts.settings(fallback_cert.clone());
-
-        let http_l = listener::bind(SocketAddr::new(opts.bind, opts.http_port)).await.map_err(|e| anyhow::anyhow!("binding HTTP port {}: {e}", opts.http_port))?;
-        let https_l = listener::bind(SocketAddr::new(opts.bind, opts.https_port)).await.map_err(|e| anyhow::anyhow!("binding HTTPS port {}: {e}", opts.https_port))?;
-        let healthz_l = listener::bind(SocketAddr::new(opts.bind, opts.healthz_port)).await.map_err(|e| anyhow::anyhow!("binding healthz port {}: {e}", opts.healthz_port))?;
-        let (http, https, healthz) = (http_l.local_addr()?, https_l.local_addr()?, healthz_l.local_addr()?);
+        let admin = SocketAddr::new(opts.bind, opts.healthz_port);
+        let healthz_l = TcpListener::bind(admin).await.map_err(|e| anyhow::anyhow!("binding healthz port {}: {e}", opts.healthz_port))?;
+        let healthz = healthz_l.local_addr()?;
 
         let mut proxy_opts = opts.proxy.clone();
-        proxy_opts.https_port = opts.public_https_port.unwrap_or(https.port());
+        proxy_opts.https_port = opts.public_https_port.unwrap_or(0);
         let metrics = Arc::new(Metrics::default());
         let access_log = match &opts.access_log {
             AccessLogTarget::Off => AccessLog::off(metrics.clone()),
@@ -264,17 +185,18 @@ impl Frontend {
         let initial = Config::new(crate::config::TlsCert { key: fallback_cert, secret: None });
         let shared = Shared::with_observability(initial, proxy_opts, metrics, access_log);
         let engine = Engine::new(shared.clone(), settings);
-        Ok(Frontend { engine, shared, http, https, healthz, listeners: Some((http_l, https_l, healthz_l)) })
+        Ok(Frontend { engine, shared, healthz, healthz_listener: Some(healthz_l) })
     }
 
-    /// Starts accepting on the HTTP, HTTPS and health listeners (once; later calls do nothing).
+    /// Starts accepting on the health listener (once; later calls do nothing).
     pub fn spawn(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
-        let Some((http_l, https_l, healthz_l)) = self.listeners.take() else { return Vec::new() };
-        vec![
-            listener::spawn_http(http_l, self.shared.clone()),
-            listener::spawn_https(https_l, self.shared.clone()),
-            crate::admin::spawn(healthz_l, self.shared.clone()),
-        ]
+        let Some(l) = self.healthz_listener.take() else { return Vec::new() };
+        vec![crate::admin::spawn(l, self.shared.clone(), self.engine.snapshot.clone())]
+    }
+
+    /// Where the traffic listener `name` is bound, once open.
+    pub fn listener(&self, name: &str) -> anyhow::Result<SocketAddr> {
+        self.shared.listeners.local_addr(name).ok_or_else(|| anyhow::anyhow!("the {name} listener is not open"))
     }
 }
 
@@ -286,11 +208,16 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let mut source = FileSource::new(opts.manifests.clone());
     let report = source.load();
     log_report(&report, &metrics);
-    front.engine.apply(source.store(), standing_errors(&source), None);
+    let first = front.engine.apply(source.store(), standing_errors(&source), None);
+    if let Some(e) = first.listen_errors.first() {
+        anyhow::bail!("{e}");
+    }
+    let (http, https) = (front.listener("http")?, front.listener("https")?);
 
     let (watcher, mut changes) = files::watch(source.paths()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
     let mut tasks = front.spawn();
-    let Frontend { engine, shared, http, https, healthz, .. } = front;
+    let Frontend { engine, shared, healthz, .. } = front;
+    let snapshot = engine.snapshot.clone();
     tasks.push(tokio::spawn(async move {
         // Reading files and compiling are CPU work: they run on the blocking pool, never on the
         // threads that serve requests.
@@ -311,7 +238,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         }
     }));
     tracing::info!(%http, %https, %healthz, manifests = ?opts.manifests, "vestibule serving");
-    Ok(Running { http, https, healthz, shared, tasks, _watcher: Some(watcher) })
+    Ok(Running { http, https, healthz, shared, snapshot, tasks, _watcher: Some(watcher) })
 }
 
 fn log_report(report: &files::LoadReport, metrics: &Metrics) {

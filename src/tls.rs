@@ -1,5 +1,5 @@
-//! TLS: certificates from PEM, the generated default certificate, and the SNI resolver that
-//! reads the live configuration on every handshake.
+//! TLS: certificates from PEM, the generated default certificate, the crypto provider, and the
+//! client configuration for backends whose certificates are not verified.
 
 use std::sync::Arc;
 
@@ -8,8 +8,6 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use crate::proxy::Shared;
 
 /// Installs aws-lc-rs as the process-wide rustls provider. Safe to call more than once.
 pub fn install_provider() {
@@ -78,27 +76,39 @@ impl ResolvesServerCert for Single {
     }
 }
 
-/// Picks the certificate for each handshake from the configuration live at that moment.
-#[derive(Debug)]
-pub struct SniResolver {
-    pub shared: Arc<Shared>,
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let config = self.shared.config.load();
-        let sni = hello.server_name().map(|s| s.trim_end_matches('.').to_ascii_lowercase());
-        Some(config.tls.resolve(sni.as_deref()))
+/// A TLS client configuration that accepts any certificate: what ingress-nginx does towards
+/// HTTPS backends unless verification is asked for.
+pub fn insecure_client(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct AcceptAny;
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(&self, m: &[u8], c: &rustls_pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &crate::tls::provider().signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(&self, m: &[u8], c: &rustls_pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &crate::tls::provider().signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            crate::tls::provider().signature_verification_algorithms.supported_schemes()
+        }
     }
-}
-
-/// The server-side TLS configuration: TLS 1.2 and 1.3, ALPN h2 and http/1.1, certificates by SNI.
-pub fn server_config(shared: Arc<Shared>) -> Arc<rustls::ServerConfig> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { shared }));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    cfg.enable_sni = false;
     Arc::new(cfg)
 }

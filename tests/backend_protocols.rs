@@ -334,6 +334,6 @@ async fn invalid_backend_protocol_is_reported_and_http_is_used() {
     assert_eq!(d.object, ObjRef::new("Ingress", "default", "ftp"));
     assert!(d.message.contains("FTP"), "{d}");
     // The running instance reports the same finding.
-    let snap = h.running.shared.snapshot.load();
+    let snap = h.running.snapshot.load();
     assert!(snap.diagnostics.iter().any(|d| d.field == field && d.reason == Reason::InvalidField), "{:#?}", snap.diagnostics);
 }

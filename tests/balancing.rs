@@ -240,8 +240,8 @@ async fn pod_200(h: &Harness, host: &str, path: &str) -> String {
 
 /// The endpoints the live configuration sends `host` to.
 fn live_endpoints(h: &Harness, host: &str) -> BTreeSet<SocketAddr> {
-    let config = h.running.shared.config.load();
-    config.route(host, "/").backend().map(|b| b.endpoints.iter().copied().collect()).unwrap_or_default()
+    let config = h.running.shared.config();
+    config.route_path(host, "/").backend().map(|b| b.endpoints.iter().copied().collect()).unwrap_or_default()
 }
 
 /// Waits (bounded) until the live configuration sends `host` to exactly `want`.

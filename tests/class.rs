@@ -259,9 +259,9 @@ fn compile_reports_the_newer_ingress_in_a_path_conflict() {
     assert_eq!(c.object, ObjRef::new("Ingress", "default", "a-newer"));
     assert_eq!(c.field, "spec.rules[0].http.paths[0]");
     assert!(c.message.contains("z-older"), "the message names the winner: {c}");
-    let vestibule::config::Target::Route { route, .. } = config.route("shared.example.com", "/api/x") else { panic!("the path routes") };
+    let vestibule::config::Target::Route { route, .. } = config.route_path("shared.example.com", "/api/x") else { panic!("the path routes") };
     assert_eq!(*route.ingress, ObjRef::new("Ingress", "default", "z-older"), "the older Ingress serves the path");
-    assert_eq!(route.backend.service, "web");
+    assert_eq!(route.backend().service, "web");
 
     // A different pathType on the same path is no conflict.
     let text2 = text.replacen("pathType: Prefix", "pathType: Exact", 1);

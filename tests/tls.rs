@@ -69,7 +69,7 @@ fn secret(name: &str, c: &IssuedCert) -> String {
 
 /// The certificate the instance serves when nothing else fits, as its configuration holds it.
 fn default_der(h: &Harness) -> Vec<u8> {
-    h.running.shared.config.load().tls.default.key.cert[0].to_vec()
+    h.running.shared.config().tls.default.key.cert[0].to_vec()
 }
 
 async fn served(h: &Harness, sni: Option<&str>) -> Vec<u8> {

@@ -13,7 +13,7 @@ use super::diag::Reason;
 use crate::config::{Backend, BackendProtocol, Policy, UpstreamTls};
 use crate::store::Store;
 
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use crate::store::SERVICE_NAME_LABEL;
 
 /// EndpointSlices by the namespace and name of the Service they belong to.
 pub struct SliceIndex<'a> {
@@ -127,11 +127,17 @@ pub struct Resolver<'a> {
     store: &'a Store,
     slices: SliceIndex<'a>,
     cache: HashMap<CacheKey, (Arc<Backend>, Option<(Reason, String)>)>,
+    next_id: usize,
 }
 
 impl<'a> Resolver<'a> {
     pub fn new(store: &'a Store) -> Self {
-        Resolver { store, slices: SliceIndex::new(store), cache: HashMap::new() }
+        Resolver { store, slices: SliceIndex::new(store), cache: HashMap::new(), next_id: 0 }
+    }
+
+    /// How many backends were made: their ids are 0..this.
+    pub fn backend_count(&self) -> usize {
+        self.next_id
     }
 
     /// The backend for `ns/service:port`, and what is wrong with it if requests will get 503.
@@ -164,7 +170,8 @@ impl<'a> Resolver<'a> {
                 }
             }
         };
-        let mut backend = Backend::new(ns, service, &port_label, endpoints, problem.as_ref().map(|p| p.1.clone()));
+        self.next_id += 1;
+        let mut backend = Backend::new(self.next_id - 1, ns, service, &port_label, endpoints, problem.as_ref().map(|p| p.1.clone()));
         backend.protocol = reach.protocol;
         backend.policy = reach.policy.clone();
         backend.tls = reach.tls.clone();

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::{Diagnostic, Reason, Settings, class, compile, route_path, validate};
 use crate::config::{Config, PathKind, Route, Target};
-use crate::proxy::router::{normalize_path, strip_port};
+use crate::config::path::{normalize_path, strip_port};
 use crate::store::{ObjRef, Store};
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,12 +119,12 @@ pub fn explain(store: &Store, settings: &Settings, url: &str) -> Result<Explanat
 pub fn explain_with(store: &Store, settings: &Settings, config: &Config, diags: &[Diagnostic], url: &str, https_port: u16) -> Result<Explanation, String> {
     let (scheme, host, raw_path) = split_url(url)?;
     let path = normalize_path(raw_path.split('?').next().unwrap_or("/")).into_owned();
-    let target = config.route(&host, &path);
+    let target = config.route_path(&host, &path);
 
     let backend_of = |b: &crate::config::Backend| (format!("{}/{}", b.namespace, b.service), b.port.clone(), b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(), b.unavailable.clone());
     let (matched, winner): (Option<Matched>, Option<&Route>) = match &target {
         Target::Route { vhost, route } => {
-            let (service, port, endpoints, problem) = backend_of(&route.backend);
+            let (service, port, endpoints, problem) = backend_of(route.backend());
             (
                 Some(Matched {
                     ingress: ns_name(&route.ingress),

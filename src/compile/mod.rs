@@ -20,7 +20,7 @@ use rustls::sign::CertifiedKey;
 
 pub use diag::{Diagnostic, Reason, Severity};
 
-use crate::config::{Config, HostDefault, Observed, PathKind, Route, TlsCert, VirtualHost};
+use crate::config::{Config, Filter, HostDefault, ListenerSpec, PathKind, ProxySettings, Route, RouteLabels, RouteMatch, TlsCert, VirtualHost, WeightedBackend};
 use crate::store::{Key, ObjRef, Store};
 use backend::{PortRef, Resolver};
 
@@ -44,6 +44,10 @@ pub struct Settings {
     /// Certificates already read, by the content of `tls.crt` and `tls.key`: a memo that spares
     /// re-parsing every Secret on every change; it never changes a result.
     pub cert_cache: CertCache,
+    /// Limits and timeouts for requests, from flags (and, later, the controller ConfigMap).
+    pub proxy: ProxySettings,
+    /// The traffic listeners to have open.
+    pub listeners: Vec<ListenerSpec>,
 }
 
 /// Parsed certificates by content hash.
@@ -82,6 +86,8 @@ impl Settings {
             ssl_redirect: true,
             fallback_cert,
             cert_cache: CertCache::default(),
+            proxy: ProxySettings::default(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -109,9 +115,21 @@ struct Builder<'a> {
     diags: Vec<Diagnostic>,
     vhosts: BTreeMap<String, VirtualHost>,
     claimed: HashMap<(String, String, PathKind), Arc<ObjRef>>,
+    proxy: Arc<ProxySettings>,
+    next_route: usize,
 }
 
 impl<'a> Builder<'a> {
+    fn next_id(&mut self) -> usize {
+        self.next_route += 1;
+        self.next_route - 1
+    }
+
+    fn host_default(&mut self, backend: Arc<crate::config::Backend>, ingress: Arc<ObjRef>, host: &str) -> HostDefault {
+        let labels = RouteLabels::new(host, "", &ingress, &backend.service);
+        HostDefault { id: self.next_id(), backend, ingress, proxy: self.proxy.clone(), labels }
+    }
+
     fn diag(&mut self, sev: Severity, obj: &ObjRef, field: impl Into<String>, reason: Reason, msg: impl Into<String>) {
         self.diags.push(Diagnostic::new(sev, obj, field, reason, msg));
     }
@@ -169,7 +187,7 @@ impl<'a> Builder<'a> {
             }
             builder.with_root_certificates(roots)
         } else {
-            let mut cfg = (*crate::proxy::upstream::insecure_tls(&[])).clone();
+            let mut cfg = (*crate::tls::insecure_client(&[])).clone();
             cfg.alpn_protocols = alpn;
             cfg.enable_sni = ssl.server_name;
             let fingerprint = tls_fingerprint(ssl, &name, protocol, None);
@@ -200,21 +218,21 @@ impl<'a> Builder<'a> {
         let redirect_annotation = !ann.ssl_redirect;
         let rules = spec.rules.as_deref().unwrap_or(&[]);
         let default = match &spec.default_backend {
-            Some(b) => self.backend(&oref, "spec.defaultBackend", b, &ann).map(|backend| HostDefault::new(backend, oref.clone(), "")),
+            Some(b) => self.backend(&oref, "spec.defaultBackend", b, &ann).map(|backend| self.host_default(backend, oref.clone(), "")),
             None => None,
         };
         for (i, rule) in rules.iter().enumerate() {
             let host = rule.host.as_deref().map(|h| h.to_ascii_lowercase()).unwrap_or_else(|| "*".to_string());
             let is_tls = tls_hosts.contains(&host);
-            let vhost = self.vhosts.entry(host.clone()).or_insert_with(|| VirtualHost {
-                name: host.clone(),
-                tls: is_tls,
-                ssl_redirect: is_tls && ssl_redirect && !redirect_annotation,
-                ..Default::default()
-            });
+            let redirect: Arc<[Filter]> = if is_tls && ssl_redirect && !redirect_annotation { Arc::new([Filter::HttpsRedirect { status: 308 }]) } else { Arc::new([]) };
+            if !self.vhosts.contains_key(&host) {
+                let v = VirtualHost { name: host.clone(), tls: is_tls, filters: redirect.clone(), ..Default::default() };
+                self.vhosts.insert(host.clone(), v);
+            }
             if let Some(d) = &default {
-                if vhost.default.is_none() {
-                    vhost.default = Some(HostDefault::new(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or("")));
+                if self.vhosts[&host].default.is_none() {
+                    let hd = self.host_default(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or(""));
+                    self.vhosts.get_mut(&host).expect("inserted above").default = Some(hd);
                 }
             }
             let Some(http) = &rule.http else { continue };
@@ -235,23 +253,26 @@ impl<'a> Builder<'a> {
                 }
                 let Some(backend) = self.backend(&oref, &format!("{field}.backend"), &p.backend, &ann) else { continue };
                 self.claimed.insert(claim, oref.clone());
+                let id = self.next_id();
+                let proxy = self.proxy.clone();
                 let vhost = self.vhosts.get_mut(&host).expect("inserted above");
                 let rule_path = p.path.clone().unwrap_or_else(|| "/".into());
-                let observed = Observed::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &backend.service);
+                let labels = RouteLabels::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &backend.service);
                 let path_type = match p.path_type.as_str() {
                     "Exact" => "Exact",
                     "Prefix" => "Prefix",
                     _ => "ImplementationSpecific",
                 };
                 vhost.routes.push(Route {
-                    path,
+                    id,
+                    matches: RouteMatch::path(path, kind),
+                    filters: redirect.clone(),
+                    backends: Arc::new([WeightedBackend { backend, weight: 100 }]),
+                    proxy,
                     rule_path,
                     path_type,
-                    kind,
-                    backend,
                     ingress: oref.clone(),
-                    ssl_redirect: is_tls && ssl_redirect && !redirect_annotation,
-                    observed,
+                    labels,
                 });
             }
         }
@@ -311,7 +332,16 @@ pub fn cert_of_secret(secret: &Secret) -> Result<CertifiedKey, String> {
 
 /// Builds the data plane's configuration from the store.
 pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) {
-    let mut b = Builder { store, certs: &settings.cert_cache, resolver: Resolver::new(store), diags: Vec::new(), vhosts: BTreeMap::new(), claimed: HashMap::new() };
+    let mut b = Builder {
+        store,
+        certs: &settings.cert_cache,
+        resolver: Resolver::new(store),
+        diags: Vec::new(),
+        vhosts: BTreeMap::new(),
+        claimed: HashMap::new(),
+        proxy: Arc::new(settings.proxy.clone()),
+        next_route: 0,
+    };
     let default_class = class::we_are_default(store, settings);
 
     // Which Ingresses are ours and valid, oldest first.
@@ -366,7 +396,7 @@ pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) 
             if let Some((reason, msg)) = problem {
                 b.diag(Severity::Warning, &oref, "--default-backend-service", reason, msg);
             }
-            HostDefault::new(backend, Arc::new(oref), "")
+            b.host_default(backend, Arc::new(oref), "")
         }),
     };
 
@@ -418,6 +448,10 @@ pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) 
         }
     }
     config.default_backend = global_default;
+    config.listeners = settings.listeners.clone();
+    config.proxy = b.proxy.clone();
+    config.route_count = b.next_route;
+    config.backend_count = b.resolver.backend_count();
     let mut diags = b.diags;
     diags.sort();
     diags.dedup();

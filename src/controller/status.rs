@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use super::Applied;
-use crate::compile::backend::SERVICE_NAME_LABEL;
+use crate::store::SERVICE_NAME_LABEL;
 use crate::compile::class;
 use crate::source::kube::{Backoff, Change, SourceHealth, Watches};
 use crate::store::Key;

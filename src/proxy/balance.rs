@@ -214,7 +214,7 @@ impl Bound {
                 pos.unwrap_or(0)
             }
             (Policy::LeastRequest, _) if m > 1 => {
-                let r = crate::proxy::http::random_u64();
+                let r = crate::proxy::ids::random_u64();
                 let a = (r % m as u64) as usize;
                 let mut b = ((r >> 32) % (m as u64 - 1)) as usize;
                 if b >= a {
@@ -274,7 +274,7 @@ mod tests {
 
     fn backend(n: u16, policy: Policy) -> Backend {
         let eps = (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 1000 + i))).collect();
-        let mut b = Backend::new("ns", "svc", "80", eps, None);
+        let mut b = Backend::new(0, "ns", "svc", "80", eps, None);
         b.policy = policy;
         b
     }

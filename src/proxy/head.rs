@@ -132,6 +132,34 @@ fn classify_upgrade<B>(req: &mut Request<B>) -> Upgrade {
     Upgrade::None
 }
 
+/// Why an HTTP/1 request's framing is ambiguous, if it is: the ways requests are smuggled.
+pub fn framing_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    let h = req.headers();
+    let cls = h.get_all(header::CONTENT_LENGTH).iter().count();
+    if cls > 1 {
+        return Some("several Content-Length headers");
+    }
+    if let Some(cl) = h.get(header::CONTENT_LENGTH) {
+        if cl.is_empty() || !cl.as_bytes().iter().all(u8::is_ascii_digit) {
+            return Some("an invalid Content-Length");
+        }
+    }
+    let tes: Vec<_> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if !tes.is_empty() {
+        if cls > 0 {
+            return Some("both Content-Length and Transfer-Encoding");
+        }
+        if tes.len() > 1 || !tes[0].to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked")) {
+            return Some("a Transfer-Encoding other than chunked");
+        }
+        if req.version() < Version::HTTP_11 {
+            return Some("Transfer-Encoding in an HTTP/1.0 request");
+        }
+    }
+    None
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,11 @@
-//! Listeners: accept TCP (and TLS) connections and serve HTTP/1.1 and HTTP/2 on them.
+//! Listeners: the set the configuration declares, reconciled on each swap (opened, kept or
+//! closed, never a restart), each accepting TCP (and TLS) connections and serving HTTP/1.1 and
+//! HTTP/2 on them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -11,9 +15,11 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
+use super::admit::admit;
+use super::handler::{ConnInfo, handle};
 use super::sniff::{Sniffer, Verdicts};
+use crate::config::{ListenerProtocol, ListenerSpec};
 use crate::metrics::{ProtocolLabels, TlsLabels};
-use super::http::{ConnInfo, handle};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,15 +58,10 @@ fn builder(shared: &Shared) -> Arc<auto::Builder<TokioExecutor>> {
     Arc::new(b)
 }
 
-/// Binds a listener; port 0 picks a free port (see `local_addr`).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Waits for a connection, or for shutdown (`None`).
-async fn accept(listener: &TcpListener, stop: &mut tokio::sync::watch::Receiver<bool>) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept(listener: &TcpListener, stop: &mut tokio::sync::watch::Receiver<bool>, closed: &mut tokio::sync::watch::Receiver<bool>) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || *closed.borrow() {
             return None;
         }
         tokio::select! {
@@ -76,67 +77,7 @@ async fn accept(listener: &TcpListener, stop: &mut tokio::sync::watch::Receiver<
                 }
             },
             _ = stop.changed() => {}
-        }
-    }
-}
-
-/// Connections open per client address, when a limit is set.
-#[derive(Debug, Default)]
-pub struct PerIp {
-    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-pub struct PerIpGuard<'a>(&'a PerIp, std::net::IpAddr);
-
-impl PerIp {
-    fn enter(&self, ip: std::net::IpAddr, limit: usize) -> Option<PerIpGuard<'_>> {
-        let mut c = self.counts.lock().expect("per-ip lock");
-        let n = c.entry(ip).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(PerIpGuard(self, ip))
-    }
-}
-
-impl Drop for PerIpGuard<'_> {
-    fn drop(&mut self) {
-        let mut c = self.0.counts.lock().expect("per-ip lock");
-        if let Some(n) = c.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                c.remove(&self.1);
-            }
-        }
-    }
-}
-
-/// Everything a new connection goes through before HTTP: the PROXY header, then the
-/// per-client limit. Returns the client address the header gave and the connection's slot, or
-/// `Err` to drop the connection.
-async fn admit<'a>(shared: &'a Shared, stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> Result<(Option<SocketAddr>, Option<PerIpGuard<'a>>), ()> {
-    let proxied = if shared.opts.proxy_protocol {
-        match super::proxy_protocol::read(stream, shared.opts.header_read_timeout.min(Duration::from_secs(10))).await {
-            Ok(src) => src,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "dropping connection without a valid PROXY protocol header");
-                return Err(());
-            }
-        }
-    } else {
-        None
-    };
-    let limit = shared.opts.max_connections_per_ip;
-    if limit == 0 {
-        return Ok((proxied, None));
-    }
-    let client = proxied.unwrap_or(peer).ip().to_canonical();
-    match shared.per_ip.enter(client, limit) {
-        Some(slot) => Ok((proxied, Some(slot))),
-        None => {
-            tracing::debug!(%client, limit, "connection refused: too many from this client");
-            Err(())
+            _ = closed.changed() => {}
         }
     }
 }
@@ -169,71 +110,159 @@ where
     }
 }
 
-/// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) until draining starts.
-pub fn spawn_http(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
-    let builder = builder(&shared);
-    tokio::spawn(async move {
-        let local = listener.local_addr().expect("bound listener has an address");
-        let mut stop = shared.drain.subscribe();
-        while let Some((mut stream, peer)) = accept(&listener, &mut stop).await {
-            let shared = shared.clone();
-            let builder = builder.clone();
-            tokio::spawn(async move {
-                let Ok((proxied_client, _slot)) = admit(&shared, &mut stream, peer).await else { return };
-                let _open = ConnGauge::new(&shared, "http");
-                let verdicts = Arc::new(Verdicts::default());
-                let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client, verdicts: Some(verdicts.clone()) });
-                serve(shared.clone(), builder, Sniffer::new(stream, verdicts), info).await;
-            });
+/// One open listener.
+struct Open {
+    spec: ListenerSpec,
+    local: SocketAddr,
+    /// The spec's PROXY protocol setting, which may change without reopening.
+    proxy_protocol: Arc<AtomicBool>,
+    /// Closes this listener (its connections go on).
+    close: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.close.send_replace(true);
+    }
+}
+
+/// The open listeners, by name.
+#[derive(Default)]
+pub struct Listeners {
+    open: Mutex<HashMap<String, Open>>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = self.open.lock().expect("listeners lock");
+        f.debug_map().entries(open.iter().map(|(k, v)| (k, v.local))).finish()
+    }
+}
+
+/// A listener that could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenError {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub error: String,
+}
+
+impl std::fmt::Display for ListenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "listener {} on {}: {}", self.name, self.addr, self.error)
+    }
+}
+
+impl Listeners {
+    /// Where the listener `name` is bound, when it is open.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.open.lock().expect("listeners lock").get(name).map(|o| o.local)
+    }
+
+    /// Makes the open set match `specs`: a listener whose name, address and protocol are
+    /// unchanged is kept (its PROXY protocol setting is updated in place); others are closed,
+    /// and new ones opened. Must run inside the runtime. Returns the listeners that failed to
+    /// open; the others are unaffected.
+    pub fn reconcile(&self, specs: &[ListenerSpec], shared: &Arc<Shared>) -> Vec<ListenError> {
+        let mut open = self.open.lock().expect("listeners lock");
+        open.retain(|name, o| specs.iter().any(|s| &s.name == name && s.addr == o.spec.addr && s.protocol == o.spec.protocol));
+        let mut errors = Vec::new();
+        for spec in specs {
+            if let Some(o) = open.get_mut(&spec.name) {
+                o.proxy_protocol.store(spec.proxy_protocol, Ordering::Relaxed);
+                o.spec = spec.clone();
+                continue;
+            }
+            match start(spec, shared) {
+                Ok(o) => {
+                    tracing::info!(listener = %spec.name, addr = %o.local, "listening");
+                    open.insert(spec.name.clone(), o);
+                }
+                Err(e) => errors.push(ListenError { name: spec.name.clone(), addr: spec.addr, error: e.to_string() }),
+            }
         }
-    })
+        errors
+    }
+
+    /// Closes every listener (connections go on until drained).
+    pub fn close_all(&self) {
+        self.open.lock().expect("listeners lock").clear();
+    }
+}
+
+fn start(spec: &ListenerSpec, shared: &Arc<Shared>) -> std::io::Result<Open> {
+    let std_listener = std::net::TcpListener::bind(spec.addr)?;
+    std_listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(std_listener)?;
+    let local = listener.local_addr()?;
+    let proxy_protocol = Arc::new(AtomicBool::new(spec.proxy_protocol));
+    let (close, closed) = tokio::sync::watch::channel(false);
+    let (shared, pp) = (shared.clone(), proxy_protocol.clone());
+    match spec.protocol {
+        ListenerProtocol::Http => tokio::spawn(serve_http(listener, shared, pp, closed)),
+        ListenerProtocol::Https => tokio::spawn(serve_https(listener, shared, pp, closed)),
+    };
+    Ok(Open { spec: spec.clone(), local, proxy_protocol, close })
+}
+
+/// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) until closed or draining.
+async fn serve_http(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: Arc<AtomicBool>, mut closed: tokio::sync::watch::Receiver<bool>) {
+    let builder = builder(&shared);
+    let local = listener.local_addr().expect("bound listener has an address");
+    let mut stop = shared.drain.subscribe();
+    while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed).await {
+        let (shared, builder, pp) = (shared.clone(), builder.clone(), proxy_protocol.load(Ordering::Relaxed));
+        tokio::spawn(async move {
+            let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
+            let _open = ConnGauge::new(&shared, "http");
+            let verdicts = Arc::new(Verdicts::default());
+            let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client, verdicts: Some(verdicts.clone()) });
+            serve(shared.clone(), builder, Sniffer::new(stream, verdicts), info).await;
+        });
+    }
 }
 
 /// Serves HTTPS: TLS with the certificate SNI picks, then HTTP/2 or HTTP/1.1 as ALPN chose.
-pub fn spawn_https(listener: TcpListener, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: Arc<AtomicBool>, mut closed: tokio::sync::watch::Receiver<bool>) {
     let builder = builder(&shared);
-    let acceptor = TlsAcceptor::from(crate::tls::server_config(shared.clone()));
-    tokio::spawn(async move {
-        let local = listener.local_addr().expect("bound listener has an address");
-        let mut stop = shared.drain.subscribe();
-        while let Some((mut stream, peer)) = accept(&listener, &mut stop).await {
-            let shared = shared.clone();
-            let builder = builder.clone();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok((proxied_client, _slot)) = admit(&shared, &mut stream, peer).await else { return };
-                let handshakes = &shared.metrics.tls_handshakes;
-                let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        handshakes.get_or_create(&TlsLabels { version: String::new(), result: "error".into() }).inc();
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        handshakes.get_or_create(&TlsLabels { version: String::new(), result: "timeout".into() }).inc();
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let (_, session) = tls.get_ref();
-                let version = match session.protocol_version() {
-                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                    _ => "other",
-                };
-                handshakes.get_or_create(&TlsLabels { version: version.into(), result: "ok".into() }).inc();
-                let protocol = if session.alpn_protocol() == Some(b"h2") { "https/h2" } else { "https/http1.1" };
-                let _open = ConnGauge::new(&shared, protocol);
-                if protocol == "https/h2" {
-                    let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: None });
-                    serve(shared.clone(), builder, tls, info).await;
-                } else {
-                    let verdicts = Arc::new(Verdicts::default());
-                    let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: Some(verdicts.clone()) });
-                    serve(shared.clone(), builder, Sniffer::new(tls, verdicts), info).await;
+    let acceptor = TlsAcceptor::from(super::sni::server_config(shared.clone()));
+    let local = listener.local_addr().expect("bound listener has an address");
+    let mut stop = shared.drain.subscribe();
+    while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed).await {
+        let (shared, builder, acceptor, pp) = (shared.clone(), builder.clone(), acceptor.clone(), proxy_protocol.load(Ordering::Relaxed));
+        tokio::spawn(async move {
+            let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
+            let handshakes = &shared.metrics.tls_handshakes;
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    handshakes.get_or_create(&TlsLabels { version: String::new(), result: "error".into() }).inc();
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
                 }
-            });
-        }
-    })
+                Err(_) => {
+                    handshakes.get_or_create(&TlsLabels { version: String::new(), result: "timeout".into() }).inc();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let (_, session) = tls.get_ref();
+            let version = match session.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                _ => "other",
+            };
+            handshakes.get_or_create(&TlsLabels { version: version.into(), result: "ok".into() }).inc();
+            let protocol = if session.alpn_protocol() == Some(b"h2") { "https/h2" } else { "https/http1.1" };
+            let _open = ConnGauge::new(&shared, protocol);
+            if protocol == "https/h2" {
+                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: None });
+                serve(shared.clone(), builder, tls, info).await;
+            } else {
+                let verdicts = Arc::new(Verdicts::default());
+                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: Some(verdicts.clone()) });
+                serve(shared.clone(), builder, Sniffer::new(tls, verdicts), info).await;
+            }
+        });
+    }
 }

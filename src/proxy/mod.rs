@@ -1,27 +1,37 @@
-//! The data plane: listeners accept connections, the router picks a backend from the live
-//! `Config`, and the upstream pool carries the request to an endpoint.
+//! The data plane: listeners accept connections, each request runs the phases in
+//! `handler.rs` against the live `Config`, and the upstream pool carries it to an endpoint.
+//! It reads `config`, never `compile` or a source.
 
+pub mod admit;
 pub mod balance;
+pub mod body;
+pub mod context;
+pub mod filters;
+pub mod forward;
+pub mod forwarded;
+pub mod handler;
 pub mod head;
-pub mod http;
+pub mod ids;
 pub mod listener;
+pub mod log;
 pub mod proxy_protocol;
+pub mod respond;
 pub mod router;
+pub mod sni;
 pub mod sniff;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upstream;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::accesslog::AccessLog;
-use crate::compile::{Diagnostic, Settings};
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::config::{Backend, Config, RouteLabels};
+use crate::metrics::{Metrics, RouteStats};
 use upstream::Pool;
 
 /// Limits and timeouts of the data plane, set by flags.
@@ -76,18 +86,20 @@ impl Default for ProxyOptions {
 /// What every request handler shares: the live configuration, readiness and the pool.
 #[derive(Debug)]
 pub struct Shared {
-    pub config: ArcSwap<Config>,
+    pub live: ArcSwap<Live>,
     pub ready: AtomicBool,
     pub opts: ProxyOptions,
     pub pool: Arc<Pool>,
     pub registry: balance::Registry,
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
-    /// What the configuration was compiled from, for `/debug/explain`.
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The open listeners, reconciled with each configuration.
+    pub listeners: listener::Listeners,
+    /// The HTTPS port redirects name: `opts.https_port` when set, else the HTTPS listener's.
+    https_port: AtomicU16,
     /// Open connections and tunnels, and the signal that tells them to finish.
     pub drain: Arc<Drain>,
-    pub per_ip: listener::PerIp,
+    pub per_ip: admit::PerIp,
 }
 
 /// Graceful shutdown: one signal for every connection and tunnel, and a count of those still
@@ -150,13 +162,36 @@ impl Drain {
     }
 }
 
-/// The inputs and findings of the live configuration.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub store: Store,
-    pub settings: Option<Settings>,
-    pub diagnostics: Vec<Diagnostic>,
-    pub manifest_errors: Vec<String>,
+/// The live configuration and the data plane's state for it: balancing order per backend and
+/// statistics per route, in tables indexed by the configuration's dense ids and made on first
+/// use. A new configuration starts new tables; what must outlive a swap (endpoint health,
+/// cursors, counters) lives in the registries these point into.
+#[derive(Debug)]
+pub struct Live {
+    pub config: Arc<Config>,
+    bound: Box<[OnceLock<balance::Bound>]>,
+    stats: Box<[OnceLock<Arc<RouteStats>>]>,
+}
+
+impl Live {
+    pub fn new(config: Config) -> Self {
+        let backends = config.backends().map(|b| b.id + 1).max().unwrap_or(0).max(config.backend_count);
+        let routes = config.route_count.max(1);
+        Live { bound: (0..backends).map(|_| OnceLock::new()).collect(), stats: (0..routes).map(|_| OnceLock::new()).collect(), config: Arc::new(config) }
+    }
+
+    /// The balancing state of `backend` (one of this configuration's).
+    pub fn bound(&self, backend: &Backend, registry: &balance::Registry) -> &balance::Bound {
+        self.bound[backend.id].get_or_init(|| balance::Bound::new(backend, registry))
+    }
+
+    /// The statistics of route `id`, shared with every other configuration's same route.
+    pub fn stats(&self, id: usize, labels: &RouteLabels, metrics: &Metrics) -> &Arc<RouteStats> {
+        match self.stats.get(id) {
+            Some(slot) => slot.get_or_init(|| metrics.route(labels)),
+            None => self.stats[0].get_or_init(|| metrics.route(labels)),
+        }
+    }
 }
 
 impl Shared {
@@ -168,36 +203,54 @@ impl Shared {
     pub fn with_observability(initial: Config, opts: ProxyOptions, metrics: Arc<Metrics>, access_log: AccessLog) -> Arc<Self> {
         let pool = Arc::new(Pool::new(metrics.upstream_open.clone()));
         Arc::new(Shared {
-            config: ArcSwap::from_pointee(initial),
+            live: ArcSwap::from_pointee(Live::new(initial)),
             ready: AtomicBool::new(false),
             opts,
             pool,
             registry: balance::Registry::default(),
             metrics,
             access_log,
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            listeners: listener::Listeners::default(),
+            https_port: AtomicU16::new(0),
             drain: Drain::new(),
-            per_ip: listener::PerIp::default(),
+            per_ip: admit::PerIp::default(),
         })
     }
 
-    /// Makes `config` live for every request that starts from now on, and drops idle upstream
-    /// connections to endpoints no backend uses any more.
-    pub fn swap(&self, config: Config) {
-        let backends: Vec<&Arc<crate::config::Backend>> = config
-            .exact
-            .values()
-            .chain(config.wildcard.values())
-            .chain(config.hostless.iter())
-            .flat_map(|v| v.routes.iter().map(|r| &r.backend).chain(v.default.iter().map(|d| &d.backend)))
-            .chain(config.default_backend.iter().map(|d| &d.backend))
-            .collect();
-        let keep: std::collections::HashSet<_> = backends.iter().flat_map(|b| b.endpoints.iter().copied()).collect();
-        let names: std::collections::HashSet<String> = backends.iter().map(|b| b.name.clone()).collect();
-        self.config.store(Arc::new(config));
+    /// The live configuration and its tables.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.live.load().config.clone()
+    }
+
+    /// The HTTPS port redirects name.
+    pub fn https_port(&self) -> u16 {
+        match self.opts.https_port {
+            0 => self.https_port.load(Ordering::Relaxed),
+            p => p,
+        }
+    }
+
+    /// Makes `config` live for every request that starts from now on, opens and closes
+    /// listeners to match it, and drops idle upstream connections to endpoints no backend uses
+    /// any more. Must run inside the runtime. Returns the listeners that could not be opened.
+    pub fn swap(self: &Arc<Self>, config: Config) -> Vec<listener::ListenError> {
+        let keep: std::collections::HashSet<_> = config.backends().flat_map(|b| b.endpoints.iter().copied()).collect();
+        let names: std::collections::HashSet<String> = config.backends().map(|b| b.name.clone()).collect();
+        let errors = self.listeners.reconcile(&config.listeners, self);
+        if let Some(https) = config.listeners.iter().find(|l| l.protocol == crate::config::ListenerProtocol::Https) {
+            if let Some(addr) = self.listeners.local_addr(&https.name) {
+                self.https_port.store(addr.port(), Ordering::Relaxed);
+            }
+        }
+        self.live.store(Arc::new(Live::new(config)));
         self.ready.store(true, Ordering::Release);
         self.pool.retain(&keep);
         self.registry.retain(&keep, &names);
+        errors
     }
 
     /// Ready: a configuration is live and shutdown has not begun.
@@ -213,6 +266,7 @@ impl Shared {
         tracing::info!(?delay, ?grace, "shutting down: unready now, closing listeners after the delay");
         tokio::time::sleep(delay).await;
         self.drain.stop();
+        self.listeners.close_all();
         let left = self.drain.wait(grace).await;
         self.pool.clear();
         if left > 0 {

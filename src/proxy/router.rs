@@ -1,8 +1,10 @@
-//! Request → (host, path) as the router matches them.
-
-use std::borrow::Cow;
+//! The route phase: a request's host, path and other facts → the target the live
+//! configuration gives it.
 
 use http::Request;
+
+pub use crate::config::path::{normalize_path, strip_port};
+use crate::config::{Config, RequestFacts, Target};
 
 /// The request's host: from the URI authority (HTTP/2, absolute-form) or the Host header;
 /// lowercase, without port or trailing dot. Empty when the client sent none.
@@ -15,100 +17,11 @@ pub fn request_host<B>(req: &Request<B>) -> String {
     strip_port(raw).trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// `host:port` → `host`; `[v6]:port` → `[v6]`.
-pub fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// The path as routes are matched against it, the way nginx sees it: percent-decoded, with
-/// repeated slashes merged and `.`/`..` segments resolved. The request is forwarded unchanged;
-/// only matching uses this form, so `/public/../admin` cannot slip past a rule for `/admin`.
-pub fn normalize_path(path: &str) -> Cow<'_, str> {
-    let needs_work = path.contains('%') || path.contains("//") || path.contains("/.") || !path.starts_with('/');
-    if !needs_work {
-        return Cow::Borrowed(path);
-    }
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len() + 1);
-    if !path.starts_with('/') {
-        decoded.push(b'/');
-    }
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                decoded.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        decoded.push(bytes[i]);
-        i += 1;
-    }
-    let decoded = String::from_utf8_lossy(&decoded);
-    let mut out: Vec<&str> = Vec::new();
-    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
-    for seg in decoded.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    let mut s = String::with_capacity(decoded.len());
-    for seg in &out {
-        s.push('/');
-        s.push_str(seg);
-    }
-    if s.is_empty() || trailing {
-        s.push('/');
-    }
-    Cow::Owned(s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalises() {
-        assert_eq!(normalize_path("/a/b"), "/a/b");
-        assert_eq!(normalize_path("/a//b"), "/a/b");
-        assert_eq!(normalize_path("/a/./b"), "/a/b");
-        assert_eq!(normalize_path("/a/../b"), "/b");
-        assert_eq!(normalize_path("/../../b"), "/b");
-        assert_eq!(normalize_path("/a/%62"), "/a/b");
-        assert_eq!(normalize_path("/a/b/"), "/a/b/");
-        assert_eq!(normalize_path("/a/b/.."), "/a/");
-        assert_eq!(normalize_path("%2Fa"), "/a");
-        assert_eq!(normalize_path("/%"), "/%");
-        assert_eq!(normalize_path("/a%2"), "/a%2");
-    }
-
-    #[test]
-    fn hosts() {
-        assert_eq!(strip_port("foo.com:8080"), "foo.com");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-        assert_eq!(strip_port("foo.com"), "foo.com");
-    }
+/// Routes `req` in `config`: host (exact, wildcard, host-less), then the first route whose
+/// conditions all hold.
+pub fn route<'c, B>(config: &'c Config, req: &Request<B>) -> Target<'c> {
+    let host = request_host(req);
+    let path = normalize_path(req.uri().path());
+    let facts = RequestFacts { path: &path, method: req.method(), headers: req.headers(), query: req.uri().query().unwrap_or("") };
+    config.route(&host, &facts)
 }

@@ -79,7 +79,7 @@ fn payload_len(h: &[u8]) -> u64 {
 pub fn close_frame(masked: bool) -> Vec<u8> {
     let payload = 1001u16.to_be_bytes();
     if masked {
-        let mask = crate::proxy::http::random_u64().to_be_bytes();
+        let mask = crate::proxy::ids::random_u64().to_be_bytes();
         let mask = [mask[0], mask[1], mask[2], mask[3]];
         let mut f = vec![0x88, 0x80 | 2];
         f.extend_from_slice(&mask);

@@ -110,47 +110,10 @@ pub struct Conn {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// A TLS client configuration that accepts any certificate: what ingress-nginx does towards
-/// HTTPS backends unless verification is asked for.
-pub fn insecure_tls(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    #[derive(Debug)]
-    struct AcceptAny;
-    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-        fn verify_server_cert(
-            &self,
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &[rustls_pki_types::CertificateDer<'_>],
-            _: &rustls_pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls_pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(&self, m: &[u8], c: &rustls_pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(m, c, d, &crate::tls::provider().signature_verification_algorithms)
-        }
-        fn verify_tls13_signature(&self, m: &[u8], c: &rustls_pki_types::CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &crate::tls::provider().signature_verification_algorithms)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            crate::tls::provider().signature_verification_algorithms.supported_schemes()
-        }
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    cfg.enable_sni = false;
-    Arc::new(cfg)
-}
-
 fn default_tls(http2: bool) -> UpstreamTls {
     static H1: OnceLock<UpstreamTls> = OnceLock::new();
     static H2: OnceLock<UpstreamTls> = OnceLock::new();
-    let make = |alpn: &[&[u8]]| UpstreamTls { config: insecure_tls(alpn), server_name: rustls_pki_types::ServerName::try_from("backend").expect("valid name"), fingerprint: 1 };
+    let make = |alpn: &[&[u8]]| UpstreamTls { config: crate::tls::insecure_client(alpn), server_name: rustls_pki_types::ServerName::try_from("backend").expect("valid name"), fingerprint: 1 };
     if http2 { H2.get_or_init(|| make(&[b"h2"])).clone() } else { H1.get_or_init(|| make(&[b"http/1.1"])).clone() }
 }
 

@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::compile::backend::SERVICE_NAME_LABEL;
+use crate::store::SERVICE_NAME_LABEL;
 use crate::store::{Key, Store};
 
 /// Whether the configuration being served may be out of date.

@@ -1,0 +1,215 @@
+//! The configuration the data plane consumes: pure data, built whole by `compile`, swapped
+//! atomically, never mutated after it is built.
+//!
+//! Virtual hosts → routes (match conditions, filters, weighted backends) → endpoints, TLS
+//! certificates by SNI name, and the listeners to have open. Runtime state (balancing cursors,
+//! endpoint health, statistics) is not here: the data plane keeps it in registries keyed by
+//! stable identity, and per-configuration tables indexed by the dense `id`s of routes and
+//! backends.
+
+pub mod backend;
+pub mod listener;
+pub mod path;
+pub mod route;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use backend::{Backend, BackendProtocol, HashKey, HashPart, Policy, UpstreamTls, WeightedBackend};
+pub use listener::{ListenerProtocol, ListenerSpec};
+pub use route::{Filter, HeaderMatch, PathKind, PathMatch, ProxySettings, QueryMatch, RequestFacts, Route, RouteLabels, RouteMatch};
+pub use tls::{TlsCert, TlsCerts};
+
+use crate::store::ObjRef;
+
+/// What a host (or the whole configuration) does with a request no route matched.
+#[derive(Debug, Clone)]
+pub struct HostDefault {
+    /// Dense index shared with routes (0..`Config::route_count`).
+    pub id: usize,
+    pub backend: Arc<Backend>,
+    pub ingress: Arc<ObjRef>,
+    pub proxy: Arc<ProxySettings>,
+    pub labels: RouteLabels,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VirtualHost {
+    /// The host as written in the rules: `foo.com`, `*.foo.com`, or `*` for rules without host.
+    pub name: String,
+    /// Sorted so that the first match is the best: longest path first, Exact before Prefix.
+    pub routes: Vec<Route>,
+    pub default: Option<HostDefault>,
+    /// The host is listed under an Ingress's `spec.tls`.
+    pub tls: bool,
+    /// Applied where no route matched (the HTTPS redirect of a TLS host).
+    pub filters: Arc<[Filter]>,
+}
+
+impl VirtualHost {
+    pub fn find(&self, req: &RequestFacts<'_>) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches.matches(req))
+    }
+
+    /// The first route whose path matches, ignoring other conditions (for tools).
+    pub fn find_path(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches.path.matches(path))
+    }
+
+    pub fn sort_routes(&mut self) {
+        self.routes.sort_by(|a, b| {
+            let (a, b) = (&a.matches.path, &b.matches.path);
+            b.path.len().cmp(&a.path.len()).then_with(|| (a.kind != PathKind::Exact).cmp(&(b.kind != PathKind::Exact)))
+        });
+    }
+}
+
+/// Everything the data plane needs to answer a request.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub exact: HashMap<String, Arc<VirtualHost>>,
+    /// Keyed by the parent domain: `*.foo.com` is stored under `foo.com`.
+    pub wildcard: HashMap<String, Arc<VirtualHost>>,
+    /// Rules without a host: they match every host not matched above.
+    pub hostless: Option<Arc<VirtualHost>>,
+    /// Where requests no host or path matched go; `None` is the built-in 404.
+    pub default_backend: Option<HostDefault>,
+    pub tls: TlsCerts,
+    /// The listeners to have open.
+    pub listeners: Vec<ListenerSpec>,
+    /// Limits for requests no route matched.
+    pub proxy: Arc<ProxySettings>,
+    /// How many route ids (routes and host defaults) and backend ids were handed out.
+    pub route_count: usize,
+    pub backend_count: usize,
+}
+
+/// What the router decided for one request.
+#[derive(Debug)]
+pub enum Target<'a> {
+    Route { vhost: &'a VirtualHost, route: &'a Route },
+    HostDefault { vhost: &'a VirtualHost, default: &'a HostDefault },
+    Default(&'a HostDefault),
+    /// A known host whose rules do not match, and no default backend: 404 (after the HTTPS
+    /// redirect, when the host has TLS).
+    HostNotFound { vhost: &'a VirtualHost },
+    NotFound,
+}
+
+impl<'a> Target<'a> {
+    pub fn backend(&self) -> Option<&'a Arc<Backend>> {
+        match self {
+            Target::Route { route, .. } => Some(route.backend()),
+            Target::HostDefault { default, .. } => Some(&default.backend),
+            Target::Default(d) => Some(&d.backend),
+            Target::HostNotFound { .. } | Target::NotFound => None,
+        }
+    }
+
+    /// The filters that apply: the route's, or the host's where no route matched.
+    pub fn filters(&self) -> &'a [Filter] {
+        match self {
+            Target::Route { route, .. } => &route.filters,
+            Target::HostDefault { vhost, .. } | Target::HostNotFound { vhost } => &vhost.filters,
+            _ => &[],
+        }
+    }
+
+    /// The id for per-route state and statistics, when the request reached a route.
+    pub fn route_id(&self) -> Option<(usize, &'a RouteLabels)> {
+        match self {
+            Target::Route { route, .. } => Some((route.id, &route.labels)),
+            Target::HostDefault { default, .. } | Target::Default(default) => Some((default.id, &default.labels)),
+            _ => None,
+        }
+    }
+
+    pub fn proxy<'c>(&self, config: &'c Config) -> &'c ProxySettings
+    where
+        'a: 'c,
+    {
+        match self {
+            Target::Route { route, .. } => &route.proxy,
+            Target::HostDefault { default, .. } | Target::Default(default) => &default.proxy,
+            _ => &config.proxy,
+        }
+    }
+
+    /// Whether plain HTTP to this target is redirected to HTTPS.
+    pub fn ssl_redirect(&self) -> bool {
+        self.filters().iter().any(|f| matches!(f, Filter::HttpsRedirect { .. }))
+    }
+}
+
+impl Config {
+    pub fn new(default_cert: TlsCert) -> Self {
+        Config {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            hostless: None,
+            default_backend: None,
+            tls: TlsCerts::new(default_cert),
+            listeners: Vec::new(),
+            proxy: Arc::new(ProxySettings::default()),
+            route_count: 0,
+            backend_count: 0,
+        }
+    }
+
+    /// The virtual host for a request host (lowercase, without port): exact, then one-label
+    /// wildcard, then the host-less rules.
+    pub fn vhost(&self, host: &str) -> Option<&VirtualHost> {
+        if let Some(v) = self.exact.get(host) {
+            return Some(v);
+        }
+        if let Some((_, parent)) = host.split_once('.') {
+            if let Some(v) = self.wildcard.get(parent) {
+                return Some(v);
+            }
+        }
+        self.hostless.as_deref()
+    }
+
+    /// Every virtual host, in no particular order.
+    pub fn vhosts(&self) -> impl Iterator<Item = &Arc<VirtualHost>> {
+        self.exact.values().chain(self.wildcard.values()).chain(self.hostless.iter())
+    }
+
+    /// Every backend any route or default uses (repeats included).
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.vhosts()
+            .flat_map(|v| v.routes.iter().flat_map(|r| r.backends.iter().map(|w| &w.backend)).chain(v.default.iter().map(|d| &d.backend)))
+            .chain(self.default_backend.iter().map(|d| &d.backend))
+    }
+
+    /// Routes a request by host (lowercase, no port) and its facts.
+    pub fn route(&self, host: &str, req: &RequestFacts<'_>) -> Target<'_> {
+        if let Some(vhost) = self.vhost(host) {
+            if let Some(route) = vhost.find(req) {
+                return Target::Route { vhost, route };
+            }
+            if let Some(default) = &vhost.default {
+                return Target::HostDefault { vhost, default };
+            }
+            // A host whose rules do not match falls to the default backend, still redirected
+            // to HTTPS when the host has TLS.
+            if vhost.tls {
+                return match &self.default_backend {
+                    Some(d) => Target::HostDefault { vhost, default: d },
+                    None => Target::HostNotFound { vhost },
+                };
+            }
+        }
+        match &self.default_backend {
+            Some(d) => Target::Default(d),
+            None => Target::NotFound,
+        }
+    }
+
+    /// Routes by host and path alone (tools that have no request).
+    pub fn route_path(&self, host: &str, path: &str) -> Target<'_> {
+        let headers = http::HeaderMap::new();
+        self.route(host, &RequestFacts { path, method: &http::Method::GET, headers: &headers, query: "" })
+    }
+}

@@ -1,0 +1,223 @@
+//! Routes as data: what a request must match, the filters applied to it in order, and the
+//! weighted backends it goes to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::backend::WeightedBackend;
+use crate::store::ObjRef;
+
+/// What identifies a route in metrics: the Ingress rule, not the request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteLabels {
+    pub host: Arc<str>,
+    pub path: Arc<str>,
+    pub namespace: Arc<str>,
+    pub ingress: Arc<str>,
+    pub service: Arc<str>,
+}
+
+impl RouteLabels {
+    pub fn new(host: &str, path: &str, owner: &ObjRef, service: &str) -> Self {
+        RouteLabels {
+            host: Arc::from(host),
+            path: Arc::from(path),
+            namespace: Arc::from(owner.namespace.as_str()),
+            ingress: Arc::from(if owner.kind == "Ingress" { owner.name.as_str() } else { "" }),
+            service: Arc::from(service),
+        }
+    }
+
+    pub fn none() -> Self {
+        let e: Arc<str> = Arc::from("");
+        RouteLabels { host: e.clone(), path: e.clone(), namespace: e.clone(), ingress: e.clone(), service: e }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum PathKind {
+    Exact,
+    Prefix,
+}
+
+/// A path condition, on the normalised path without query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathMatch {
+    /// The path as matched: for Prefix without its trailing slash ("" for "/").
+    pub path: String,
+    pub kind: PathKind,
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self.kind {
+            PathKind::Exact => path == self.path,
+            PathKind::Prefix => {
+                if self.path.is_empty() {
+                    return true;
+                }
+                match path.strip_prefix(self.path.as_str()) {
+                    Some(rest) => rest.is_empty() || rest.starts_with('/'),
+                    None => false,
+                }
+            }
+        }
+    }
+}
+
+/// A header that must be present with this exact value (names lowercase).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    pub name: http::HeaderName,
+    pub value: String,
+}
+
+/// A query parameter that must be present with this exact value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryMatch {
+    pub name: String,
+    pub value: String,
+}
+
+/// Everything a request must match to take a route: the path, and any header, query and
+/// method conditions (all of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
+    pub method: Option<http::Method>,
+}
+
+impl RouteMatch {
+    pub fn path(path: String, kind: PathKind) -> Self {
+        RouteMatch { path: PathMatch { path, kind }, headers: Vec::new(), query: Vec::new(), method: None }
+    }
+
+    /// Whether a request with this normalised path, method, headers and raw query matches.
+    pub fn matches(&self, req: &RequestFacts<'_>) -> bool {
+        self.path.matches(req.path)
+            && self.method.as_ref().is_none_or(|m| m == req.method)
+            && self.headers.iter().all(|h| req.headers.get_all(&h.name).iter().any(|v| v.as_bytes() == h.value.as_bytes()))
+            && self.query.iter().all(|q| query_pairs(req.query).any(|(k, v)| k == q.name && v == q.value))
+    }
+
+    /// Only the path takes part (the Ingress case): matching needs no more than the path.
+    pub fn path_only(&self) -> bool {
+        self.headers.is_empty() && self.query.is_empty() && self.method.is_none()
+    }
+}
+
+/// The parts of a request that routes match on.
+pub struct RequestFacts<'a> {
+    /// Normalised, without query.
+    pub path: &'a str,
+    pub method: &'a http::Method,
+    pub headers: &'a http::HeaderMap,
+    /// The raw query string, without `?`.
+    pub query: &'a str,
+}
+
+fn query_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
+    q.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// A typed policy applied to requests on a route, in order. Each variant is handled by one
+/// filter of the data plane; nothing in it is code or configuration text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Plain-HTTP requests are answered with a redirect to HTTPS (ingress-nginx's
+    /// `ssl-redirect`), with this status.
+    HttpsRedirect { status: u16 },
+}
+
+/// Limits and timeouts for the requests of a route: built-in defaults, then flags, then the
+/// controller ConfigMap, then annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Connecting to an endpoint.
+    pub connect_timeout: Duration,
+    /// The longest wait for the next bytes from an endpoint.
+    pub read_timeout: Duration,
+    /// The longest wait to send the next bytes to an endpoint.
+    pub send_timeout: Duration,
+    /// The largest request body accepted (413 above); `u64::MAX` for no limit.
+    pub body_limit: u64,
+    /// Endpoints tried per request when connecting fails.
+    pub upstream_tries: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            body_limit: 1024 * 1024,
+            upstream_tries: 3,
+        }
+    }
+}
+
+/// One route of one host.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Dense index of this route (and host default) within its `Config`
+    /// (0..`Config::route_count`), for per-configuration state in the data plane.
+    pub id: usize,
+    pub matches: RouteMatch,
+    pub filters: Arc<[Filter]>,
+    /// Where requests go; one today, weighted splits later.
+    pub backends: Arc<[WeightedBackend]>,
+    pub proxy: Arc<ProxySettings>,
+    /// The path as the Ingress wrote it (used in logs and metrics labels).
+    pub rule_path: String,
+    /// The pathType as the Ingress wrote it.
+    pub path_type: &'static str,
+    /// The object this route comes from.
+    pub ingress: Arc<ObjRef>,
+    pub labels: RouteLabels,
+}
+
+impl Route {
+    /// The first backend (the only one until weighted splits exist).
+    pub fn backend(&self) -> &Arc<super::Backend> {
+        &self.backends[0].backend
+    }
+
+    pub fn has_filter(&self, f: &Filter) -> bool {
+        self.filters.iter().any(|x| x == f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_matching() {
+        let p = |path: &str, kind| PathMatch { path: path.into(), kind };
+        assert!(p("/foo", PathKind::Prefix).matches("/foo/bar"));
+        assert!(p("/foo", PathKind::Prefix).matches("/foo/"));
+        assert!(!p("/foo", PathKind::Prefix).matches("/foobar"));
+        assert!(p("", PathKind::Prefix).matches("/anything"));
+        assert!(p("/foo", PathKind::Exact).matches("/foo"));
+        assert!(!p("/foo", PathKind::Exact).matches("/foo/"));
+    }
+
+    #[test]
+    fn conditions_all_hold() {
+        let mut m = RouteMatch::path(String::new(), PathKind::Prefix);
+        m.method = Some(http::Method::POST);
+        m.headers.push(HeaderMatch { name: http::HeaderName::from_static("x-env"), value: "canary".into() });
+        m.query.push(QueryMatch { name: "v".into(), value: "2".into() });
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-env", "canary".parse().unwrap());
+        let facts = |method, query| RequestFacts { path: "/a", method, headers: &headers, query };
+        assert!(m.matches(&facts(&http::Method::POST, "a=1&v=2")));
+        assert!(!m.matches(&facts(&http::Method::GET, "v=2")), "method");
+        assert!(!m.matches(&facts(&http::Method::POST, "v=3")), "query");
+        let empty = http::HeaderMap::new();
+        assert!(!m.matches(&RequestFacts { path: "/a", method: &http::Method::POST, headers: &empty, query: "v=2" }), "header");
+    }
+}

@@ -1,0 +1,121 @@
+//! The apply engine both modes share: a store in, compiled, made live, logged and measured.
+//! `serve` feeds it from files, `controller` from the Kubernetes API.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+
+use crate::compile::{self, Diagnostic, Settings, Severity};
+use crate::config::Config;
+use crate::metrics::{CertLabels, HostLabels, Metrics, ReasonLabels, ResultLabels};
+use crate::proxy::Shared;
+use crate::proxy::listener::ListenError;
+use crate::store::Store;
+
+/// The inputs and findings of the live configuration, for `/debug/explain`, status and Events.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub store: Store,
+    pub settings: Option<Settings>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub manifest_errors: Vec<String>,
+}
+
+/// What one apply did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub diagnostics: Vec<Diagnostic>,
+    /// Listeners the new configuration declares that could not be opened.
+    pub listen_errors: Vec<ListenError>,
+}
+
+/// Compiles stores into live configurations, logging each diagnostic once when it appears and
+/// keeping the metrics about configuration current.
+pub struct Engine {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub shared: Arc<Shared>,
+    pub settings: Settings,
+    seen: HashSet<Diagnostic>,
+}
+
+impl Engine {
+    pub fn new(shared: Arc<Shared>, settings: Settings) -> Self {
+        Engine { shared, settings, seen: HashSet::new(), snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())) }
+    }
+
+    /// Compiles `store` and makes the result live. `manifest_errors` are the rejected inputs
+    /// standing now; `seen_at` is when the change was first noticed. Returns the diagnostics.
+    pub fn apply(&mut self, store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant>) -> Outcome {
+        let metrics = self.shared.metrics.clone();
+        let started = Instant::now();
+        let (config, diags) = compile::compile(&store, &self.settings);
+        let compile_time = started.elapsed();
+        metrics.compile_duration.observe(compile_time.as_secs_f64());
+        let routes: usize = config.vhosts().map(|v| v.routes.len()).sum();
+        update_certificate_metrics(&metrics, &config);
+        let listen_errors = self.shared.swap(config);
+        for e in &listen_errors {
+            tracing::error!("{e}; the other listeners keep serving");
+        }
+        if let Some(t) = seen_at {
+            metrics.change_to_live.observe(t.elapsed().as_secs_f64());
+        }
+        metrics.config_changes.get_or_create(&ResultLabels { result: "applied".into() }).inc();
+        metrics.config_last_reload_successful.set(manifest_errors.is_empty() as i64);
+        metrics.config_last_reload_successful_timestamp.set(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
+        metrics.diagnostics.clear();
+        for d in &diags {
+            metrics.diagnostics.get_or_create(&ReasonLabels { reason: d.reason.as_str().into() }).inc();
+        }
+
+        let now: HashSet<Diagnostic> = diags.iter().cloned().collect();
+        for d in &diags {
+            if self.seen.contains(d) {
+                continue;
+            }
+            match d.severity {
+                Severity::Error => tracing::error!(object = %d.object, field = %d.field, reason = d.reason.as_str(), "{}", d.message),
+                Severity::Warning => tracing::warn!(object = %d.object, field = %d.field, reason = d.reason.as_str(), "{}", d.message),
+                Severity::Info => tracing::info!(object = %d.object, field = %d.field, reason = d.reason.as_str(), "{}", d.message),
+            }
+        }
+        self.seen = now;
+        tracing::info!(
+            objects = store.len(),
+            routes,
+            diagnostics = diags.len(),
+            compile_ms = compile_time.as_secs_f64() * 1000.0,
+            "configuration applied"
+        );
+        self.snapshot.store(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), manifest_errors }));
+        Outcome { diagnostics: diags, listen_errors }
+    }
+}
+
+/// `nginx_ingress_controller_ssl_certificate_info` and `..._ssl_expire_time_seconds` for every
+/// host with a certificate from a Secret.
+fn update_certificate_metrics(metrics: &Metrics, config: &Config) {
+    metrics.ssl_certificate_info.clear();
+    metrics.ssl_expire_time.clear();
+    let all = config.tls.exact.iter().map(|(h, c)| (h.clone(), c)).chain(config.tls.wildcard.iter().map(|(h, c)| (format!("*.{h}"), c)));
+    for (host, cert) in all {
+        let Some((ns, secret)) = &cert.secret else { continue };
+        let Some(s) = cert.key.cert.first().and_then(|d| crate::x509::summarize(d)) else { continue };
+        metrics
+            .ssl_certificate_info
+            .get_or_create(&CertLabels {
+                host: host.clone(),
+                namespace: ns.clone(),
+                secret_name: secret.clone(),
+                identifier: format!("{}-{}", s.issuer_cn, s.serial),
+                issuer_common_name: s.issuer_cn.clone(),
+                issuer_organization: s.issuer_org.clone(),
+                serial_number: s.serial.clone(),
+            })
+            .set(1);
+        metrics.ssl_expire_time.get_or_create(&HostLabels { host, namespace: ns.clone(), secret_name: secret.clone() }).set(s.not_after);
+    }
+}
+

@@ -1,0 +1,44 @@
+//! The one per-request context that flows through the phases.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+
+use super::Shared;
+use super::handler::ConnInfo;
+use super::ids::new_request_id;
+use super::respond::{self, RespBody, X_REQUEST_ID};
+
+pub struct Ctx<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub conn: &'a ConnInfo,
+    /// The client's `X-Request-ID` when it sent a usable one, else a new one.
+    pub request_id: HeaderValue,
+    /// A HEAD request: answers carry no body.
+    pub head: bool,
+    /// A gRPC request: Vestibule's own errors are answered as gRPC statuses.
+    pub grpc: bool,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new<B>(shared: &'a Arc<Shared>, conn: &'a ConnInfo, req: &Request<B>) -> Self {
+        let request_id = match req.headers().get(&X_REQUEST_ID) {
+            Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
+            _ => new_request_id(),
+        };
+        Ctx { shared, conn, request_id, head: req.method() == Method::HEAD, grpc: respond::is_grpc(req) }
+    }
+
+    /// Vestibule's own answer with `status`: an error page, or a gRPC status.
+    pub fn fail(&self, status: StatusCode) -> Response<RespBody> {
+        if self.grpc { respond::grpc_error(status, &self.request_id) } else { respond::error_page(status, &self.request_id, self.head) }
+    }
+
+    /// `fail`, and the client connection is closed after it (its framing cannot be trusted).
+    pub fn fail_and_close(&self, status: StatusCode) -> Response<RespBody> {
+        let mut resp = self.fail(status);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+}

@@ -1,0 +1,35 @@
+//! The filter phases: a route's typed filters, applied in order. Request filters may answer
+//! the request themselves (a redirect, later auth, CORS preflights, rate limits); response
+//! filters change the answer on its way back. Each filter is one file.
+
+mod https_redirect;
+
+use http::{Request, Response};
+
+use super::context::Ctx;
+use super::respond::RespBody;
+use crate::config::Filter;
+
+/// Runs the request filters in order; the first that answers ends the request.
+pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &Request<B>) -> Option<Response<RespBody>> {
+    for f in filters {
+        let answer = match f {
+            Filter::HttpsRedirect { status } => https_redirect::on_request(*status, ctx, req),
+        };
+        if answer.is_some() {
+            return answer;
+        }
+    }
+    None
+}
+
+/// Runs the response filters in order on every answer: the backend's and Vestibule's own.
+pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, resp: Response<RespBody>) -> Response<RespBody> {
+    for f in filters {
+        match f {
+            // Acts on requests only.
+            Filter::HttpsRedirect { .. } => {}
+        }
+    }
+    resp
+}

@@ -1,0 +1,268 @@
+//! The upstream phase: check the request can be forwarded, rewrite its head, read a small body
+//! first so it can be replayed, pick endpoints, send, and retry what is safe to retry.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
+
+use super::balance::{self, Bound};
+use super::body::{self, ChainBody, ClientBody, InFlight, LimitedBody, PREBUFFER, Prebuffered, Progress, Tracked};
+use super::context::Ctx;
+use super::forwarded;
+use super::log::{Outcome, UpstreamInfo};
+use super::respond::{self, RespBody};
+use super::upstream::{ConnectError, PooledBody, ReqBody};
+use crate::config::{Backend, Policy, ProxySettings};
+
+/// The backend a routed request goes to, with its limits and balancing state.
+pub struct Upstream<'a> {
+    pub backend: &'a Arc<Backend>,
+    pub proxy: &'a ProxySettings,
+    pub bound: &'a Bound,
+}
+
+/// A request ready to send: the first copy, and what is needed to send it again.
+struct Prepared {
+    first: Option<Request<ReqBody>>,
+    /// Head and complete body of a request that may be replayed on another endpoint.
+    replay: Option<(Method, Uri, Version, HeaderMap, Bytes)>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    hash_key: Option<Vec<u8>>,
+    /// gRPC's deadline, when the client set one.
+    deadline: Option<Duration>,
+}
+
+fn full(b: &Bytes) -> ReqBody {
+    Full::new(b.clone()).map_err(|e: Infallible| match e {}).boxed_unsync()
+}
+
+/// Forwards `req` to one of the backend's endpoints and returns its response head.
+pub async fn forward<B: ClientBody>(ctx: &Ctx<'_>, up: Upstream<'_>, req: Request<B>, websocket: bool, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
+    let backend = up.backend;
+    outcome.upstream = Some(UpstreamInfo { name: backend.name.clone(), addr: None, status: None, started: Instant::now(), connect: None });
+    if backend.endpoints.is_empty() {
+        return ctx.fail(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let sniffed = match &ctx.conn.verdicts {
+        Some(v) if req.version() < Version::HTTP_2 => v.take(req.method().as_str(), &req.uri().to_string()),
+        _ => None,
+    };
+    if let Some(problem) = sniffed.or_else(|| super::head::framing_problem(&req)) {
+        // Ambiguous framing is how requests are smuggled: refuse, and close the connection.
+        tracing::warn!(request_id = ?ctx.request_id, "rejected request: {problem}");
+        let mut resp = respond::error_page(StatusCode::BAD_REQUEST, &ctx.request_id, ctx.head);
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    if body::content_length(&req).is_some_and(|n| n > up.proxy.body_limit) {
+        return ctx.fail(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let prepared = match prepare(ctx, &up, req, websocket, progress).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    send(ctx, &up, prepared, progress, outcome).await
+}
+
+/// Rewrites the head and reads small bodies (and chunked HTTP/1.1 bodies, up to a point) before
+/// connecting: a malformed body is refused before anything reaches a backend, and a complete
+/// body can be sent again to another endpoint.
+async fn prepare<B: ClientBody>(ctx: &Ctx<'_>, up: &Upstream<'_>, mut req: Request<B>, websocket: bool, progress: &Arc<Progress>) -> Result<Prepared, Response<RespBody>> {
+    let deadline = ctx.grpc.then(|| respond::grpc_timeout(&req)).flatten();
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let hash_key = match &up.backend.policy {
+        Policy::Hash(k) => Some(balance::hash_input(k, &req, ctx.conn.client_ip())),
+        _ => None,
+    };
+    let buffer_first = !websocket
+        && !ctx.grpc
+        && match body::content_length(&req) {
+            Some(n) => n <= PREBUFFER as u64,
+            None => req.version() < Version::HTTP_2 && req.headers().contains_key(header::TRANSFER_ENCODING),
+        };
+    let (mut parts, body) = req.into_parts();
+    forwarded::rewrite(&mut parts, ctx.conn, &ctx.request_id, up.backend.protocol, websocket, ctx.grpc);
+
+    // The body: buffered (replayable), or streamed (sent at most once).
+    let limit = up.proxy.body_limit;
+    let (buffered, stream): (Option<Bytes>, Option<ReqBody>) = if websocket || body.is_end_stream() {
+        (Some(Bytes::new()), None)
+    } else if buffer_first {
+        match body::prebuffer(body, up.proxy.read_timeout, limit, progress).await {
+            Ok(Prebuffered::Complete(b)) => (Some(b), None),
+            Ok(Prebuffered::Partial(prefix, rest)) => {
+                // The limit counts the prefix already read.
+                let remaining = limit.saturating_sub(prefix.len() as u64);
+                let rest = LimitedBody { inner: rest, remaining, progress: progress.clone() };
+                (None, Some(ChainBody { prefix: Some(prefix), rest }.boxed_unsync()))
+            }
+            Err(status) => return Err(ctx.fail_and_close(status)),
+        }
+    } else {
+        (None, Some(LimitedBody { inner: body, remaining: limit, progress: progress.clone() }.boxed_unsync()))
+    };
+    let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
+    // A request that may be sent again keeps a copy of its head.
+    let replay = match (&buffered, idempotent) {
+        (Some(b), true) => Some((parts.method.clone(), parts.uri.clone(), parts.version, parts.headers.clone(), b.clone())),
+        _ => None,
+    };
+    let first_body = match (buffered, stream) {
+        (Some(b), _) => full(&b),
+        (None, Some(s)) => s,
+        (None, None) => full(&Bytes::new()),
+    };
+    Ok(Prepared { first: Some(Request::from_parts(parts, first_body)), replay, client_upgrade, hash_key, deadline })
+}
+
+/// What one try on one endpoint came to.
+enum Attempt {
+    Answered(Response<RespBody>),
+    /// Try the next endpoint, with the request back if it was never sent.
+    Next(Option<Request<ReqBody>>, StatusCode),
+}
+
+/// Sends the request to endpoints in balancing order until one answers or the tries run out.
+async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
+    let order = up.bound.order(&up.backend.policy, p.hash_key.as_deref(), up.proxy.upstream_tries);
+    let mut last = StatusCode::BAD_GATEWAY;
+    for (attempt, &idx) in order.iter().enumerate() {
+        let state = up.bound.states[idx].clone();
+        if attempt > 0 {
+            ctx.shared.metrics.retries.inc();
+        }
+        // The request for this attempt: the one not yet sent, or a copy of a replayable one.
+        let req_now = match p.first.take() {
+            Some(r) => r,
+            None => match &p.replay {
+                Some((m, u, v, h, b)) => {
+                    let mut r = Request::new(full(b));
+                    *r.method_mut() = m.clone();
+                    *r.uri_mut() = u.clone();
+                    *r.version_mut() = *v;
+                    *r.headers_mut() = h.clone();
+                    r
+                }
+                None => break,
+            },
+        };
+        if let Some(u) = outcome.upstream.as_mut() {
+            u.addr = Some(state.addr);
+        }
+        if let Some(client_upgrade) = p.client_upgrade.take() {
+            let resp = super::upgrade::proxy_upgrade(ctx, up, state.addr, req_now, client_upgrade).await;
+            if let Some(u) = outcome.upstream.as_mut() {
+                u.status = Some(resp.status().as_u16());
+            }
+            return resp;
+        }
+        match try_endpoint(ctx, up, &state, req_now, p.replay.is_some(), p.deadline, progress, outcome).await {
+            Attempt::Answered(resp) => return resp,
+            Attempt::Next(back, status) => {
+                last = status;
+                p.first = back;
+            }
+        }
+    }
+    ctx.fail(last)
+}
+
+/// One endpoint: a pooled connection that turns out closed before the request was written is
+/// replaced by a fresh one to the same endpoint, which does not count as a try.
+#[allow(clippy::too_many_arguments)]
+async fn try_endpoint(
+    ctx: &Ctx<'_>,
+    up: &Upstream<'_>,
+    state: &Arc<balance::EndpointState>,
+    req: Request<ReqBody>,
+    replayable: bool,
+    deadline: Option<Duration>,
+    progress: &Progress,
+    outcome: &mut Outcome,
+) -> Attempt {
+    let (backend, shared, addr): (&Backend, _, SocketAddr) = (up.backend, ctx.shared, state.addr);
+    let read_timeout = up.proxy.read_timeout;
+    let exchange_timeout = deadline.map(|d| d.min(read_timeout)).unwrap_or(read_timeout);
+    let mut pending = Some(req);
+    for _fresh in 0..3 {
+        let Some(r) = pending.take() else { break };
+        let connect_started = Instant::now();
+        let mut c = match shared.pool.get(addr, backend.protocol, backend.tls.as_ref(), up.proxy.connect_timeout).await {
+            Ok(c) => {
+                state.connect_succeeded();
+                c
+            }
+            Err(e) => {
+                tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, error = %e, "upstream connect failed");
+                // A TLS failure says more about this backend's TLS settings than about the
+                // endpoint, which other Ingresses may reach fine: it does not count for ejection.
+                if !matches!(e, ConnectError::Tls(..)) && state.connect_failed() {
+                    shared.metrics.endpoint_ejections.inc();
+                    tracing::warn!(backend = %backend.name, endpoint = %addr, "endpoint ejected after {} connect failures in a row", balance::EJECT_AFTER);
+                }
+                let status = if matches!(e, ConnectError::Timeout(_)) { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
+                return Attempt::Next(Some(r), status);
+            }
+        };
+        if let Some(u) = outcome.upstream.as_mut() {
+            u.connect = Some(if c.reused { Duration::ZERO } else { connect_started.elapsed() });
+        }
+        let guard = InFlight::new(state.clone());
+        let sent_at = Instant::now();
+        match body::with_idle_timeout(c.sender.send(r), exchange_timeout, progress).await {
+            None => {
+                tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, "upstream timed out");
+                if !replayable || deadline.is_some() {
+                    return Attempt::Answered(ctx.fail(StatusCode::GATEWAY_TIMEOUT));
+                }
+                return Attempt::Next(None, StatusCode::GATEWAY_TIMEOUT);
+            }
+            Some(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                // No upgrade was forwarded: a backend that switches protocols anyway would turn
+                // this connection into a tunnel past the routing rules.
+                tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, "upstream answered 101 to a request that asked for no upgrade");
+                return Attempt::Answered(ctx.fail(StatusCode::BAD_GATEWAY));
+            }
+            Some(Ok(resp)) => {
+                state.observe(sent_at.elapsed());
+                let (mut rparts, rbody) = resp.into_parts();
+                if let Some(u) = outcome.upstream.as_mut() {
+                    u.status = Some(rparts.status.as_u16());
+                }
+                forwarded::strip_hop_by_hop(&mut rparts.headers);
+                respond::finish_headers(&mut rparts.headers, &ctx.request_id);
+                rparts.version = Version::HTTP_11;
+                let body = PooledBody::new(rbody, shared.pool.clone(), addr, c.tls, c.sender, read_timeout);
+                let body = Tracked { inner: body, in_flight: guard }.boxed_unsync();
+                return Attempt::Answered(Response::from_parts(rparts, body));
+            }
+            Some(Err(mut e)) => match e.take_message() {
+                Some(back) => {
+                    // Never written: safe to send on a fresh connection.
+                    if !c.reused {
+                        return Attempt::Next(Some(back), StatusCode::BAD_GATEWAY);
+                    }
+                    pending = Some(back);
+                }
+                None => {
+                    let err = e.into_error();
+                    if body::caused_by_body_limit(&err) {
+                        return Attempt::Answered(ctx.fail(StatusCode::PAYLOAD_TOO_LARGE));
+                    }
+                    tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, error = %err, "upstream request failed");
+                    if !replayable {
+                        return Attempt::Answered(ctx.fail(StatusCode::BAD_GATEWAY));
+                    }
+                    return Attempt::Next(None, StatusCode::BAD_GATEWAY);
+                }
+            },
+        }
+    }
+    Attempt::Next(pending, StatusCode::BAD_GATEWAY)
+}

@@ -1,0 +1,84 @@
+//! The request handler: one request through the phases, in order.
+//!
+//! admit (the connection, in `listener.rs`/`admit.rs`) → head checks (`head.rs`) → route
+//! (`router.rs`) → request filters (`filters/`) → upstream (`forward.rs`) → response filters
+//! → log (`log.rs`). One `Ctx` flows through them. The handler is generic over the client's
+//! body type, so every protocol shares it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+
+use super::Shared;
+use super::body::{ClientBody, Progress};
+use super::context::Ctx;
+use super::filters;
+use super::forward::{self, Upstream};
+use super::head::{self, Upgrade};
+use super::log::{self, LogRequest, Outcome, Started};
+use super::respond::{self, RespBody};
+use super::router;
+use crate::metrics;
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    /// The client's address as a PROXY protocol header gave it, when there was one.
+    pub proxied_client: Option<SocketAddr>,
+    /// What the HTTP/1 head sniffer saw, request by request.
+    pub verdicts: Option<Arc<super::sniff::Verdicts>>,
+}
+
+impl ConnInfo {
+    /// The address of the client: from the PROXY protocol header, else the TCP peer.
+    pub fn client_ip(&self) -> std::net::IpAddr {
+        self.proxied_client.unwrap_or(self.peer).ip().to_canonical()
+    }
+}
+
+/// Answers one request, and records it in metrics and the access log once its response ends.
+pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<B>) -> Result<Response<RespBody>, Infallible> {
+    let started = Started {
+        at: Instant::now(),
+        method: metrics::method_label(req.method()),
+        request_length: log::head_length(&req),
+        log: LogRequest::of(&shared, &req),
+        remote: conn.client_ip(),
+    };
+    let progress = Progress::new();
+    let mut outcome = Outcome::default();
+    let resp = pipeline(&shared, &conn, req, &progress, &mut outcome).await;
+    Ok(log::observe(&shared, started, progress, outcome, resp))
+}
+
+/// Head checks, route, request filters, upstream, response filters.
+async fn pipeline<B: ClientBody>(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<B>, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
+    let ctx = Ctx::new(shared, conn, &req);
+    let websocket = match head::check(&mut req) {
+        Ok(u) => u == Upgrade::WebSocket,
+        Err(refusal) => return respond::refuse(refusal, &ctx.request_id, ctx.head),
+    };
+    let live = shared.live();
+    let target = router::route(&live.config, &req);
+    if shared.opts.metrics {
+        outcome.stats = target.route_id().map(|(id, labels)| live.stats(id, labels, &shared.metrics).clone());
+    }
+    let filters = target.filters();
+    if let Some(answer) = filters::on_request(filters, &ctx, &req) {
+        return filters::on_response(filters, &ctx, answer);
+    }
+    let resp = match target.backend() {
+        None => ctx.fail(StatusCode::NOT_FOUND),
+        Some(backend) => {
+            let up = Upstream { backend, proxy: target.proxy(&live.config), bound: live.bound(backend, &shared.registry) };
+            forward::forward(&ctx, up, req, websocket, progress, outcome).await
+        }
+    };
+    filters::on_response(filters, &ctx, resp)
+}
