@@ -19,17 +19,10 @@ use vestibule::serve::ServeOptions;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An Ingress sending every host and path to `svc`.
-fn catch_all(svc: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {svc}\n  namespace: default\nspec:\n  rules:\n  - http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
-    )
-}
-
 async fn setup_with(f: impl FnOnce(&mut ServeOptions)) -> (Echo, Harness) {
     init_tracing();
     let e = echo("echo").await;
-    let m = format!("{}\n---\n{}", backend_yaml("default", "echo", &[e.addr]), catch_all("echo"));
+    let m = manifest([backend_yaml("default", "echo", &[e.addr]), catch_all("echo").to_yaml()]);
     let h = start_with(&m, f).await;
     (e, h)
 }
@@ -167,7 +160,7 @@ async fn counting_backend() -> Counting {
 async fn counting_setup() -> (Counting, Harness) {
     init_tracing();
     let b = counting_backend().await;
-    let m = format!("{}\n---\n{}", backend_yaml("default", "counted", &[b.addr]), catch_all("counted"));
+    let m = manifest([backend_yaml("default", "counted", &[b.addr]), catch_all("counted").to_yaml()]);
     let h = start(&m).await;
     (b, h)
 }
