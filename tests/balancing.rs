@@ -177,39 +177,16 @@ async fn black_hole() -> BlackHole {
 // ---------------------------------------------------------------------------------------------
 // Manifests
 
-fn service(svc: &str) -> String {
-    format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {svc}\n  namespace: default\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n")
-}
-
-/// One EndpointSlice per endpoint (each has its own port).
-fn slice(svc: &str, addr: SocketAddr, ready: bool) -> String {
-    format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-{port}\n  namespace: default\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints:\n- addresses: [\"{ip}\"]\n  conditions:\n    ready: {ready}\n---\n",
-        port = addr.port(),
-        ip = addr.ip()
-    )
-}
-
-fn ingress(name: &str, host: &str, svc: &str, annotations: &[(&str, &str)]) -> String {
-    let ann = if annotations.is_empty() {
-        String::new()
-    } else {
-        let lines: String = annotations.iter().map(|(k, v)| format!("    {k}: {v:?}\n")).collect();
-        format!("  annotations:\n{lines}")
-    };
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n{ann}spec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
-    )
-}
-
-/// A Service, its endpoints (address, ready) and an Ingress for `host`.
+/// A Service, one EndpointSlice per endpoint (address, ready; each has its own port) and an
+/// Ingress for `host`.
 fn app(svc: &str, host: &str, endpoints: &[(SocketAddr, bool)], annotations: &[(&str, &str)]) -> String {
-    let mut m = service(svc);
+    let mut docs = vec![service_yaml("default", svc)];
     for (a, ready) in endpoints {
-        m.push_str(&slice(svc, *a, *ready));
+        let slice = EndpointSlice::new("default", &format!("{svc}-{}", a.port()), svc).port("http", a.port()).endpoint(Endpoint::at(a.ip()).ready(*ready));
+        docs.push(slice.to_yaml());
     }
-    m.push_str(&ingress(svc, host, svc, annotations));
-    m
+    docs.push(Ingress::new("default", svc).annotations(annotations).host_path(host, "/", "Prefix", svc, 80).to_yaml());
+    format!("{}---\n", manifest(docs))
 }
 
 fn ready(addrs: &[SocketAddr]) -> Vec<(SocketAddr, bool)> {

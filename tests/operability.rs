@@ -20,47 +20,28 @@ use vestibule::store::{Object, Store};
 // ---------------------------------------------------------------------------------------------
 // Manifests
 
-fn ingress(name: &str, created: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  creationTimestamp: \"{created}\"\nspec:\n{spec}\n---\n"
-    )
-}
-
 /// An Ingress with one rule: `host`, one path of `path_type` to `svc` port 80.
 fn simple_ingress(name: &str, created: &str, host: &str, path: &str, path_type: &str, svc: &str) -> String {
-    ingress(
-        name,
-        created,
-        &format!(
-            "  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: {path}\n        pathType: {path_type}\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n"
-        ),
-    )
+    format!("{}---\n", Ingress::new("default", name).created(created).host_path(host, path, path_type, svc, 80).to_yaml())
 }
 
 /// An EndpointSlice with one ready endpoint on 127.0.0.1:`port` for `svc`.
 fn slice(name: &str, svc: &str, port: u16) -> String {
-    format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions:\n    ready: true\n---\n"
-    )
+    format!("{}---\n", EndpointSlice::new("", name, svc).port("http", port).ready("127.0.0.1").to_yaml())
 }
 
 fn service(svc: &str) -> String {
-    format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {svc}\n  namespace: default\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n")
+    format!("{}---\n", service_yaml("default", svc))
 }
 
 fn backend(svc: &str, addr: SocketAddr) -> String {
     format!("{}\n---\n", backend_yaml("default", svc, &[addr]))
 }
 
-/// A TLS Secret, and an Ingress that serves `host` with it.
+/// An Ingress that serves `host` with the TLS Secret `secret`.
 fn tls_ingress(name: &str, host: &str, secret: &str, svc: &str) -> String {
-    ingress(
-        name,
-        "2020-01-01T00:00:00Z",
-        &format!(
-            "  tls:\n  - hosts: [{host}]\n    secretName: {secret}\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n"
-        ),
-    )
+    let ing = Ingress::new("default", name).created("2020-01-01T00:00:00Z").tls(&[host], secret).host_path(host, "/", "Prefix", svc, 80);
+    format!("{}---\n", ing.to_yaml())
 }
 
 /// A port nothing listens on: connections to it are refused.
@@ -866,11 +847,8 @@ async fn explain_path_type_mismatch_says_the_other_type_would_match() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_class_ignored() {
     let mut m = backend("api", ep(8080));
-    m.push_str(&ingress(
-        "foreign",
-        "2020-01-01T00:00:00Z",
-        "  ingressClassName: other-class\n  rules:\n  - host: shop.example.com\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: api\n            port:\n              number: 80\n",
-    ));
+    let foreign = Ingress::new("default", "foreign").created("2020-01-01T00:00:00Z").class("other-class").host_path("shop.example.com", "/", "Prefix", "api", 80);
+    m.push_str(&format!("{}---\n", foreign.to_yaml()));
     let x = explain_in(&store_of(&m), "http://shop.example.com/");
     assert_eq!(x.outcome, "404");
     let c = candidate(&x, "default/foreign");
@@ -922,9 +900,8 @@ async fn explain_missing_service_answers_503_and_names_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_no_ready_endpoints() {
     let mut m = service("sleepy");
-    m.push_str(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: sleepy-1\n  labels:\n    kubernetes.io/service-name: sleepy\naddressType: IPv4\nports:\n- name: http\n  port: 8080\nendpoints:\n- addresses: [\"10.0.0.9\"]\n  conditions:\n    ready: false\n---\n",
-    );
+    let sleepy = EndpointSlice::new("", "sleepy-1", "sleepy").port("http", 8080).endpoint(Endpoint::at("10.0.0.9").ready(false));
+    m.push_str(&format!("{}---\n", sleepy.to_yaml()));
     m.push_str(&simple_ingress("sleepy", "2020-01-01T00:00:00Z", "sleepy.example.com", "/", "Prefix", "sleepy"));
     let x = explain_in(&store_of(&m), "http://sleepy.example.com/");
     assert_eq!(x.outcome, "503");
