@@ -741,12 +741,14 @@ mod flags {
     }
 
     /// An out-of-range size is refused with an error: a flag parser must not panic (which
-    /// aborts startup with a backtrace instead of a usage message) nor wrap around.
+    /// aborts startup with a backtrace instead of a usage message), wrap around, or saturate
+    /// to u64::MAX, which means "no limit" (what 0 gives) and would turn a typo into none.
     #[test]
     fn overflowing_size_is_an_error() {
-        for input in ["100000000000g", "18446744073709551615k"] {
+        // 1e11 GiB, (2^64 - 1) KiB and 2^64 bytes are all past u64::MAX.
+        for input in ["100000000000g", "18446744073709551615k", "18446744073709551616"] {
             match std::panic::catch_unwind(|| parse_size(input)) {
-                Ok(Ok(n)) => assert_eq!(n, u64::MAX, "parse_size({input:?}) wrapped to {n}"),
+                Ok(Ok(n)) => panic!("parse_size({input:?}) accepted an overflowing size as {n}"),
                 Ok(Err(_)) => {}
                 Err(_) => panic!("parse_size({input:?}) panicked instead of returning an error"),
             }
