@@ -182,16 +182,38 @@ async fn round_robin_over_ready_endpoints_with_retry_on_connect_failure() {
         ingress("rr").host_path("rr.com", "/", "Prefix", "rr", 80).to_yaml(),
     ]);
     let h = start(&m).await;
-    let mut counts = std::collections::BTreeMap::<String, u32>::new();
-    for _ in 0..30 {
-        let resp = h.get("rr.com", "/").await;
-        assert_eq!(resp.status(), 200, "a refused endpoint is skipped by trying the next one");
-        let v: serde_json::Value = resp.json().await.unwrap();
-        *counts.entry(v["pod"].as_str().unwrap().to_string()).or_default() += 1;
-    }
-    assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), vec!["ready-1".to_string(), "ready-2".to_string()], "{counts:?}");
-    let (c1, c2) = (counts["ready-1"], counts["ready-2"]);
-    assert!(c1.abs_diff(c2) <= 10, "round-robin spreads requests: {counts:?}");
+    let pods = |n: usize| {
+        let h = &h;
+        async move {
+            let mut seq = Vec::new();
+            for _ in 0..n {
+                let resp = h.get("rr.com", "/").await;
+                assert_eq!(resp.status(), 200, "a refused endpoint is skipped by trying the next one");
+                let v: serde_json::Value = resp.json().await.unwrap();
+                seq.push(v["pod"].as_str().unwrap().to_string());
+            }
+            seq
+        }
+    };
+    let count = |seq: &[String]| {
+        let mut counts = std::collections::BTreeMap::<String, u32>::new();
+        for p in seq {
+            *counts.entry(p.clone()).or_default() += 1;
+        }
+        counts
+    };
+    // The refusing endpoint is in the rotation until it has refused EJECT_AFTER connects (each
+    // retried once, on the next endpoint); then it is ejected.
+    let warm = count(&pods(30).await);
+    assert_eq!(warm.keys().cloned().collect::<Vec<_>>(), vec!["ready-1".to_string(), "ready-2".to_string()], "{warm:?}");
+    assert_eq!(h.running.shared.metrics.retries.get(), u64::from(vestibule::proxy::balance::EJECT_AFTER), "refused connects retried before the ejection");
+    // From then on round-robin alternates strictly over the two ready endpoints: 30 requests,
+    // exactly 15 each.
+    let seq = pods(30).await;
+    let counts = count(&seq);
+    assert_eq!(counts, [("ready-1".to_string(), 15), ("ready-2".to_string(), 15)].into(), "round-robin over two endpoints: {seq:?}");
+    assert!(seq.windows(2).all(|w| w[0] != w[1]), "a strict rotation: {seq:?}");
+    assert_eq!(h.running.shared.metrics.retries.get(), u64::from(vestibule::proxy::balance::EJECT_AFTER), "the ejected endpoint is not tried");
 
     // Every endpoint refusing: 502 after the tries, with a request ID.
     let m2 = manifest([
