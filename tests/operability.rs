@@ -458,6 +458,24 @@ async fn counters_survive_a_configuration_change_that_keeps_the_route() {
     assert_eq!(one(&s, "nginx_ingress_controller_requests", &labels), 5.0);
 }
 
+/// A change made only of a broken file applies nothing: it counts as rejected, not also as
+/// applied ("Configuration changes, applied or rejected").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "product bug: a file that fails to parse sets LoadReport.changed (src/source/files.rs), so serve.rs re-applies the unchanged store and counts the rejected change as applied too"]
+async fn a_rejected_change_is_not_also_counted_as_applied() {
+    init_tracing();
+    let (h, _api) = shop_harness().await;
+    let (text, s) = scrape(&h).await;
+    assert_eq!(one(&s, "vestibule_config_changes_total", &[("result", "applied")]), 1.0, "{text}");
+    h.write("broken.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n");
+    wait_metric(&h, "vestibule_config_changes_total", &[("result", "rejected")], |v| v >= 1.0, Duration::from_secs(10)).await;
+    // Give a second (wrong) count time to land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (text, s) = scrape(&h).await;
+    assert_eq!(one(&s, "vestibule_config_changes_total", &[("result", "rejected")]), 1.0, "{text}");
+    assert_eq!(one(&s, "vestibule_config_changes_total", &[("result", "applied")]), 1.0, "the broken file applied nothing:\n{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_counted_when_an_endpoint_refuses_connections() {
     init_tracing();
