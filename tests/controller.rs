@@ -588,9 +588,10 @@ async fn gone_410_relists_and_converges() {
     run.shutdown().await;
 }
 
-/// `--watch-namespace` limits what is served; `--configmap` is loaded into the store.
+/// `--watch-namespace` limits what is served; the `--configmap` ConfigMap, and its changes,
+/// reach the store. What is checked of the ConfigMap is that, and only that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_namespace_and_configmap() {
+async fn watch_namespace_limits_what_is_served_and_the_configmap_reaches_the_store() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start().await;
@@ -610,7 +611,7 @@ async fn watch_namespace_and_configmap() {
     o.serve.default_backend_service = Some(("vestibule".into(), "fallback".into()));
     let run = controller::start(o).await.unwrap();
     wait_route(run.http, "a.example.com", "/", (200, Some("svc-a")), Duration::from_secs(10)).await;
-    assert_eq!(route(run.http, "b.example.com", "/").await, (200, Some("fallback".into())), "an Ingress outside --watch-namespace is served");
+    assert_eq!(route(run.http, "b.example.com", "/").await, (200, Some("fallback".into())), "an Ingress outside --watch-namespace is not served: the default backend answers");
     // The default backend's endpoints are followed too.
     let fallback2 = common::echo("fallback-2").await;
     api.apply(slice("vestibule", "fallback", &[fallback2.addr]));
@@ -623,7 +624,7 @@ async fn watch_namespace_and_configmap() {
     assert!(watched.iter().all(|p| p == "/apis/networking.k8s.io/v1/namespaces/team-a/ingresses"), "{watched:?}");
     // Only TLS Secrets are listed.
     assert!(api.requests().iter().filter(|r| r.path.ends_with("/secrets")).all(|r| r.query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls") || r.query.contains("fieldSelector=type=kubernetes.io/tls")));
-    // The ConfigMap's changes are seen.
+    // The ConfigMap's changes reach the store.
     api.apply(ConfigMap::new("vestibule", "vestibule-controller").data("some-key", "2").to_json());
     wait_for("ConfigMap change", Duration::from_secs(5), || {
         run.applied().is_some_and(|a| a.store.config_maps.values().any(|c| c.data.as_ref().and_then(|d| d.get("some-key")).map(String::as_str) == Some("2")))
