@@ -25,23 +25,17 @@ fn backend(svc: &str, addr: SocketAddr) -> String {
 /// An Ingress for `host` → `svc`:80 with the given annotations (`key: value` pairs, keys
 /// without prefix get `nginx.ingress.kubernetes.io/`).
 fn ingress(name: &str, host: &str, svc: &str, annotations: &[(&str, &str)]) -> String {
-    let mut ann = String::new();
-    if !annotations.is_empty() {
-        ann.push_str("  annotations:\n");
-        for (k, v) in annotations {
-            let key = if k.contains('/') { k.to_string() } else { format!("nginx.ingress.kubernetes.io/{k}") };
-            ann.push_str(&format!("    {key}: \"{v}\"\n"));
-        }
+    let mut ing = Ingress::new("default", name).host_path(host, "/", "Prefix", svc, 80);
+    for (k, v) in annotations {
+        let key = if k.contains('/') { k.to_string() } else { format!("nginx.ingress.kubernetes.io/{k}") };
+        ing = ing.annotation(&key, v);
     }
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n{ann}spec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
-    )
+    format!("{}---\n", ing.to_yaml())
 }
 
 /// An Opaque Secret holding a CA bundle as `ca.crt`.
 fn ca_secret(name: &str, ca_pem: &str) -> String {
-    let indented: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
-    format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: default\ntype: Opaque\nstringData:\n  ca.crt: |\n{indented}---\n")
+    format!("{}---\n", Secret::new("default", name).type_("Opaque").string_data("ca.crt", ca_pem).to_yaml())
 }
 
 async fn json(resp: reqwest::Response) -> Value {

@@ -96,10 +96,7 @@ async fn one_gib_each_way_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bulk.yaml"),
-        format!(
-            "{}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: bulk\n  namespace: default\nspec:\n  rules:\n  - host: bulk.test\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: bulk\n            port:\n              number: 80\n",
-            backend_yaml("default", "bulk", &[backend.addr])
-        ),
+        manifest([backend_yaml("default", "bulk", &[backend.addr]), Ingress::new("default", "bulk").host_path("bulk.test", "/", "Prefix", "bulk", 80).to_yaml()]),
     )
     .unwrap();
     let (child, http) = spawn_vestibule(dir.path());

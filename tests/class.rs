@@ -16,17 +16,20 @@ const OURS: &str = "vestibule.dev/ingress-controller";
 const NGINX: &str = "k8s.io/ingress-nginx";
 
 fn ingress_class(name: &str, controller: &str, default: bool) -> String {
-    let annotations = if default { "  annotations:\n    ingressclass.kubernetes.io/is-default-class: \"true\"\n" } else { "" };
-    format!("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: {name}\n{annotations}spec:\n  controller: {controller}\n---\n")
+    let class = IngressClass::new(name, controller);
+    format!("{}---\n", if default { class.default_class() } else { class }.to_yaml())
 }
 
 /// An Ingress for `host` → Service `web`, with an optional `ingressClassName` and legacy annotation.
 fn ingress(name: &str, host: &str, class_name: Option<&str>, annotation: Option<&str>) -> String {
-    let annotations = annotation.map(|a| format!("  annotations:\n    kubernetes.io/ingress.class: {a}\n")).unwrap_or_default();
-    let class = class_name.map(|c| format!("  ingressClassName: {c}\n")).unwrap_or_default();
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  creationTimestamp: \"2020-01-01T00:00:00Z\"\n{annotations}spec:\n{class}  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: web\n            port:\n              number: 80\n---\n"
-    )
+    let mut ing = Ingress::new("default", name).created("2020-01-01T00:00:00Z");
+    if let Some(a) = annotation {
+        ing = ing.legacy_class(a);
+    }
+    if let Some(c) = class_name {
+        ing = ing.class(c);
+    }
+    format!("{}---\n", ing.host_path(host, "/", "Prefix", "web", 80).to_yaml())
 }
 
 /// Asserts, for every (host, served?) pair, that the host is served by `web` or answers 404.
@@ -127,7 +130,7 @@ async fn class_less_ingresses_follow_watch_without_class_and_the_default_class()
     expect_served(&h, &[("plain.example.com", false), ("classed.example.com", true)]).await;
 
     // The annotation must say "true".
-    let not_true = format!("{base}{}", ingress_class("ours", OURS, true).replace("\"true\"", "\"false\""));
+    let not_true = format!("{base}{}---\n", IngressClass::new("ours", OURS).annotation("ingressclass.kubernetes.io/is-default-class", "false").to_yaml());
     let h = start_with(&not_true, |o| o.watch_without_class = false).await;
     expect_served(&h, &[("plain.example.com", false)]).await;
 
@@ -210,9 +213,8 @@ fn settings() -> Settings {
 
 #[test]
 fn compile_reports_ignored_ingresses_by_name() {
-    let web = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n";
     let text = [
-        web.to_string(),
+        format!("{}---\n", Service::new("", "web").port("http", 80).to_yaml()),
         ingress_class("nginx", NGINX, false),
         ingress("mine", "mine.example.com", Some("vestibule"), None),
         ingress("foreign", "foreign.example.com", Some("nginx"), None),
@@ -243,15 +245,16 @@ fn compile_reports_ignored_ingresses_by_name() {
 
 #[test]
 fn compile_reports_the_newer_ingress_in_a_path_conflict() {
-    let web = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n";
-    let rule = |svc: &str| format!("  rules:\n  - host: shared.example.com\n    http:\n      paths:\n      - path: /api\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n");
-    // The newer Ingress sorts first by name: age, not name, decides.
-    let text = format!(
-        "{web}apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: a-newer\n  creationTimestamp: \"2023-05-01T00:00:00Z\"\nspec:\n{}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: z-older\n  creationTimestamp: \"2021-05-01T00:00:00Z\"\nspec:\n{}",
-        rule("web-new"),
-        rule("web")
-    );
-    let store = store_of(&text);
+    // The newer Ingress sorts first by name: age, not name, decides. `newer_type` is the
+    // pathType of its path.
+    let text = |newer_type: &str| {
+        manifest([
+            Service::new("", "web").port("http", 80).to_yaml(),
+            Ingress::new("", "a-newer").created("2023-05-01T00:00:00Z").host_path("shared.example.com", "/api", newer_type, "web-new", 80).to_yaml(),
+            Ingress::new("", "z-older").created("2021-05-01T00:00:00Z").host_path("shared.example.com", "/api", "Prefix", "web", 80).to_yaml(),
+        ])
+    };
+    let store = store_of(&text("Prefix"));
     let (config, diags) = compile::compile(&store, &settings());
     let conflicts: Vec<_> = diags.iter().filter(|d| d.reason == Reason::PathConflict).collect();
     assert_eq!(conflicts.len(), 1, "{diags:#?}");
@@ -264,7 +267,6 @@ fn compile_reports_the_newer_ingress_in_a_path_conflict() {
     assert_eq!(route.backend().service, "web");
 
     // A different pathType on the same path is no conflict.
-    let text2 = text.replacen("pathType: Prefix", "pathType: Exact", 1);
-    let (_, diags) = compile::compile(&store_of(&text2), &settings());
+    let (_, diags) = compile::compile(&store_of(&text("Exact")), &settings());
     assert!(!diags.iter().any(|d| d.reason == Reason::PathConflict), "{diags:#?}");
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::{ConfigMap, Ingress, IngressClass};
 use fakeapi::FakeApi;
 use serde_json::{Value, json};
 use vestibule::cli::{Cli, Command};
@@ -16,8 +17,15 @@ use vestibule::controller::{self, ApiConfig, ControllerOptions, Running};
 use vestibule::serve::{AccessLogTarget, ServeOptions};
 use vestibule::source::kube::Backoff;
 
-const CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: vestibule\nspec:\n  controller: vestibule.dev/ingress-controller\n";
-const OTHER_CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: other\nspec:\n  controller: example.com/other\n";
+/// Our IngressClass.
+fn class() -> Value {
+    IngressClass::new("vestibule", "vestibule.dev/ingress-controller").to_json()
+}
+
+/// Another controller's IngressClass.
+fn other_class() -> Value {
+    IngressClass::new("other", "example.com/other").to_json()
+}
 
 fn options(api: &FakeApi, dir: &std::path::Path, token: &str, identity: &str) -> ControllerOptions {
     ControllerOptions {
@@ -42,28 +50,22 @@ fn options(api: &FakeApi, dir: &std::path::Path, token: &str, identity: &str) ->
     }
 }
 
-fn ingress(ns: &str, name: &str, class: &str, host: &str, paths: &[(&str, &str)], tls_secret: Option<&str>) -> String {
-    let mut y = format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  ingressClassName: {class}\n");
+/// An Ingress of `class` for `host`, each of `paths` (path, service) Prefix to the service's
+/// port 80, optionally with TLS from `tls_secret`.
+fn ingress(ns: &str, name: &str, class: &str, host: &str, paths: &[(&str, &str)], tls_secret: Option<&str>) -> Value {
+    let mut ing = Ingress::new(ns, name).class(class);
     if let Some(secret) = tls_secret {
-        y.push_str(&format!("  tls:\n  - hosts: [{host}]\n    secretName: {secret}\n"));
+        ing = ing.tls(&[host], secret);
     }
-    y.push_str(&format!("  rules:\n  - host: {host}\n    http:\n      paths:\n"));
     for (path, svc) in paths {
-        y.push_str(&format!("      - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n"));
+        ing = ing.host_path(host, path, "Prefix", svc, 80);
     }
-    y
+    ing.to_json()
 }
 
-/// An EndpointSlice for `svc` (the one `common::backend_yaml` writes) with these endpoints.
+/// The EndpointSlice `common::backend_yaml` writes for `svc`, with these endpoints.
 fn slice(ns: &str, svc: &str, endpoints: &[SocketAddr]) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {"name": format!("{svc}-abc"), "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": endpoints.first().map(|a| a.port()).unwrap_or(1)}],
-        "endpoints": endpoints.iter().map(|a| json!({"addresses": [a.ip().to_string()], "conditions": {"ready": true}})).collect::<Vec<_>>(),
-    })
+    common::backend_slice(ns, svc, endpoints).to_json()
 }
 
 fn client() -> reqwest::Client {
@@ -212,11 +214,11 @@ async fn cluster_changes_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start().await;
     let (coffee, tea, coffee2) = (common::echo("coffee").await, common::echo("tea").await, common::echo("coffee-v2").await);
-    api.apply_yaml(CLASS);
+    api.apply(class());
     api.apply_yaml(&common::backend_yaml("default", "coffee", &[coffee.addr]));
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/coffee", "coffee")], None));
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/coffee", "coffee")], None));
     // Not ours: no class, and --watch-ingress-without-class is off in controller mode.
-    api.apply_yaml(&ingress("default", "classless", "vestibule", "classless.example.com", &[("/", "coffee")], None).replace("  ingressClassName: vestibule\n", ""));
+    api.apply(Ingress::new("default", "classless").host_path("classless.example.com", "/", "Prefix", "coffee", 80).to_json());
 
     let run = controller::start(options(&api, dir.path(), "token-a", "ctrl-a")).await.unwrap();
     wait_route(run.http, "cafe.example.com", "/coffee", (200, Some("coffee")), Duration::from_secs(10)).await;
@@ -225,7 +227,7 @@ async fn cluster_changes_are_served() {
 
     // A new Service and a new path on the Ingress.
     api.apply_yaml(&common::backend_yaml("default", "tea", &[tea.addr]));
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/coffee", "coffee"), ("/tea", "tea")], None));
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/coffee", "coffee"), ("/tea", "tea")], None));
     let t = wait_route(run.http, "cafe.example.com", "/tea", (200, Some("tea")), Duration::from_secs(5)).await;
     assert!(t < Duration::from_secs(1), "an Ingress change took {t:?}");
 
@@ -246,7 +248,7 @@ async fn cluster_changes_are_served() {
     // A TLS Secret: its certificate is served for the host, and plain HTTP redirects.
     let (_, cert1, key1) = vestibule::tls::self_signed(&["cafe.example.com"]).unwrap();
     api.apply_yaml(&common::secret_yaml("default", "cafe-tls", &cert1, &key1));
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/coffee", "coffee")], Some("cafe-tls")));
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/coffee", "coffee")], Some("cafe-tls")));
     let served = |der: Vec<u8>| {
         let https = run.https;
         async move {
@@ -295,11 +297,11 @@ async fn status_is_written_by_the_leader_only() {
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start().await;
     let coffee = common::echo("coffee").await;
-    api.apply_yaml(CLASS);
-    api.apply_yaml(OTHER_CLASS);
+    api.apply(class());
+    api.apply(other_class());
     api.apply_yaml(&common::backend_yaml("default", "coffee", &[coffee.addr]));
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
-    let mut foreign: Value = serde_saphyr::from_str(&ingress("default", "foreign", "other", "foreign.example.com", &[("/", "coffee")], None)).unwrap();
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
+    let mut foreign: Value = ingress("default", "foreign", "other", "foreign.example.com", &[("/", "coffee")], None);
     foreign["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}});
     api.apply(foreign);
     // The publish Service, and the EndpointSlice that shows both replicas running.
@@ -367,7 +369,7 @@ async fn status_is_written_by_the_leader_only() {
     assert_eq!(status_puts(&api).len(), before, "nothing was written during the handover");
 
     // The new leader writes status for new Ingresses.
-    api.apply_yaml(&ingress("default", "cafe2", "vestibule", "cafe2.example.com", &[("/", "coffee")], None));
+    api.apply(ingress("default", "cafe2", "vestibule", "cafe2.example.com", &[("/", "coffee")], None));
     wait_for("status of a new Ingress", Duration::from_secs(5), || status_addresses(&api, "default", "cafe2").len() == 2).await;
     let puts = status_puts(&api);
     assert!(puts[before..].iter().all(|r| r.token == follower_token), "only the new leader writes");
@@ -397,9 +399,9 @@ async fn leader_crash_fails_over_after_the_lease_expires() {
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start().await;
     let coffee = common::echo("coffee").await;
-    api.apply_yaml(CLASS);
+    api.apply(class());
     api.apply_yaml(&common::backend_yaml("default", "coffee", &[coffee.addr]));
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
     let start = |token: &'static str, id: &'static str| {
         let mut o = options(&api, dir.path(), token, id);
         o.publish_status_address = vec!["192.0.2.10".into()];
@@ -419,7 +421,7 @@ async fn leader_crash_fails_over_after_the_lease_expires() {
     assert_eq!(lease["spec"]["holderIdentity"].as_str(), Some(follower.identity.as_str()));
     // The crashed leader cleared nothing.
     assert_eq!(status_addresses(&api, "default", "cafe"), vec!["192.0.2.10".to_string()]);
-    api.apply_yaml(&ingress("default", "cafe2", "vestibule", "cafe2.example.com", &[("/", "coffee")], None));
+    api.apply(ingress("default", "cafe2", "vestibule", "cafe2.example.com", &[("/", "coffee")], None));
     wait_for("status of a new Ingress", Duration::from_secs(5), || status_addresses(&api, "default", "cafe2") == vec!["192.0.2.10".to_string()]).await;
     assert!(status_puts(&api)[before..].iter().all(|r| r.token == follower_token));
     follower.stop();
@@ -433,12 +435,12 @@ async fn diagnostics_become_events() {
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start().await;
     let coffee = common::echo("coffee").await;
-    api.apply_yaml(CLASS);
+    api.apply(class());
     api.apply_yaml(&common::backend_yaml("default", "coffee", &[coffee.addr]));
-    api.apply_yaml(&ingress("default", "good", "vestibule", "good.example.com", &[("/", "coffee")], None));
-    api.apply_yaml(&ingress("default", "broken", "vestibule", "broken.example.com", &[("/", "ghost")], None));
-    api.apply_yaml(&ingress("default", "invalid", "vestibule", "invalid.example.com", &[("/", "coffee")], None).replace("pathType: Prefix", "pathType: Prefixx"));
-    api.apply_yaml(&ingress("default", "foreign", "other", "foreign.example.com", &[("/", "ghost")], None));
+    api.apply(ingress("default", "good", "vestibule", "good.example.com", &[("/", "coffee")], None));
+    api.apply(ingress("default", "broken", "vestibule", "broken.example.com", &[("/", "ghost")], None));
+    api.apply(Ingress::new("default", "invalid").class("vestibule").host_path("invalid.example.com", "/", "Prefixx", "coffee", 80).to_json());
+    api.apply(ingress("default", "foreign", "other", "foreign.example.com", &[("/", "ghost")], None));
     let run = controller::start(options(&api, dir.path(), "token-a", "ctrl-a")).await.unwrap();
 
     wait_for("ServiceNotFound event", Duration::from_secs(10), || count(&api, "ServiceNotFound", "broken") == 1).await;
@@ -467,7 +469,7 @@ async fn diagnostics_become_events() {
     assert_eq!(count(&api, "Sync", "good"), 1);
 
     // A change of the Ingress: one more Sync; its standing diagnostic is not repeated.
-    api.apply_yaml(&ingress("default", "broken", "vestibule", "broken.example.com", &[("/", "ghost"), ("/more", "ghost")], None));
+    api.apply(ingress("default", "broken", "vestibule", "broken.example.com", &[("/", "ghost"), ("/more", "ghost")], None));
     wait_for("second Sync", Duration::from_secs(5), || count(&api, "Sync", "broken") == 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(count(&api, "ServiceNotFound", "broken"), 1);
@@ -486,9 +488,9 @@ async fn events_are_rate_limited() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start().await;
-    api.apply_yaml(CLASS);
+    api.apply(class());
     for i in 0..10 {
-        api.apply_yaml(&ingress("default", &format!("broken{i}"), "vestibule", &format!("b{i}.example.com"), &[("/", "ghost")], None));
+        api.apply(ingress("default", &format!("broken{i}"), "vestibule", &format!("b{i}.example.com"), &[("/", "ghost")], None));
     }
     let mut o = options(&api, dir.path(), "token-a", "ctrl-a");
     o.event_burst = 4;
@@ -516,10 +518,10 @@ async fn api_outage_keeps_serving_and_resyncs() {
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start().await;
     let (coffee, tea) = (common::echo("coffee").await, common::echo("tea").await);
-    api.apply_yaml(CLASS);
+    api.apply(class());
     api.apply_yaml(&common::backend_yaml("default", "coffee", &[coffee.addr]));
     api.apply_yaml(&common::backend_yaml("default", "tea", &[tea.addr]));
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
     let run = controller::start(options(&api, dir.path(), "token-a", "ctrl-a")).await.unwrap();
     wait_route(run.http, "cafe.example.com", "/", (200, Some("coffee")), Duration::from_secs(10)).await;
     assert!(!run.health.is_stale());
@@ -541,7 +543,7 @@ async fn api_outage_keeps_serving_and_resyncs() {
     assert_eq!(route(run.http, "cafe.example.com", "/").await, (200, Some("coffee".into())));
 
     // Changed while the API server was away (no watch could see it).
-    let cafe: Value = serde_saphyr::from_str(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "tea")], None)).unwrap();
+    let cafe: Value = ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "tea")], None);
     api.set_silently(cafe);
     api.restart().await;
     wait_route(run.http, "cafe.example.com", "/", (200, Some("tea")), Duration::from_secs(5)).await;
@@ -563,15 +565,15 @@ async fn gone_410_relists_and_converges() {
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start().await;
     let (coffee, tea) = (common::echo("coffee").await, common::echo("tea").await);
-    api.apply_yaml(CLASS);
+    api.apply(class());
     api.apply_yaml(&common::backend_yaml("default", "coffee", &[coffee.addr]));
     api.apply_yaml(&common::backend_yaml("default", "tea", &[tea.addr]));
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
     let run = controller::start(options(&api, dir.path(), "token-a", "ctrl-a")).await.unwrap();
     wait_route(run.http, "cafe.example.com", "/", (200, Some("coffee")), Duration::from_secs(10)).await;
     let lists = ingress_lists(&api);
 
-    let cafe: Value = serde_saphyr::from_str(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "tea")], None)).unwrap();
+    let cafe: Value = ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "tea")], None);
     api.set_silently(cafe);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(route(run.http, "cafe.example.com", "/").await, (200, Some("coffee".into())), "the lost event cannot be seen before a relist");
@@ -581,34 +583,35 @@ async fn gone_410_relists_and_converges() {
     assert!(ingress_lists(&api) > lists, "no relist after 410");
     assert!(!run.health.is_stale(), "a 410 is routine, not an outage");
     // And the watch goes on.
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
     wait_route(run.http, "cafe.example.com", "/", (200, Some("coffee")), Duration::from_secs(3)).await;
     run.shutdown().await;
 }
 
-/// `--watch-namespace` limits what is served; `--configmap` is loaded into the store.
+/// `--watch-namespace` limits what is served; the `--configmap` ConfigMap, and its changes,
+/// reach the store. What is checked of the ConfigMap is that, and only that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_namespace_and_configmap() {
+async fn watch_namespace_limits_what_is_served_and_the_configmap_reaches_the_store() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start().await;
     let (a_echo, b_echo, fallback) = (common::echo("svc-a").await, common::echo("svc-b").await, common::echo("fallback").await);
-    api.apply_yaml(CLASS);
+    api.apply(class());
     // The default backend lives outside the watched namespace: it is watched on its own.
     api.apply_yaml(&common::backend_yaml("vestibule", "fallback", &[fallback.addr]));
     api.apply_yaml(&common::backend_yaml("team-a", "svc-a", &[a_echo.addr]));
     api.apply_yaml(&common::backend_yaml("team-b", "svc-b", &[b_echo.addr]));
-    api.apply_yaml(&ingress("team-a", "a", "vestibule", "a.example.com", &[("/", "svc-a")], None));
-    api.apply_yaml(&ingress("team-b", "b", "vestibule", "b.example.com", &[("/", "svc-b")], None));
-    api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vestibule-controller", "namespace": "vestibule"}, "data": {"some-key": "1"}}));
-    api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unrelated", "namespace": "vestibule"}, "data": {}}));
+    api.apply(ingress("team-a", "a", "vestibule", "a.example.com", &[("/", "svc-a")], None));
+    api.apply(ingress("team-b", "b", "vestibule", "b.example.com", &[("/", "svc-b")], None));
+    api.apply(ConfigMap::new("vestibule", "vestibule-controller").data("some-key", "1").to_json());
+    api.apply(ConfigMap::new("vestibule", "unrelated").to_json());
     let mut o = options(&api, dir.path(), "token-a", "ctrl-a");
     o.watch_namespace = Some("team-a".into());
     o.configmap = Some(("vestibule".into(), "vestibule-controller".into()));
     o.serve.default_backend_service = Some(("vestibule".into(), "fallback".into()));
     let run = controller::start(o).await.unwrap();
     wait_route(run.http, "a.example.com", "/", (200, Some("svc-a")), Duration::from_secs(10)).await;
-    assert_eq!(route(run.http, "b.example.com", "/").await, (200, Some("fallback".into())), "an Ingress outside --watch-namespace is served");
+    assert_eq!(route(run.http, "b.example.com", "/").await, (200, Some("fallback".into())), "an Ingress outside --watch-namespace is not served: the default backend answers");
     // The default backend's endpoints are followed too.
     let fallback2 = common::echo("fallback-2").await;
     api.apply(slice("vestibule", "fallback", &[fallback2.addr]));
@@ -621,8 +624,8 @@ async fn watch_namespace_and_configmap() {
     assert!(watched.iter().all(|p| p == "/apis/networking.k8s.io/v1/namespaces/team-a/ingresses"), "{watched:?}");
     // Only TLS Secrets are listed.
     assert!(api.requests().iter().filter(|r| r.path.ends_with("/secrets")).all(|r| r.query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls") || r.query.contains("fieldSelector=type=kubernetes.io/tls")));
-    // The ConfigMap's changes are seen.
-    api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vestibule-controller", "namespace": "vestibule"}, "data": {"some-key": "2"}}));
+    // The ConfigMap's changes reach the store.
+    api.apply(ConfigMap::new("vestibule", "vestibule-controller").data("some-key", "2").to_json());
     wait_for("ConfigMap change", Duration::from_secs(5), || {
         run.applied().is_some_and(|a| a.store.config_maps.values().any(|c| c.data.as_ref().and_then(|d| d.get("some-key")).map(String::as_str) == Some("2")))
     })
@@ -638,9 +641,9 @@ async fn kubeconfig_with_client_certificate_and_ca_data() {
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::start_tls().await;
     let coffee = common::echo("coffee").await;
-    api.apply_yaml(CLASS);
+    api.apply(class());
     api.apply_yaml(&common::backend_yaml("default", "coffee", &[coffee.addr]));
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None));
     let mut o = options(&api, dir.path(), "unused", "ctrl-a");
     o.api = ApiConfig::Kubeconfig(api.kubeconfig_tls(dir.path()));
     let run = controller::start(o).await.unwrap();
@@ -649,7 +652,7 @@ async fn kubeconfig_with_client_certificate_and_ca_data() {
     let reqs = api.requests();
     assert!(!reqs.is_empty());
     assert!(reqs.iter().all(|r| r.token == "client-certificate"), "every request authenticated by its client certificate");
-    api.apply_yaml(&ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/", "coffee")], None).replace("path: /", "path: /v2"));
+    api.apply(ingress("default", "cafe", "vestibule", "cafe.example.com", &[("/v2", "coffee")], None));
     wait_route(run.http, "cafe.example.com", "/", (404, None), Duration::from_secs(5)).await;
     assert_eq!(route(run.http, "cafe.example.com", "/v2").await, (200, Some("coffee".into())));
     run.shutdown().await;

@@ -359,16 +359,14 @@ async fn bare_client(h: &Harness) -> tonic::client::Grpc<BareH2> {
 // Manifests.
 
 /// A host-less Ingress (every host) with one Prefix path to `svc`, with a backend protocol.
+/// An Ingress for every host, `path` (Prefix) to `svc`, with `backend-protocol: {protocol}`.
 fn ingress(name: &str, svc: &str, protocol: &str, path: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/backend-protocol: \"{protocol}\"\nspec:\n  rules:\n  - http:\n      paths:\n      - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
-    )
+    let ing = Ingress::new("default", name).annotation("nginx.ingress.kubernetes.io/backend-protocol", protocol).path(path, "Prefix", svc, 80);
+    format!("{}---\n", ing.to_yaml())
 }
 
 fn hosted_ingress(name: &str, host: &str, svc: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
-    )
+    format!("{}---\n", Ingress::new("default", name).host_path(host, "/", "Prefix", svc, 80).to_yaml())
 }
 
 fn backend(svc: &str, addrs: &[SocketAddr]) -> String {

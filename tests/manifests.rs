@@ -287,13 +287,9 @@ fn unknown_kinds_are_skipped_with_a_warning() {
     assert!(p.warnings[1].contains("Certificate") && p.warnings[1].contains("cert"), "{:?}", p.warnings);
 }
 
-fn b64(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
-}
-
+/// A TLS Secret (without namespace) with its certificate and key base64-encoded under `data`.
 fn data_secret_yaml(name: &str, cert_pem: &str, key_pem: &str) -> String {
-    format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n", b64(cert_pem), b64(key_pem))
+    Secret::new("", name).type_("kubernetes.io/tls").data("tls.crt", cert_pem.as_bytes()).data("tls.key", key_pem.as_bytes()).to_yaml()
 }
 
 #[test]
@@ -312,9 +308,7 @@ fn secrets_with_data_and_with_string_data_parse() {
 }
 
 fn tls_ingress(name: &str, host: &str, secret: &str, svc: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\nspec:\n  tls:\n  - hosts: [{host}]\n    secretName: {secret}\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n"
-    )
+    Ingress::new("", name).tls(&[host], secret).host_path(host, "/", "Prefix", svc, 80).to_yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,10 +410,10 @@ async fn legacy_ingress_routes_end_to_end() {
     init_tracing();
     let legacy = echo("legacy").await;
     let fallback = echo("fallback").await;
-    let fallback_svc = format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: fallback\nspec:\n  ports:\n  - name: web\n    port: 8000\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: fallback-1\n  labels:\n    kubernetes.io/service-name: fallback\naddressType: IPv4\nports:\n- name: web\n  port: {}\nendpoints:\n- addresses: [\"127.0.0.1\"]\n",
-        fallback.addr.port()
-    );
+    let fallback_svc = manifest([
+        Service::new("", "fallback").port("web", 8000).to_yaml(),
+        EndpointSlice::new("", "fallback-1", "fallback").port("web", fallback.addr.port()).endpoint(Endpoint::at("127.0.0.1")).to_yaml(),
+    ]);
     let m = format!("{}\n---\n{fallback_svc}---\n{LEGACY}", backend_yaml("default", "legacy", &[legacy.addr]));
     let h = start(&m).await;
     assert_eq!(h.route("ext.example.com", "/anything").await, (200, Some("legacy".into())), "servicePort by number");
@@ -430,10 +424,9 @@ async fn legacy_ingress_routes_end_to_end() {
 
 // ---- 4. The live file source ----
 
+/// An Ingress (without namespace) sending `host` to `svc`.
 fn simple_ingress(name: &str, host: &str, svc: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\nspec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n"
-    )
+    Ingress::new("", name).host_path(host, "/", "Prefix", svc, 80).to_yaml()
 }
 
 async fn backends() -> (Echo, Echo, String) {
@@ -488,12 +481,13 @@ async fn invalid_document_keeps_its_last_good_version_while_its_neighbours_updat
     h.wait_route("y.example.com", "/", (200, Some("svc-a")), WAIT).await;
 
     // x gets an invalid pathType (and a new backend); y moves to svc-b.
-    let x_invalid = simple_ingress("app-x", "x.example.com", "svc-b").replace("pathType: Prefix", "pathType: Regex");
+    let x_invalid = Ingress::new("", "app-x").host_path("x.example.com", "/", "Regex", "svc-b", 80).to_yaml();
     h.write("apps.yaml", &format!("{x_invalid}---\n{}", simple_ingress("app-y", "y.example.com", "svc-b")));
     h.wait_route("y.example.com", "/", (200, Some("svc-b")), WAIT).await;
     assert_eq!(h.route("x.example.com", "/").await, (200, Some("svc-a".into())), "the invalid document keeps its last good version");
 
-    // A wrong type in x's document is also kept at the last good version.
+    // A wrong type in x's document (a port number that is not a number, which the builder
+    // cannot write) is also kept at the last good version.
     let x_typed = simple_ingress("app-x", "x.example.com", "svc-b").replace("number: 80", "number: eighty");
     h.write("apps.yaml", &format!("{x_typed}---\n{}", simple_ingress("app-y", "y.example.com", "svc-a")));
     h.wait_route("y.example.com", "/", (200, Some("svc-a")), WAIT).await;
@@ -513,11 +507,10 @@ async fn broken_files_at_start_do_not_stop_the_good_ones() {
     let h = start_with(&good, |o| {
         let dir = o.manifests[0].clone();
         std::fs::write(dir.join("broken.yaml"), format!("{}  labels: {{oops: [\n", simple_ingress("broken", "broken.example.com", "svc-a"))).unwrap();
-        let invalid = simple_ingress("invalid", "invalid.example.com", "svc-a").replace("path: /", "path: nope");
+        let invalid = Ingress::new("", "invalid").host_path("invalid.example.com", "nope", "Prefix", "svc-a", 80).to_yaml();
         std::fs::write(dir.join("partial.yaml"), format!("{invalid}---\n{}", simple_ingress("partial", "partial.example.com", "svc-b"))).unwrap();
-        std::fs::write(dir.join("list.json"), format!(
-            "{{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [{{\"apiVersion\": \"networking.k8s.io/v1\", \"kind\": \"Ingress\", \"metadata\": {{\"name\": \"json\"}}, \"spec\": {{\"rules\": [{{\"host\": \"json.example.com\", \"http\": {{\"paths\": [{{\"path\": \"/\", \"pathType\": \"Prefix\", \"backend\": {{\"service\": {{\"name\": \"svc-b\", \"port\": {{\"number\": 80}}}}}}}}]}}}}]}}}}]}}"
-        )).unwrap();
+        let json_ingress = Ingress::new("", "json").host_path("json.example.com", "/", "Prefix", "svc-b", 80).to_json();
+        std::fs::write(dir.join("list.json"), serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [json_ingress]}).to_string()).unwrap();
     })
     .await;
     let healthz = h.client.get(format!("http://{}/healthz", h.running.healthz)).send().await.unwrap();

@@ -20,47 +20,28 @@ use vestibule::store::{Object, Store};
 // ---------------------------------------------------------------------------------------------
 // Manifests
 
-fn ingress(name: &str, created: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  creationTimestamp: \"{created}\"\nspec:\n{spec}\n---\n"
-    )
-}
-
 /// An Ingress with one rule: `host`, one path of `path_type` to `svc` port 80.
 fn simple_ingress(name: &str, created: &str, host: &str, path: &str, path_type: &str, svc: &str) -> String {
-    ingress(
-        name,
-        created,
-        &format!(
-            "  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: {path}\n        pathType: {path_type}\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n"
-        ),
-    )
+    format!("{}---\n", Ingress::new("default", name).created(created).host_path(host, path, path_type, svc, 80).to_yaml())
 }
 
 /// An EndpointSlice with one ready endpoint on 127.0.0.1:`port` for `svc`.
 fn slice(name: &str, svc: &str, port: u16) -> String {
-    format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions:\n    ready: true\n---\n"
-    )
+    format!("{}---\n", EndpointSlice::new("", name, svc).port("http", port).ready("127.0.0.1").to_yaml())
 }
 
 fn service(svc: &str) -> String {
-    format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {svc}\n  namespace: default\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n")
+    format!("{}---\n", service_yaml("default", svc))
 }
 
 fn backend(svc: &str, addr: SocketAddr) -> String {
     format!("{}\n---\n", backend_yaml("default", svc, &[addr]))
 }
 
-/// A TLS Secret, and an Ingress that serves `host` with it.
+/// An Ingress that serves `host` with the TLS Secret `secret`.
 fn tls_ingress(name: &str, host: &str, secret: &str, svc: &str) -> String {
-    ingress(
-        name,
-        "2020-01-01T00:00:00Z",
-        &format!(
-            "  tls:\n  - hosts: [{host}]\n    secretName: {secret}\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n"
-        ),
-    )
+    let ing = Ingress::new("default", name).created("2020-01-01T00:00:00Z").tls(&[host], secret).host_path(host, "/", "Prefix", svc, 80);
+    format!("{}---\n", ing.to_yaml())
 }
 
 /// A port nothing listens on: connections to it are refused.
@@ -349,13 +330,15 @@ async fn request_metrics_count_known_traffic_by_rule_not_by_request() {
     assert_eq!(one(&s, "nginx_ingress_controller_config_last_reload_successful", &[]), 1.0);
     let ts = one(&s, "nginx_ingress_controller_config_last_reload_successful_timestamp_seconds", &[]) as i64;
     assert!((now_secs() - ts).abs() < 120, "last reload at {ts}, now {}", now_secs());
-    assert!(one(&s, "vestibule_config_changes_total", &[("result", "applied")]) >= 1.0);
+    assert_eq!(one(&s, "vestibule_config_changes_total", &[("result", "applied")]), 1.0, "the one configuration loaded at start:\n{text}");
+    assert!(series(&s, "vestibule_config_changes_total", &[("result", "rejected")]).iter().all(|r| r.value == 0.0), "nothing was rejected:\n{text}");
     assert_eq!(one(&s, "vestibule_diagnostics", &[("reason", "ServiceNotFound")]), 1.0, "{text}");
     assert_eq!(one(&s, "vestibule_diagnostics", &[("reason", "NoReadyEndpoints")]), 1.0, "{text}");
     assert!(series(&s, "vestibule_diagnostics", &[("reason", "PathConflict")]).is_empty(), "{text}");
 
-    // Active connections: at least the one held open, back to zero once every client is gone.
-    assert!(one(&s, "vestibule_connections_active", &[("protocol", "http")]) >= 1.0, "{text}");
+    // Active connections: exactly the one held open once the clients above have gone (their
+    // connections are not kept alive), back to zero when it closes too.
+    wait_metric(&h, "vestibule_connections_active", &[("protocol", "http")], |v| v == 1.0, Duration::from_secs(10)).await;
     drop(held);
     wait_metric(&h, "vestibule_connections_active", &[("protocol", "http")], |v| v == 0.0, Duration::from_secs(10)).await;
     assert!(text.contains("vestibule_upstream_retries_total 0"), "no retry happened yet:\n{text}");
@@ -442,7 +425,7 @@ async fn counters_survive_a_configuration_change_that_keeps_the_route() {
     h.write("extra.yaml", &extra);
     h.wait_route("other.example.com", "/", (200, Some("other")), Duration::from_secs(10)).await;
     let after = wait_metric(&h, "vestibule_config_changes_total", &[("result", "applied")], |v| v > applied, Duration::from_secs(5)).await;
-    assert!(after >= applied + 1.0);
+    assert_eq!(after, applied + 1.0, "one new file is one applied change");
 
     let (text, s) = scrape(&h).await;
     assert_eq!(one(&s, "nginx_ingress_controller_requests", &labels), 3.0, "the swap did not reset the route's counter:\n{text}");
@@ -460,7 +443,8 @@ async fn counters_survive_a_configuration_change_that_keeps_the_route() {
     m2.push_str(&simple_ingress("shop", "2020-01-01T00:00:00Z", "shop.example.com", "/api", "Prefix", "api"));
     h.write("manifests.yaml", &m2);
     let before = after;
-    wait_metric(&h, "vestibule_config_changes_total", &[("result", "applied")], |v| v > before, Duration::from_secs(10)).await;
+    let after = wait_metric(&h, "vestibule_config_changes_total", &[("result", "applied")], |v| v > before, Duration::from_secs(10)).await;
+    assert_eq!(after, before + 1.0, "one rewrite is one applied change");
     drop(api);
     assert_eq!(h.get("shop.example.com", "/api/c").await.status(), 200);
     wait_metric(&h, "nginx_ingress_controller_requests", &labels, |v| v == 5.0, Duration::from_secs(5)).await;
@@ -469,8 +453,27 @@ async fn counters_survive_a_configuration_change_that_keeps_the_route() {
     h.write("broken.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n");
     wait_metric(&h, "vestibule_config_changes_total", &[("result", "rejected")], |v| v >= 1.0, Duration::from_secs(10)).await;
     wait_metric(&h, "nginx_ingress_controller_config_last_reload_successful", &[], |v| v == 0.0, Duration::from_secs(10)).await;
-    let (_, s) = scrape(&h).await;
+    let (text, s) = scrape(&h).await;
+    assert_eq!(one(&s, "vestibule_config_changes_total", &[("result", "rejected")]), 1.0, "one broken file is one rejected change:\n{text}");
     assert_eq!(one(&s, "nginx_ingress_controller_requests", &labels), 5.0);
+}
+
+/// A change made only of a broken file applies nothing: it counts as rejected, not also as
+/// applied ("Configuration changes, applied or rejected").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "product bug: a file that fails to parse sets LoadReport.changed (src/source/files.rs), so serve.rs re-applies the unchanged store and counts the rejected change as applied too"]
+async fn a_rejected_change_is_not_also_counted_as_applied() {
+    init_tracing();
+    let (h, _api) = shop_harness().await;
+    let (text, s) = scrape(&h).await;
+    assert_eq!(one(&s, "vestibule_config_changes_total", &[("result", "applied")]), 1.0, "{text}");
+    h.write("broken.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n");
+    wait_metric(&h, "vestibule_config_changes_total", &[("result", "rejected")], |v| v >= 1.0, Duration::from_secs(10)).await;
+    // Give a second (wrong) count time to land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (text, s) = scrape(&h).await;
+    assert_eq!(one(&s, "vestibule_config_changes_total", &[("result", "rejected")]), 1.0, "{text}");
+    assert_eq!(one(&s, "vestibule_config_changes_total", &[("result", "applied")]), 1.0, "the broken file applied nothing:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,7 +493,9 @@ async fn retries_are_counted_when_an_endpoint_refuses_connections() {
     }
     let (text, s) = scrape(&h).await;
     let retries = one(&s, "vestibule_upstream_retries_total", &[]);
-    assert!((1.0..=4.0).contains(&retries), "4 requests, some starting at the refusing endpoint: {retries}\n{text}");
+    // Two refused connects stay below the ejection threshold: the endpoint stays in rotation.
+    assert!(vestibule::proxy::balance::EJECT_AFTER > 2);
+    assert_eq!(retries, 2.0, "4 requests, 2 of them starting at the refusing endpoint:\n{text}");
     let ok = [("host", "flaky.example.com"), ("status", "200"), ("method", "GET")];
     assert_eq!(one(&s, "nginx_ingress_controller_requests", &ok), 4.0, "a retried request counts once:\n{text}");
 }
@@ -539,6 +544,11 @@ async fn tls_handshakes_and_certificate_expiry_are_exported() {
     wait_metric(&h, "nginx_ingress_controller_requests", &[("host", "secure.example.com"), ("ingress", "secure"), ("status", "200")], |v| v == 1.0, Duration::from_secs(5)).await;
     let (text, s) = scrape(&h).await;
     assert!(!series(&s, "vestibule_connections_active", &[]).iter().all(|c| c.labels["protocol"] == "http"), "{text}");
+    // Every handshake counted once: two TLS 1.3 (the probe and the HTTPS request), one TLS 1.2,
+    // one failed.
+    assert_eq!(one(&s, "vestibule_tls_handshakes_total", &ok13), 2.0, "{text}");
+    assert_eq!(one(&s, "vestibule_tls_handshakes_total", &[("version", "TLSv1.2"), ("result", "ok")]), 1.0, "{text}");
+    assert_eq!(one(&s, "vestibule_tls_handshakes_total", &[("result", "error")]), 1.0, "{text}");
     assert_no_key_material(text.as_bytes(), &issued.key_pem, "/metrics");
 }
 
@@ -866,11 +876,8 @@ async fn explain_path_type_mismatch_says_the_other_type_would_match() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_class_ignored() {
     let mut m = backend("api", ep(8080));
-    m.push_str(&ingress(
-        "foreign",
-        "2020-01-01T00:00:00Z",
-        "  ingressClassName: other-class\n  rules:\n  - host: shop.example.com\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: api\n            port:\n              number: 80\n",
-    ));
+    let foreign = Ingress::new("default", "foreign").created("2020-01-01T00:00:00Z").class("other-class").host_path("shop.example.com", "/", "Prefix", "api", 80);
+    m.push_str(&format!("{}---\n", foreign.to_yaml()));
     let x = explain_in(&store_of(&m), "http://shop.example.com/");
     assert_eq!(x.outcome, "404");
     let c = candidate(&x, "default/foreign");
@@ -922,9 +929,8 @@ async fn explain_missing_service_answers_503_and_names_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_no_ready_endpoints() {
     let mut m = service("sleepy");
-    m.push_str(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: sleepy-1\n  labels:\n    kubernetes.io/service-name: sleepy\naddressType: IPv4\nports:\n- name: http\n  port: 8080\nendpoints:\n- addresses: [\"10.0.0.9\"]\n  conditions:\n    ready: false\n---\n",
-    );
+    let sleepy = EndpointSlice::new("", "sleepy-1", "sleepy").port("http", 8080).endpoint(Endpoint::at("10.0.0.9").ready(false));
+    m.push_str(&format!("{}---\n", sleepy.to_yaml()));
     m.push_str(&simple_ingress("sleepy", "2020-01-01T00:00:00Z", "sleepy.example.com", "/", "Prefix", "sleepy"));
     let x = explain_in(&store_of(&m), "http://sleepy.example.com/");
     assert_eq!(x.outcome, "503");

@@ -17,26 +17,16 @@ use vestibule::serve::ServeOptions;
 const MIB: usize = 1024 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An Ingress sending every host and path to `svc`.
-fn catch_all(svc: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {svc}\n  namespace: default\nspec:\n  rules:\n  - http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
-    )
-}
-
 /// An Ingress sending `host` to `svc`.
-fn host_rule(host: &str, svc: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {svc}-{}\n  namespace: default\nspec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n",
-        host.replace('.', "-")
-    )
+fn host_rule(host: &str, svc: &str) -> Ingress {
+    Ingress::new("default", &format!("{svc}-{}", host.replace('.', "-"))).host_path(host, "/", "Prefix", svc, 80)
 }
 
 /// One echo backend behind a catch-all Ingress, on a Vestibule with options shaped by `f`.
 async fn setup_with(f: impl FnOnce(&mut ServeOptions)) -> (Echo, Harness) {
     init_tracing();
     let e = echo("echo").await;
-    let m = format!("{}\n---\n{}", backend_yaml("default", "echo", &[e.addr]), catch_all("echo"));
+    let m = manifest([backend_yaml("default", "echo", &[e.addr]), catch_all("echo").to_yaml()]);
     let h = start_with(&m, f).await;
     (e, h)
 }
@@ -422,13 +412,12 @@ async fn content_length_over_default_limit_is_413_without_reaching_backend() {
     init_tracing();
     let (sink, accepted, task) = counting_sink().await;
     let e = echo("echo").await;
-    let m = format!(
-        "{}\n---\n{}\n---\n{}{}",
+    let m = manifest([
         backend_yaml("default", "sink", &[sink]),
         backend_yaml("default", "echo", &[e.addr]),
-        host_rule("sink.example", "sink"),
-        catch_all("echo")
-    );
+        host_rule("sink.example", "sink").to_yaml(),
+        catch_all("echo").to_yaml(),
+    ]);
     let h = start(&m).await;
 
     // Only the head is sent: the answer must come from the head alone.
@@ -752,12 +741,14 @@ mod flags {
     }
 
     /// An out-of-range size is refused with an error: a flag parser must not panic (which
-    /// aborts startup with a backtrace instead of a usage message) nor wrap around.
+    /// aborts startup with a backtrace instead of a usage message), wrap around, or saturate
+    /// to u64::MAX, which means "no limit" (what 0 gives) and would turn a typo into none.
     #[test]
     fn overflowing_size_is_an_error() {
-        for input in ["100000000000g", "18446744073709551615k"] {
+        // 1e11 GiB, (2^64 - 1) KiB and 2^64 bytes are all past u64::MAX.
+        for input in ["100000000000g", "18446744073709551615k", "18446744073709551616"] {
             match std::panic::catch_unwind(|| parse_size(input)) {
-                Ok(Ok(n)) => assert_eq!(n, u64::MAX, "parse_size({input:?}) wrapped to {n}"),
+                Ok(Ok(n)) => panic!("parse_size({input:?}) accepted an overflowing size as {n}"),
                 Ok(Err(_)) => {}
                 Err(_) => panic!("parse_size({input:?}) panicked instead of returning an error"),
             }

@@ -15,20 +15,16 @@ use tokio::net::TcpStream;
 const LIVE_WITHIN: Duration = Duration::from_secs(1);
 
 fn ingress(name: &str, host: &str, path: &str, svc: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
-    )
+    ingress_paths(name, host, &[(path, svc)])
 }
 
-/// An Ingress with several paths of one host, each `(path, service)`.
+/// An Ingress with several Prefix paths of one host, each `(path, service)`.
 fn ingress_paths(name: &str, host: &str, paths: &[(&str, &str)]) -> String {
-    let mut p = String::new();
+    let mut ing = Ingress::new("default", name);
     for (path, svc) in paths {
-        p.push_str(&format!(
-            "      - path: {path}\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n"
-        ));
+        ing = ing.host_path(host, path, "Prefix", svc, 80);
     }
-    format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n{p}---\n")
+    format!("{}---\n", ing.to_yaml())
 }
 
 fn backend(svc: &str, e: &Echo) -> String {
@@ -264,8 +260,9 @@ async fn removal_and_endpoint_readiness_take_effect() {
     let h = start(&base).await;
     h.write("gone.yaml", &format!("{}{}", backend("gone", &gone), ingress("gone", "gone.test", "/", "gone")));
     let flaky_ready = backend("flaky", &flaky);
-    let flaky_not_ready = flaky_ready.replace("ready: true", "ready: false");
-    assert_ne!(flaky_ready, flaky_not_ready);
+    // The same Service and EndpointSlice, its one endpoint not ready.
+    let not_ready = EndpointSlice::new("default", "flaky-abc", "flaky").port("http", flaky.addr.port()).endpoint(Endpoint::at(flaky.addr.ip()).ready(false));
+    let flaky_not_ready = format!("{}\n---\n", manifest([service_yaml("default", "flaky"), not_ready.to_yaml()]));
     h.write("flaky.yaml", &format!("{flaky_ready}{}", ingress("flaky", "flaky.test", "/", "flaky")));
     h.wait_route("gone.test", "/", (200, Some("gone")), Duration::from_secs(5)).await;
     h.wait_route("flaky.test", "/", (200, Some("flaky")), Duration::from_secs(5)).await;

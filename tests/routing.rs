@@ -4,14 +4,11 @@ mod common;
 
 use common::*;
 
-fn ingress(name: &str, created: &str, spec: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  creationTimestamp: \"{created}\"\nspec:\n{spec}\n---\n"
-    )
-}
+const CREATED: &str = "2020-01-01T00:00:00Z";
 
-fn path(p: &str, ty: &str, svc: &str) -> String {
-    format!("      - path: {p}\n        pathType: {ty}\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n")
+/// An Ingress in `default` created at `CREATED`.
+fn ingress(name: &str) -> Ingress {
+    Ingress::new("default", name).created(CREATED)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,76 +19,59 @@ async fn routing_table() {
         "bar-default", "bar-api", "catchall", "svc-a", "svc-b", "svc-old", "svc-new", "named",
     ];
     let mut echoes = Vec::new();
-    let mut m = String::new();
+    let mut docs = Vec::new();
     for n in names {
         let e = echo(n).await;
-        m.push_str(&backend_yaml("default", n, &[e.addr]));
-        m.push_str("\n---\n");
+        docs.push(backend_yaml("default", n, &[e.addr]));
         echoes.push(e);
     }
     // A Service whose only endpoint is not ready, and one with a port named "web".
-    m.push_str(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: empty\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: empty-1\n  labels:\n    kubernetes.io/service-name: empty\naddressType: IPv4\nports:\n- name: http\n  port: 1\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions:\n    ready: false\n---\n",
-    );
+    docs.push(Service::new("", "empty").port("http", 80).to_yaml());
+    docs.push(EndpointSlice::new("", "empty-1", "empty").port("http", 1).endpoint(Endpoint::at("127.0.0.1").ready(false)).to_yaml());
     let web = echo("web-named").await;
-    m.push_str(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: webby\nspec:\n  ports:\n  - name: metrics\n    port: 9090\n  - name: web\n    port: 8000\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: webby-1\n  labels:\n    kubernetes.io/service-name: webby\naddressType: IPv4\nports:\n- name: metrics\n  port: 1\n- name: web\n  port: {}\nendpoints:\n- addresses: [\"127.0.0.1\"]\n---\n",
-        web.addr.port()
-    ));
+    docs.push(Service::new("", "webby").port("metrics", 9090).port("web", 8000).to_yaml());
+    docs.push(EndpointSlice::new("", "webby-1", "webby").port("metrics", 1).port("web", web.addr.port()).endpoint(Endpoint::at("127.0.0.1")).to_yaml());
 
     let foo_paths = [
-        path("/foo", "Prefix", "prefix-foo"),
-        path("/foo/bar", "Exact", "exact-foobar"),
-        path("/", "Prefix", "root"),
-        path("/aaa/bbb/", "Prefix", "aaabbb"),
-        path("/exact", "Exact", "exact"),
-        path("/same", "Exact", "same-exact"),
-        path("/same", "Prefix", "same-prefix"),
-        path("/impl", "ImplementationSpecific", "impl"),
-    ]
-    .concat();
-    m.push_str(&ingress("foo", "2020-01-01T00:00:00Z", &format!("  rules:\n  - host: foo.com\n    http:\n      paths:\n{foo_paths}")));
-    m.push_str(&ingress("wild", "2020-01-01T00:00:00Z", &format!("  rules:\n  - host: \"*.foo.com\"\n    http:\n      paths:\n{}", path("/", "Prefix", "wild"))));
-    m.push_str(&ingress("hostless", "2020-01-01T00:00:00Z", &format!("  rules:\n  - http:\n      paths:\n{}", path("/hostless", "Prefix", "hostless"))));
-    m.push_str(&ingress(
-        "bar",
-        "2020-01-01T00:00:00Z",
-        &format!(
-            "  defaultBackend:\n    service:\n      name: bar-default\n      port:\n        number: 80\n  rules:\n  - host: bar.com\n    http:\n      paths:\n{}",
-            path("/api", "Prefix", "bar-api")
-        ),
-    ));
-    m.push_str(&ingress("catchall", "2020-01-01T00:00:00Z", "  defaultBackend:\n    service:\n      name: catchall\n      port:\n        number: 80"));
+        ("/foo", "Prefix", "prefix-foo"),
+        ("/foo/bar", "Exact", "exact-foobar"),
+        ("/", "Prefix", "root"),
+        ("/aaa/bbb/", "Prefix", "aaabbb"),
+        ("/exact", "Exact", "exact"),
+        ("/same", "Exact", "same-exact"),
+        ("/same", "Prefix", "same-prefix"),
+        ("/impl", "ImplementationSpecific", "impl"),
+    ];
+    let mut foo = ingress("foo");
+    for (path, path_type, svc) in foo_paths {
+        foo = foo.host_path("foo.com", path, path_type, svc, 80);
+    }
+    docs.push(foo.to_yaml());
+    docs.push(ingress("wild").host_path("*.foo.com", "/", "Prefix", "wild", 80).to_yaml());
+    docs.push(ingress("hostless").path("/hostless", "Prefix", "hostless", 80).to_yaml());
+    docs.push(ingress("bar").default_backend("bar-default", 80).host_path("bar.com", "/api", "Prefix", "bar-api", 80).to_yaml());
+    docs.push(ingress("catchall").default_backend("catchall", 80).to_yaml());
     // Merging: the newer Ingress sorts first by name, yet the older one wins the shared path.
-    m.push_str(&ingress(
-        "a-newer",
-        "2021-06-01T00:00:00Z",
-        &format!("  rules:\n  - host: merge.com\n    http:\n      paths:\n{}{}", path("/b", "Prefix", "svc-b"), path("/dup", "Prefix", "svc-new")),
-    ));
-    m.push_str(&ingress(
-        "z-older",
-        "2020-06-01T00:00:00Z",
-        &format!("  rules:\n  - host: merge.com\n    http:\n      paths:\n{}{}", path("/a", "Prefix", "svc-a"), path("/dup", "Prefix", "svc-old")),
-    ));
-    m.push_str(&ingress("missing", "2020-01-01T00:00:00Z", &format!("  rules:\n  - host: missing.com\n    http:\n      paths:\n{}", path("/", "Prefix", "does-not-exist"))));
-    m.push_str(&ingress("empty", "2020-01-01T00:00:00Z", &format!("  rules:\n  - host: empty.com\n    http:\n      paths:\n{}", path("/", "Prefix", "empty"))));
-    m.push_str(&ingress(
-        "named",
-        "2020-01-01T00:00:00Z",
-        "  rules:\n  - host: named.com\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: webby\n            port:\n              name: web\n",
-    ));
-    m.push_str(&ingress(
-        "bynumber",
-        "2020-01-01T00:00:00Z",
-        "  rules:\n  - host: number.com\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: webby\n            port:\n              number: 8000\n",
-    ));
-    m.push_str(&ingress(
-        "badport",
-        "2020-01-01T00:00:00Z",
-        "  rules:\n  - host: badport.com\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: webby\n            port:\n              number: 1234\n",
-    ));
+    docs.push(
+        Ingress::new("default", "a-newer")
+            .created("2021-06-01T00:00:00Z")
+            .host_path("merge.com", "/b", "Prefix", "svc-b", 80)
+            .host_path("merge.com", "/dup", "Prefix", "svc-new", 80)
+            .to_yaml(),
+    );
+    docs.push(
+        Ingress::new("default", "z-older")
+            .created("2020-06-01T00:00:00Z")
+            .host_path("merge.com", "/a", "Prefix", "svc-a", 80)
+            .host_path("merge.com", "/dup", "Prefix", "svc-old", 80)
+            .to_yaml(),
+    );
+    docs.push(ingress("missing").host_path("missing.com", "/", "Prefix", "does-not-exist", 80).to_yaml());
+    docs.push(ingress("empty").host_path("empty.com", "/", "Prefix", "empty", 80).to_yaml());
+    docs.push(ingress("named").host_path("named.com", "/", "Prefix", "webby", "web").to_yaml());
+    docs.push(ingress("bynumber").host_path("number.com", "/", "Prefix", "webby", 8000).to_yaml());
+    docs.push(ingress("badport").host_path("badport.com", "/", "Prefix", "webby", 1234).to_yaml());
+    let m = manifest(docs);
 
     let h = start(&m).await;
     let cases: &[(&str, &str, u16, Option<&str>)] = &[
@@ -154,11 +134,11 @@ async fn nothing_matched_is_404_or_the_default_backend_service() {
     init_tracing();
     let a = echo("a").await;
     let fallback = echo("fallback").await;
-    let mut m = backend_yaml("default", "a", &[a.addr]);
-    m.push_str("\n---\n");
-    m.push_str(&backend_yaml("infra", "fallback", &[fallback.addr]));
-    m.push_str("\n---\n");
-    m.push_str(&ingress("only", "2020-01-01T00:00:00Z", &format!("  rules:\n  - host: a.com\n    http:\n      paths:\n{}", path("/a", "Exact", "a"))));
+    let m = manifest([
+        backend_yaml("default", "a", &[a.addr]),
+        backend_yaml("infra", "fallback", &[fallback.addr]),
+        ingress("only").host_path("a.com", "/a", "Exact", "a", 80).to_yaml(),
+    ]);
 
     let h = start(&m).await;
     assert_eq!(h.route("a.com", "/a").await, (200, Some("a".into())));
@@ -171,10 +151,9 @@ async fn nothing_matched_is_404_or_the_default_backend_service() {
     assert_eq!(h2.route("b.com", "/").await, (200, Some("fallback".into())));
 }
 
+/// An EndpointSlice of `svc` with one endpoint, 127.0.0.1:`port`, with these conditions.
 fn slice(name: &str, svc: &str, port: u16, ready: bool, terminating: bool) -> String {
-    format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions:\n    ready: {ready}\n    terminating: {terminating}\n---\n"
-    )
+    EndpointSlice::new("", name, svc).port("http", port).endpoint(Endpoint::at("127.0.0.1").ready(ready).terminating(terminating)).to_yaml()
 }
 
 async fn pod_echo(pod: &str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
@@ -193,29 +172,55 @@ async fn round_robin_over_ready_endpoints_with_retry_on_connect_failure() {
     let (a4, _t4) = pod_echo("terminating").await;
     // A port nobody listens on: a "ready" endpoint whose connects are refused.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut m = String::from("apiVersion: v1\nkind: Service\nmetadata:\n  name: rr\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n");
-    m.push_str(&slice("rr-1", "rr", a1.port(), true, false));
-    m.push_str(&slice("rr-2", "rr", a2.port(), true, false));
-    m.push_str(&slice("rr-3", "rr", a3.port(), false, false));
-    m.push_str(&slice("rr-4", "rr", a4.port(), true, true));
-    m.push_str(&slice("rr-5", "rr", dead.port(), true, false));
-    m.push_str(&ingress("rr", "2020-01-01T00:00:00Z", &format!("  rules:\n  - host: rr.com\n    http:\n      paths:\n{}", path("/", "Prefix", "rr"))));
+    let m = manifest([
+        Service::new("", "rr").port("http", 80).to_yaml(),
+        slice("rr-1", "rr", a1.port(), true, false),
+        slice("rr-2", "rr", a2.port(), true, false),
+        slice("rr-3", "rr", a3.port(), false, false),
+        slice("rr-4", "rr", a4.port(), true, true),
+        slice("rr-5", "rr", dead.port(), true, false),
+        ingress("rr").host_path("rr.com", "/", "Prefix", "rr", 80).to_yaml(),
+    ]);
     let h = start(&m).await;
-    let mut counts = std::collections::BTreeMap::<String, u32>::new();
-    for _ in 0..30 {
-        let resp = h.get("rr.com", "/").await;
-        assert_eq!(resp.status(), 200, "a refused endpoint is skipped by trying the next one");
-        let v: serde_json::Value = resp.json().await.unwrap();
-        *counts.entry(v["pod"].as_str().unwrap().to_string()).or_default() += 1;
-    }
-    assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), vec!["ready-1".to_string(), "ready-2".to_string()], "{counts:?}");
-    let (c1, c2) = (counts["ready-1"], counts["ready-2"]);
-    assert!(c1.abs_diff(c2) <= 10, "round-robin spreads requests: {counts:?}");
+    let pods = |n: usize| {
+        let h = &h;
+        async move {
+            let mut seq = Vec::new();
+            for _ in 0..n {
+                let resp = h.get("rr.com", "/").await;
+                assert_eq!(resp.status(), 200, "a refused endpoint is skipped by trying the next one");
+                let v: serde_json::Value = resp.json().await.unwrap();
+                seq.push(v["pod"].as_str().unwrap().to_string());
+            }
+            seq
+        }
+    };
+    let count = |seq: &[String]| {
+        let mut counts = std::collections::BTreeMap::<String, u32>::new();
+        for p in seq {
+            *counts.entry(p.clone()).or_default() += 1;
+        }
+        counts
+    };
+    // The refusing endpoint is in the rotation until it has refused EJECT_AFTER connects (each
+    // retried once, on the next endpoint); then it is ejected.
+    let warm = count(&pods(30).await);
+    assert_eq!(warm.keys().cloned().collect::<Vec<_>>(), vec!["ready-1".to_string(), "ready-2".to_string()], "{warm:?}");
+    assert_eq!(h.running.shared.metrics.retries.get(), u64::from(vestibule::proxy::balance::EJECT_AFTER), "refused connects retried before the ejection");
+    // From then on round-robin alternates strictly over the two ready endpoints: 30 requests,
+    // exactly 15 each.
+    let seq = pods(30).await;
+    let counts = count(&seq);
+    assert_eq!(counts, [("ready-1".to_string(), 15), ("ready-2".to_string(), 15)].into(), "round-robin over two endpoints: {seq:?}");
+    assert!(seq.windows(2).all(|w| w[0] != w[1]), "a strict rotation: {seq:?}");
+    assert_eq!(h.running.shared.metrics.retries.get(), u64::from(vestibule::proxy::balance::EJECT_AFTER), "the ejected endpoint is not tried");
 
     // Every endpoint refusing: 502 after the tries, with a request ID.
-    let mut m2 = String::from("apiVersion: v1\nkind: Service\nmetadata:\n  name: dead\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n");
-    m2.push_str(&slice("dead-1", "dead", dead.port(), true, false));
-    m2.push_str(&ingress("dead", "2020-01-01T00:00:00Z", &format!("  rules:\n  - host: dead.com\n    http:\n      paths:\n{}", path("/", "Prefix", "dead"))));
+    let m2 = manifest([
+        Service::new("", "dead").port("http", 80).to_yaml(),
+        slice("dead-1", "dead", dead.port(), true, false),
+        ingress("dead").host_path("dead.com", "/", "Prefix", "dead", 80).to_yaml(),
+    ]);
     let h2 = start(&m2).await;
     let resp = h2.get("dead.com", "/").await;
     assert_eq!(resp.status(), 502);
@@ -229,15 +234,11 @@ async fn tls_hosts_redirect_every_plain_request_unless_redirects_are_off() {
     init_tracing();
     let a = echo("a").await;
     let fallback = echo("fallback").await;
-    let mut m = backend_yaml("default", "a", &[a.addr]);
-    m.push_str("\n---\n");
-    m.push_str(&backend_yaml("default", "fallback", &[fallback.addr]));
-    m.push_str("\n---\n");
-    m.push_str(&ingress(
-        "secure",
-        "2020-01-01T00:00:00Z",
-        &format!("  tls:\n  - hosts: [secure.com]\n    secretName: missing\n  rules:\n  - host: secure.com\n    http:\n      paths:\n{}", path("/a", "Exact", "a")),
-    ));
+    let m = manifest([
+        backend_yaml("default", "a", &[a.addr]),
+        backend_yaml("default", "fallback", &[fallback.addr]),
+        ingress("secure").tls(&["secure.com"], "missing").host_path("secure.com", "/a", "Exact", "a", 80).to_yaml(),
+    ]);
 
     // A path no rule matches on a TLS host is redirected too, as ingress-nginx does.
     let h = start(&m).await;

@@ -19,17 +19,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// An Ingress sending every host and path to `svc`.
-fn catch_all(svc: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {svc}\n  namespace: default\nspec:\n  rules:\n  - http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
-    )
-}
-
 async fn setup() -> (Echo, Harness) {
     init_tracing();
     let e = echo("echo").await;
-    let m = format!("{}\n---\n{}", backend_yaml("default", "echo", &[e.addr]), catch_all("echo"));
+    let m = manifest([backend_yaml("default", "echo", &[e.addr]), catch_all("echo").to_yaml()]);
     let h = start(&m).await;
     (e, h)
 }

@@ -22,32 +22,14 @@ fn issue(names: &[&str]) -> IssuedCert {
 
 /// An Ingress in `default`. `tls`: (hosts, secretName); `rules`: (host, service), path `/` Prefix.
 fn ingress(name: &str, annotations: &[(&str, &str)], tls: &[(&[&str], &str)], rules: &[(&str, &str)]) -> String {
-    let mut s = format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  creationTimestamp: \"2020-01-01T00:00:00Z\"\n");
-    if !annotations.is_empty() {
-        s.push_str("  annotations:\n");
-        for (k, v) in annotations {
-            s.push_str(&format!("    {k}: \"{v}\"\n"));
-        }
+    let mut ing = Ingress::new("default", name).created("2020-01-01T00:00:00Z").annotations(annotations);
+    for (hosts, secret) in tls {
+        ing = ing.tls(hosts, secret);
     }
-    s.push_str("spec:\n");
-    if !tls.is_empty() {
-        s.push_str("  tls:\n");
-        for (hosts, secret) in tls {
-            s.push_str("  - hosts:\n");
-            for h in *hosts {
-                s.push_str(&format!("    - \"{h}\"\n"));
-            }
-            s.push_str(&format!("    secretName: {secret}\n"));
-        }
-    }
-    s.push_str("  rules:\n");
     for (host, svc) in rules {
-        s.push_str(&format!(
-            "  - host: \"{host}\"\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n"
-        ));
+        ing = ing.host_path(host, "/", "Prefix", svc, 80);
     }
-    s.push_str("---\n");
-    s
+    format!("{}---\n", ing.to_yaml())
 }
 
 /// Echo backends named `names`, and their Service/EndpointSlice manifests.

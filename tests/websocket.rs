@@ -14,9 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn ingress(name: &str, host: &str, svc: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
-    )
+    format!("{}---\n", Ingress::new("default", name).host_path(host, "/", "Prefix", svc, 80).to_yaml())
 }
 
 fn backend(svc: &str, e: &Echo) -> String {
@@ -148,9 +146,12 @@ async fn websocket_over_tls() {
     let e = echo("wss").await;
     let issued = vestibule::tls::issue_with_ca(&["wss.test"]).unwrap();
     let m = format!(
-        "{}{}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: wss\n  namespace: default\nspec:\n  tls:\n  - hosts: [wss.test]\n    secretName: wss-tls\n  rules:\n  - host: wss.test\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: wss\n            port:\n              number: 80\n",
+        "{}{}",
         backend("wss", &e),
-        secret_yaml("default", "wss-tls", &issued.cert_pem, &issued.key_pem)
+        manifest([
+            secret_yaml("default", "wss-tls", &issued.cert_pem, &issued.key_pem),
+            Ingress::new("default", "wss").tls(&["wss.test"], "wss-tls").host_path("wss.test", "/", "Prefix", "wss", 80).to_yaml(),
+        ])
     );
     let h = start(&m).await;
 

@@ -11,6 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vestibule::echo::{self, EchoOptions, Identity};
 use vestibule::serve::{self, Running, ServeOptions};
 
+mod objects;
+pub use objects::*;
+
 /// An echo backend on 127.0.0.1 that reports `service` as its name.
 pub struct Echo {
     pub addr: SocketAddr,
@@ -33,35 +36,6 @@ pub async fn echo_opts(service: &str, tls: bool) -> Echo {
     let identity = Identity { service: service.into(), namespace: "default".into(), pod: format!("{service}-pod") };
     let task = echo::spawn(l, EchoOptions { identity, tls });
     Echo { addr, task }
-}
-
-/// A Service with one port (`http`, 80) and an EndpointSlice with the given ready endpoints.
-pub fn backend_yaml(ns: &str, svc: &str, endpoints: &[SocketAddr]) -> String {
-    let port = endpoints.first().map(|a| a.port()).unwrap_or(1);
-    let addrs: Vec<String> = endpoints.iter().map(|a| format!("\"{}\"", a.ip())).collect();
-    let mut eps = String::new();
-    for a in &addrs {
-        eps.push_str(&format!("- addresses: [{a}]\n  conditions:\n    ready: true\n"));
-    }
-    if eps.is_empty() {
-        eps = "[]\n".into();
-        return format!(
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {svc}\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-abc\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints: {eps}"
-        );
-    }
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {svc}\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-abc\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints:\n{eps}"
-    )
-}
-
-/// A TLS Secret holding `cert_pem`/`key_pem`.
-pub fn secret_yaml(ns: &str, name: &str, cert_pem: &str, key_pem: &str) -> String {
-    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(cert_pem),
-        indent(key_pem)
-    )
 }
 
 /// A Vestibule serving manifests from a temporary directory on ephemeral loopback ports.
