@@ -294,7 +294,7 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
     };
     let (source, mut batches) = KubeSource::start(client.clone(), &source_opts);
     let health = source.health.clone();
-    let _ = shared.metrics.source.set(health.clone());
+    let _ = shared.metrics.source.set(Arc::new(WatchHealth(health.clone())));
     tasks.extend(source.tasks.iter().cloned());
 
     let (applied_tx, applied_rx) = watch::channel::<Option<Arc<Applied>>>(None);
@@ -398,3 +398,18 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
     })
 }
 
+/// The watches' health, as the metrics export it.
+#[derive(Debug)]
+struct WatchHealth(Arc<crate::source::kube::SourceHealth>);
+
+impl crate::metrics::SourceGauges for WatchHealth {
+    fn stale(&self) -> bool {
+        self.0.is_stale()
+    }
+    fn failures(&self) -> u64 {
+        self.0.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn lists(&self) -> u64 {
+        self.0.lists.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -55,6 +55,15 @@ impl Histo {
 
 pub use crate::config::RouteLabels;
 
+/// What a source of objects reports about its own health (the Kubernetes watches in controller
+/// mode), exported with the other metrics.
+pub trait SourceGauges: Send + Sync + std::fmt::Debug {
+    /// The served configuration may be out of date.
+    fn stale(&self) -> bool;
+    fn failures(&self) -> u64;
+    fn lists(&self) -> u64;
+}
+
 /// Statistics of one (route, status, method).
 #[derive(Debug)]
 pub struct RequestStats {
@@ -178,7 +187,7 @@ pub struct Metrics {
     pub connections: Family<ProtocolLabels, Gauge>,
     pub access_log_dropped: Counter,
     /// The Kubernetes source's health, in controller mode.
-    pub source: std::sync::OnceLock<Arc<crate::source::kube::SourceHealth>>,
+    pub source: std::sync::OnceLock<Arc<dyn SourceGauges>>,
 }
 
 impl Default for Metrics {
@@ -317,11 +326,11 @@ impl Collector for RequestCollector {
         if let Some(h) = self.0.source.get() {
             use prometheus_client::metrics::counter::ConstCounter;
             use prometheus_client::metrics::gauge::ConstGauge;
-            let g = ConstGauge::new(h.is_stale() as i64);
+            let g = ConstGauge::new(h.stale() as i64);
             g.encode(encoder.encode_descriptor("vestibule_config_stale", "1 while the Kubernetes API cannot be watched and the served configuration may be out of date", None, g.metric_type())?)?;
-            let c = ConstCounter::new(h.failures.load(Ordering::Relaxed));
+            let c = ConstCounter::new(h.failures());
             c.encode(encoder.encode_descriptor("vestibule_kube_watch_failures", "Watch failures against the Kubernetes API", None, c.metric_type())?)?;
-            let c = ConstCounter::new(h.lists.load(Ordering::Relaxed));
+            let c = ConstCounter::new(h.lists());
             c.encode(encoder.encode_descriptor("vestibule_kube_lists", "Full lists from the Kubernetes API (first sync and resyncs)", None, c.metric_type())?)?;
         }
         {
