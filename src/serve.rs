@@ -198,6 +198,7 @@ pub struct Running {
     pub healthz: SocketAddr,
     pub shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    rescan: tokio::sync::mpsc::Sender<Instant>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -210,11 +211,28 @@ impl Running {
         left
     }
 
+    /// Something that asks for the manifests to be read again, as a change seen by the watcher
+    /// does (SIGHUP uses it).
+    pub fn rescanner(&self) -> Rescan {
+        Rescan(self.rescan.clone())
+    }
+
     /// Stops accepting and stops watching.
     pub fn stop(self) {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Asks a running `serve` to read its manifests again.
+#[derive(Clone)]
+pub struct Rescan(tokio::sync::mpsc::Sender<Instant>);
+
+impl Rescan {
+    /// Never waits: when a rescan is already pending, that one reads what changed.
+    pub fn request(&self) {
+        let _ = self.0.try_send(Instant::now());
     }
 }
 
@@ -288,7 +306,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     log_report(&report, &metrics);
     front.engine.apply(source.store(), standing_errors(&source), None);
 
-    let (watcher, mut changes) = files::watch(source.paths()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
+    // One rescan pending at most: a change seen while one waits is read by it.
+    let (rescan, mut changes) = tokio::sync::mpsc::channel::<Instant>(1);
+    let watcher = files::watch(source.paths(), rescan.clone()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
     let mut tasks = front.spawn();
     let Frontend { engine, shared, http, https, healthz, .. } = front;
     tasks.push(tokio::spawn(async move {
@@ -311,7 +331,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         }
     }));
     tracing::info!(%http, %https, %healthz, manifests = ?opts.manifests, "vestibule serving");
-    Ok(Running { http, https, healthz, shared, tasks, _watcher: Some(watcher) })
+    Ok(Running { http, https, healthz, shared, tasks, rescan, _watcher: Some(watcher) })
 }
 
 fn log_report(report: &files::LoadReport, metrics: &Metrics) {

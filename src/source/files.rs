@@ -173,9 +173,9 @@ fn merge_last_good(prev: Vec<SharedObject>, parsed: &mut parse::Parsed) -> Vec<S
     objects
 }
 
-/// Watches `paths` and sends a message after each burst of changes settles.
+/// Watches `paths` and sends on `tx` after each burst of changes settles.
 /// Each message carries when the first change of its burst was seen.
-pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, mpsc::Receiver<std::time::Instant>)> {
+pub fn watch(paths: &[PathBuf], tx: mpsc::Sender<std::time::Instant>) -> anyhow::Result<notify::RecommendedWatcher> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
@@ -193,7 +193,6 @@ pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, m
         };
         watcher.watch(&target, mode)?;
     }
-    let (tx, rx) = mpsc::channel::<std::time::Instant>(1);
     tokio::spawn(async move {
         while raw_rx.recv().await.is_some() {
             let seen_at = std::time::Instant::now();
@@ -212,5 +211,5 @@ pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, m
             }
         }
     });
-    Ok((watcher, rx))
+    Ok(watcher)
 }

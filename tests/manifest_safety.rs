@@ -1,0 +1,265 @@
+//! What a running Vestibule makes of what it is handed: signals, the files of its manifests
+//! directory, EndpointSlices, and who can reach its operator port. The real binary, real files,
+//! real sockets on 127.0.0.1.
+
+mod fakeapi;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vestibule::echo::{self, EchoOptions, Identity};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// An echo backend on 127.0.0.1 answering as `service`.
+struct Echo {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo(service: &str) -> Echo {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let identity = Identity { service: service.into(), namespace: "default".into(), pod: format!("{service}-pod") };
+    Echo { addr, task: echo::spawn(l, EchoOptions { identity, tls: false }) }
+}
+
+/// A Service `svc` (port `http`, 80) and its EndpointSlice `{svc}-abc` with `port` and `addrs`.
+fn backend(svc: &str, port: &str, addrs: &[&str]) -> String {
+    let addrs: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {svc}\n  namespace: default\nspec:\n  ports:\n  - name: http\n    port: 80\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-abc\n  namespace: default\n  labels:\n    kubernetes.io/service-name: {svc}\n\
+         addressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints:\n- addresses: [{}]\n---\n",
+        addrs.join(", ")
+    )
+}
+
+fn echo_backend(svc: &str, e: &Echo) -> String {
+    backend(svc, &e.addr.port().to_string(), &["127.0.0.1"])
+}
+
+fn ingress(name: &str, host: &str, svc: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: {svc}\n            port:\n              number: 80\n---\n"
+    )
+}
+
+/// Replaces a file atomically (write + rename), as editors and volumes do.
+fn replace(path: &Path, content: impl AsRef<[u8]>) {
+    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A temporary directory with the manifests in `k8s/`.
+fn manifests(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let k8s = tmp.path().join("k8s");
+    std::fs::create_dir(&k8s).unwrap();
+    for (name, text) in files {
+        std::fs::write(k8s.join(name), text).unwrap();
+    }
+    (tmp, k8s)
+}
+
+/// The real binary, running until dropped, with its log lines (stderr) collected.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    http: SocketAddr,
+    healthz: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Starts `vestibule ARGS` and waits (bounded) for the log line containing `ready`, which
+    /// gives the `http=` and `healthz=` addresses.
+    fn start(args: &[&str], env: &[(&str, &str)], ready: &str) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vestibule"))
+            .args(["--worker-threads", "2"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut p = Proc { child, lines, http: ([0, 0, 0, 0], 0).into(), healthz: ([0, 0, 0, 0], 0).into() };
+        let line = p.wait_log(ready, Duration::from_secs(30)).unwrap_or_else(|| panic!("no {ready:?} line in time; the log:\n{}", p.log()));
+        let field = |name: &str| -> SocketAddr {
+            let start = line.find(&format!(" {name}=")).unwrap_or_else(|| panic!("{name} in {line}")) + name.len() + 2;
+            line[start..].split_whitespace().next().unwrap().parse().unwrap()
+        };
+        (p.http, p.healthz) = (field("http"), field("healthz"));
+        p
+    }
+
+    /// `vestibule serve` on ephemeral ports, on 127.0.0.1 unless `more` says otherwise.
+    fn serve(root: &Path, more: &[&str]) -> Proc {
+        let mut args = vec!["serve", "--manifests", root.to_str().unwrap(), "--http-port", "0", "--https-port", "0", "--healthz-port", "0"];
+        if !more.contains(&"--bind-address") {
+            args.extend(["--bind-address", "127.0.0.1"]);
+        }
+        args.extend(["--access-log", "off"]);
+        args.extend(more);
+        Proc::start(&args, &[], "vestibule serving")
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The first log line containing every one of `words` (separated by `&`), waiting up to
+    /// `timeout` for it.
+    fn wait_log(&self, words: &str, timeout: Duration) -> Option<String> {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| words.split('&').all(|w| l.contains(w))) {
+                return Some(l.clone());
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn expect_log(&self, words: &str) -> String {
+        self.wait_log(words, Duration::from_secs(5)).unwrap_or_else(|| panic!("no log line with {words:?}:\n{}", self.log()))
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn hup(&self) {
+        let ok = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(0).build().unwrap()
+}
+
+/// The status of a GET to `host` through the proxy, and the echo service that answered.
+async fn route(http: SocketAddr, host: &str) -> (u16, Option<String>) {
+    let resp = client().get(format!("http://{http}/")).header("host", host).send().await.expect("the proxy answers");
+    let status = resp.status().as_u16();
+    let body: Option<Value> = resp.json().await.ok();
+    (status, body.and_then(|v| v["service"].as_str().map(str::to_string)))
+}
+
+/// Waits (up to `timeout`) until `host` routes to `expect`; returns how long it took.
+async fn wait_route(http: SocketAddr, host: &str, expect: (u16, Option<&str>), timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (status, svc) = route(http, host).await;
+        if status == expect.0 && svc.as_deref() == expect.1 {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "{host}: expected {expect:?}, still ({status}, {svc:?}) after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const LONG: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// SIGHUP
+
+/// A change made through a hard link outside the watched directory is invisible to the
+/// watcher: only the rescan that SIGHUP asks for can bring it in. The process lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_the_manifests_again_and_the_process_keeps_serving() {
+    let (one, two) = (echo("one").await, echo("two").await);
+    let (tmp, k8s) = manifests(&[("backends.yaml", &(echo_backend("one", &one) + &echo_backend("two", &two)))]);
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("app.yaml"), ingress("app", "a.test", "one")).unwrap();
+    std::fs::hard_link(outside.join("app.yaml"), k8s.join("app.yaml")).unwrap();
+    let mut p = Proc::serve(&k8s, &[]);
+    wait_route(p.http, "a.test", (200, Some("one")), LONG).await;
+
+    std::fs::write(outside.join("app.yaml"), ingress("app", "a.test", "two")).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(route(p.http, "a.test").await, (200, Some("one".into())), "the watcher saw nothing");
+
+    p.hup();
+    wait_route(p.http, "a.test", (200, Some("two")), LONG).await;
+    p.expect_log("INFO&SIGHUP: reading the manifests again");
+    assert!(p.alive(), "SIGHUP ended the process:\n{}", p.log());
+
+    // Again, with nothing changed: still alive, still healthy, and file changes still go live.
+    p.hup();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(p.alive());
+    let health = client().get(format!("http://{}/healthz", p.healthz)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    replace(&k8s.join("app.yaml"), ingress("app", "a.test", "one"));
+    wait_route(p.http, "a.test", (200, Some("one")), LONG).await;
+}
+
+/// The controller has nothing to rescan (the API server pushes changes): SIGHUP is logged and
+/// the process goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_leaves_the_controller_running() {
+    let api = fakeapi::FakeApi::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(tmp.path(), "token");
+    let mut p = controller(&kubeconfig);
+    p.hup();
+    p.expect_log("INFO&SIGHUP: nothing to reload");
+    assert!(p.alive(), "SIGHUP ended the controller:\n{}", p.log());
+    let health = client().get(format!("http://{}/healthz", p.healthz)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+fn controller(kubeconfig: &Path) -> Proc {
+    let args = [
+        "controller",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--bind-address",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--https-port",
+        "0",
+        "--healthz-port",
+        "0",
+        "--watch-ingress-without-class",
+        "--update-status=false",
+        "--access-log",
+        "off",
+    ];
+    Proc::start(&args, &[("POD_NAMESPACE", "vestibule")], "vestibule controller started")
+}
