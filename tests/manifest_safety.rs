@@ -193,6 +193,12 @@ async fn wait_route(http: SocketAddr, host: &str, expect: (u16, Option<&str>), t
 
 const LONG: Duration = Duration::from_secs(5);
 
+async fn debug_config(healthz: SocketAddr) -> (String, Value) {
+    let text = client().get(format!("http://{healthz}/debug/config")).send().await.unwrap().text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (text, v)
+}
+
 // ---------------------------------------------------------------------------------------------
 // SIGHUP
 
@@ -262,4 +268,20 @@ fn controller(kubeconfig: &Path) -> Proc {
         "off",
     ];
     Proc::start(&args, &[("POD_NAMESPACE", "vestibule")], "vestibule controller started")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where manifests are shown from
+
+/// /debug/config names files from their `--manifests` directory, never by where that directory
+/// is on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_config_shows_no_host_paths() {
+    let (tmp, k8s) = manifests(&[("bad.yaml", "apiVersion: v1\nkind: Service\n")]);
+    let p = Proc::serve(&k8s, &[]);
+    let (text, config) = debug_config(p.healthz).await;
+    assert_eq!(config["manifestErrors"].as_array().unwrap().len(), 1, "{config:#}");
+    assert!(config["manifestErrors"][0].as_str().unwrap().starts_with("k8s/bad.yaml: document 1"), "{config:#}");
+    let host_path = tmp.path().to_str().unwrap();
+    assert!(!text.contains(host_path), "{host_path} in {text}");
 }

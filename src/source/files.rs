@@ -3,6 +3,11 @@
 //! Each file keeps its last good objects: a document that fails to parse or validate keeps the
 //! version of its object that was read before (a file whose YAML cannot be split at all keeps
 //! all of its objects), so a typo never takes down what works.
+//!
+//! Files are named relative to the `--manifests` directory they were found in, prefixed by that
+//! directory's own name (`--manifests /etc/vestibule/k8s` shows `k8s/app.yaml`); a `--manifests`
+//! that is a file is shown as given. Errors, warnings and `/debug/config` use these names, so
+//! they never show where on the host the manifests live.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -36,32 +41,44 @@ pub struct LoadReport {
 
 pub struct FileSource {
     paths: Vec<PathBuf>,
-    files: BTreeMap<PathBuf, FileState>,
+    /// Every file found, by real path, with the name it is shown by.
+    files: BTreeMap<PathBuf, (PathBuf, FileState)>,
 }
 
 fn is_manifest(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
 
-/// Manifest files under `path`, sorted; hidden entries (including Kubernetes' `..data` volume
-/// internals) are skipped, symlinks are followed.
-fn collect(path: &Path, out: &mut Vec<PathBuf>) {
+/// Manifest files under `path`, sorted, each with the name it is shown by (`shown` is the name
+/// of `path` itself); hidden entries (including Kubernetes' `..data` volume internals) are
+/// skipped, symlinks are followed.
+fn collect(path: &Path, shown: &Path, out: &mut Vec<(PathBuf, PathBuf)>) {
     if path.is_file() {
-        out.push(path.to_path_buf());
+        out.push((path.to_path_buf(), shown.to_path_buf()));
         return;
     }
     let Ok(entries) = std::fs::read_dir(path) else { return };
     let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
-        if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
+        let Some(name) = p.file_name() else { continue };
+        if name.to_str().is_some_and(|n| n.starts_with('.')) {
             continue;
         }
         if p.is_dir() {
-            collect(&p, out);
+            collect(&p, &shown.join(name), out);
         } else if is_manifest(&p) {
-            out.push(p);
+            out.push((p.clone(), shown.join(name)));
         }
+    }
+}
+
+/// How a `--manifests` root is shown: a directory by its own name, a file as given.
+fn shown_root(root: &Path) -> PathBuf {
+    match root.file_name() {
+        Some(name) if root.is_dir() => PathBuf::from(name),
+        Some(_) => root.to_path_buf(),
+        None => PathBuf::new(),
     }
 }
 
@@ -88,58 +105,58 @@ impl FileSource {
             if !p.exists() {
                 report.warnings.push(format!("{}: no such file or directory", p.display()));
             }
-            collect(p, &mut found);
+            collect(p, &shown_root(p), &mut found);
         }
-        found.dedup();
+        found.dedup_by(|a, b| a.0 == b.0);
         let before = self.files.len();
-        let present: std::collections::HashSet<&PathBuf> = found.iter().collect();
+        let present: std::collections::HashSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
         self.files.retain(|p, _| present.contains(p));
         if self.files.len() != before {
             report.changed = true;
         }
-        for path in found {
+        for (path, shown) in found {
             let stamp = std::fs::metadata(&path).ok().and_then(|m| Some((m.len(), m.modified().ok()?)));
-            if stamp.is_some() && self.files.get(&path).is_some_and(|s| s.stamp == stamp) {
+            if stamp.is_some() && self.files.get(&path).is_some_and(|(_, s)| s.stamp == stamp) {
                 continue;
             }
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
                     // Vanished between listing and reading, or unreadable: keep what we had.
-                    report.warnings.push(format!("{}: {e}", path.display()));
+                    report.warnings.push(format!("{}: {e}", shown.display()));
                     continue;
                 }
             };
             let hash = hash_of(&text);
-            if let Some(s) = self.files.get_mut(&path).filter(|s| s.hash == hash) {
+            if let Some((_, s)) = self.files.get_mut(&path).filter(|(_, s)| s.hash == hash) {
                 s.stamp = stamp;
                 continue;
             }
-            let mut parsed = parse::parse_text(&path, &text);
-            let prev = self.files.remove(&path).unwrap_or_default();
+            let mut parsed = parse::parse_text(&shown, &text);
+            let prev = self.files.remove(&path).map(|(_, s)| s).unwrap_or_default();
             let objects = merge_last_good(prev.objects, &mut parsed);
             report.changed = true;
             report.new_errors.extend(parsed.errors.iter().cloned());
             report.warnings.extend(parsed.warnings);
-            self.files.insert(path, FileState { stamp, hash, objects, errors: parsed.errors });
+            self.files.insert(path, (shown, FileState { stamp, hash, objects, errors: parsed.errors }));
         }
         report
     }
 
     /// Every error currently standing in the files.
     pub fn errors(&self) -> Vec<ParseError> {
-        self.files.values().flat_map(|f| f.errors.iter().cloned()).collect()
+        self.files.values().flat_map(|(_, f)| f.errors.iter().cloned()).collect()
     }
 
     /// The objects of all files; on a duplicate, the file that sorts last wins.
     pub fn store(&self) -> Store {
         let mut store = Store::default();
-        let mut seen: HashMap<ObjRef, &Path> = HashMap::new();
-        for (path, state) in &self.files {
+        let mut seen: HashMap<ObjRef, (&Path, &Path)> = HashMap::new();
+        for (path, (shown, state)) in &self.files {
             for obj in &state.objects {
-                if let Some(other) = seen.insert(obj.obj_ref(), path) {
+                if let Some((other, other_shown)) = seen.insert(obj.obj_ref(), (path, shown)) {
                     if other != path {
-                        tracing::warn!(object = %obj.obj_ref(), first = %other.display(), second = %path.display(), "object defined in two files; the second is used");
+                        tracing::warn!(object = %obj.obj_ref(), first = %other_shown.display(), second = %shown.display(), "object defined in two files; the second is used");
                     }
                 }
                 store.insert_shared(obj);
@@ -212,4 +229,24 @@ pub fn watch(paths: &[PathBuf], tx: mpsc::Sender<std::time::Instant>) -> anyhow:
         }
     });
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_named_from_their_root_and_a_file_root_as_given() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("k8s");
+        std::fs::create_dir_all(root.join("team")).unwrap();
+        std::fs::write(root.join("team/bad.yaml"), "kind: Service\n").unwrap();
+        let single = tmp.path().join("single.yaml");
+        std::fs::write(&single, "kind: Service\n").unwrap();
+        let mut source = FileSource::new(vec![root, single.clone()]);
+        source.load();
+        let errors = source.errors();
+        let files: Vec<&Path> = errors.iter().map(|e| e.file.as_path()).collect();
+        assert_eq!(files, vec![Path::new("k8s/team/bad.yaml"), single.as_path()]);
+    }
 }
