@@ -121,9 +121,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[derive(Args, Debug, Clone)]
 pub struct ListenArgs {
-    /// Address the listeners bind to.
+    /// Address the listeners bind to (all interfaces by default).
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
+    /// Address of the healthz port only (/healthz, /metrics, /debug/*), e.g. 127.0.0.1 to keep
+    /// the operator endpoints off the network; defaults to --bind-address.
+    #[arg(long)]
+    pub admin_address: Option<IpAddr>,
     /// Port for plain HTTP (0 picks a free port).
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
@@ -243,6 +247,7 @@ fn apply_listen(o: &mut ServeOptions, l: &ListenArgs) {
     o.shutdown_delay = l.shutdown_delay;
     o.shutdown_grace = l.shutdown_grace_period;
     o.bind = l.bind_address;
+    o.admin_bind = l.admin_address;
     o.http_port = l.http_port;
     o.https_port = l.https_port;
     o.healthz_port = l.healthz_port;

@@ -106,6 +106,8 @@ fn update_certificate_metrics(metrics: &Metrics, config: &Config) {
 pub struct ServeOptions {
     pub manifests: Vec<PathBuf>,
     pub bind: IpAddr,
+    /// Where the healthz port (/healthz, /metrics, /debug/*) binds; `bind` when `None`.
+    pub admin_bind: Option<IpAddr>,
     pub http_port: u16,
     pub https_port: u16,
     pub healthz_port: u16,
@@ -173,6 +175,7 @@ impl Default for ServeOptions {
         ServeOptions {
             manifests: Vec::new(),
             bind: IpAddr::from([0, 0, 0, 0]),
+            admin_bind: None,
             http_port: 8080,
             https_port: 8443,
             healthz_port: 10254,
@@ -265,7 +268,7 @@ impl Frontend {
 
         let http_l = listener::bind(SocketAddr::new(opts.bind, opts.http_port)).await.map_err(|e| anyhow::anyhow!("binding HTTP port {}: {e}", opts.http_port))?;
         let https_l = listener::bind(SocketAddr::new(opts.bind, opts.https_port)).await.map_err(|e| anyhow::anyhow!("binding HTTPS port {}: {e}", opts.https_port))?;
-        let healthz_l = listener::bind(SocketAddr::new(opts.bind, opts.healthz_port)).await.map_err(|e| anyhow::anyhow!("binding healthz port {}: {e}", opts.healthz_port))?;
+        let healthz_l = listener::bind(SocketAddr::new(opts.admin_bind.unwrap_or(opts.bind), opts.healthz_port)).await.map_err(|e| anyhow::anyhow!("binding healthz port {}: {e}", opts.healthz_port))?;
         let (http, https, healthz) = (http_l.local_addr()?, https_l.local_addr()?, healthz_l.local_addr()?);
 
         let mut proxy_opts = opts.proxy.clone();

@@ -285,3 +285,20 @@ async fn debug_config_shows_no_host_paths() {
     let host_path = tmp.path().to_str().unwrap();
     assert!(!text.contains(host_path), "{host_path} in {text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The operator port
+
+/// `--admin-address` moves only the operator port (/healthz, /metrics, /debug/*); without it
+/// that port is on the bind address, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_address_binds_only_the_operator_port() {
+    let (_tmp, k8s) = manifests(&[("app.yaml", &ingress("app", "a.test", "one"))]);
+    let p = Proc::serve(&k8s, &["--bind-address", "127.0.0.2", "--admin-address", "127.0.0.1"]);
+    assert_eq!((p.http.ip().to_string(), p.healthz.ip().to_string()), ("127.0.0.2".into(), "127.0.0.1".into()));
+    let health = client().get(format!("http://{}/healthz", p.healthz)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let p = Proc::serve(&k8s, &[]);
+    assert_eq!((p.http.ip().to_string(), p.healthz.ip().to_string()), ("127.0.0.1".into(), "127.0.0.1".into()));
+}
