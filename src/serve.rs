@@ -105,6 +105,8 @@ fn update_certificate_metrics(metrics: &Metrics, config: &Config) {
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub manifests: Vec<PathBuf>,
+    /// Largest manifest file read, in bytes.
+    pub max_manifest_size: u64,
     pub bind: IpAddr,
     /// Where the healthz port (/healthz, /metrics, /debug/*) binds; `bind` when `None`.
     pub admin_bind: Option<IpAddr>,
@@ -174,6 +176,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             manifests: Vec::new(),
+            max_manifest_size: files::DEFAULT_MAX_SIZE,
             bind: IpAddr::from([0, 0, 0, 0]),
             admin_bind: None,
             http_port: 8080,
@@ -304,7 +307,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let mut front = Frontend::bind(&opts).await?;
     let metrics = front.shared.metrics.clone();
 
-    let mut source = FileSource::new(opts.manifests.clone());
+    let mut source = FileSource::new(opts.manifests.clone(), opts.max_manifest_size);
     let report = source.load();
     log_report(&report, &metrics);
     front.engine.apply(source.store(), standing_errors(&source), None);

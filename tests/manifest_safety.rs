@@ -193,10 +193,43 @@ async fn wait_route(http: SocketAddr, host: &str, expect: (u16, Option<&str>), t
 
 const LONG: Duration = Duration::from_secs(5);
 
+impl Proc {
+    /// Peak resident memory, in MiB.
+    fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap();
+        kib / 1024
+    }
+}
+
 async fn debug_config(healthz: SocketAddr) -> (String, Value) {
     let text = client().get(format!("http://{healthz}/debug/config")).send().await.unwrap().text().await.unwrap();
     let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
     (text, v)
+}
+
+/// `vestibule check ARGS`: exit code and stdout; fails the test if it runs for 30 s.
+fn check(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vestibule")).arg("check").args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut s).unwrap();
+        s
+    });
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vestibule check {args:?} did not finish in 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, reader.join().unwrap())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,6 +301,99 @@ fn controller(kubeconfig: &Path) -> Proc {
         "off",
     ];
     Proc::start(&args, &[("POD_NAMESPACE", "vestibule")], "vestibule controller started")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading manifests: only regular files, with a size limit, as UTF-8
+
+/// A FIFO would block the reader forever and /dev/zero would fill memory: both are refused by
+/// name, the rest serves, later edits go live at once, and memory stays small. `check` says
+/// the same and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_and_link_to_dev_zero_are_refused_without_blocking_or_filling_memory() {
+    let (one, two) = (echo("one").await, echo("two").await);
+    let all = echo_backend("one", &one) + &echo_backend("two", &two);
+    let (_tmp, k8s) = manifests(&[("backends.yaml", &all), ("app.yaml", &ingress("app", "a.test", "one"))]);
+    let made = Command::new("mkfifo").arg(k8s.join("pipe.yaml")).status().unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", k8s.join("zero.yaml")).unwrap();
+
+    let p = Proc::serve(&k8s, &[]);
+    wait_route(p.http, "a.test", (200, Some("one")), LONG).await;
+    p.expect_log("ERROR&k8s/pipe.yaml: a FIFO; only regular files are read");
+    p.expect_log("ERROR&k8s/zero.yaml: a device; only regular files are read");
+
+    replace(&k8s.join("app.yaml"), ingress("app", "a.test", "two"));
+    let took = wait_route(p.http, "a.test", (200, Some("two")), LONG).await;
+    assert!(took < Duration::from_millis(1500), "the edit took {took:?}");
+    let peak = p.peak_rss_mib();
+    assert!(peak < 200, "peak memory {peak} MiB");
+
+    let (code, out) = check(&["--manifests", k8s.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error: k8s/pipe.yaml: a FIFO") && out.contains("error: k8s/zero.yaml: a device"), "{out}");
+}
+
+/// A file over `--max-manifest-size` is named by `check` (exit 1) and not read; under the
+/// default limit the same file is fine.
+#[test]
+fn check_names_a_manifest_over_the_size_limit() {
+    let big = format!("{}{}\n", backend("web", "8080", &["10.0.0.1"]), "#".repeat(3000));
+    let (_tmp, k8s) = manifests(&[("big.yaml", &big), ("app.yaml", &ingress("app", "a.test", "web"))]);
+    let root = k8s.to_str().unwrap();
+    let (code, out) = check(&["--manifests", root, "--max-manifest-size", "2k"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.lines().any(|l| l == "error: k8s/big.yaml: larger than --max-manifest-size (2048 bytes); not read"), "{out}");
+    let (code, out) = check(&["--manifests", root]);
+    assert_eq!(code, 0, "{out}");
+}
+
+
+/// A good file replaced by one that is not UTF-8, or that grew past the limit: the error is
+/// logged and shown in /debug/config, naming the file, and the last good objects keep serving
+/// until the file is good again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_replacement_is_an_error_and_the_last_good_version_serves() {
+    let (one, two) = (echo("one").await, echo("two").await);
+    let all = echo_backend("one", &one) + &echo_backend("two", &two);
+    let (_tmp, k8s) = manifests(&[("backends.yaml", &all), ("app.yaml", &ingress("app", "a.test", "one"))]);
+    let p = Proc::serve(&k8s, &["--max-manifest-size", "4k"]);
+    wait_route(p.http, "a.test", (200, Some("one")), LONG).await;
+
+    let mut not_utf8 = ingress("app", "a.test", "two").into_bytes();
+    not_utf8.extend_from_slice(b"# caf\xe9\n");
+    let oversize = format!("{}{}\n", ingress("app", "a.test", "two"), "#".repeat(5000)).into_bytes();
+    for (content, why) in [(not_utf8, "not valid UTF-8"), (oversize, "larger than --max-manifest-size (4096 bytes)")] {
+        replace(&k8s.join("app.yaml"), content);
+        let line = p.expect_log(&format!("ERROR&k8s/app.yaml: {why}"));
+        assert!(line.contains("the last good version of its objects keeps serving"), "{line}");
+        let (_, config) = debug_config(p.healthz).await;
+        let errors = config["manifestErrors"].as_array().unwrap();
+        assert!(errors.len() == 1 && errors[0].as_str().unwrap().starts_with(&format!("k8s/app.yaml: {why}")), "{config:#}");
+        assert_eq!(route(p.http, "a.test").await, (200, Some("one".into())));
+        p.lines.lock().unwrap().clear();
+    }
+
+    replace(&k8s.join("app.yaml"), ingress("app", "a.test", "two"));
+    wait_route(p.http, "a.test", (200, Some("two")), LONG).await;
+    let (_, config) = debug_config(p.healthz).await;
+    assert_eq!(config["manifestErrors"], serde_json::json!([]));
+}
+
+/// A new file that is not UTF-8 is an error, in the log and in `check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_file_that_is_not_utf8_is_reported() {
+    let one = echo("one").await;
+    let (_tmp, k8s) = manifests(&[("backends.yaml", &echo_backend("one", &one)), ("app.yaml", &ingress("app", "a.test", "one"))]);
+    std::fs::write(k8s.join("latin1.yaml"), b"# caf\xe9\n").unwrap();
+
+    let p = Proc::serve(&k8s, &[]);
+    wait_route(p.http, "a.test", (200, Some("one")), LONG).await;
+    p.expect_log("ERROR&k8s/latin1.yaml: not valid UTF-8 (byte 5); not read");
+
+    let (code, out) = check(&["--manifests", k8s.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.lines().any(|l| l == "error: k8s/latin1.yaml: not valid UTF-8 (byte 5); not read"), "{out}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 //!
 //! Each file keeps its last good objects: a document that fails to parse or validate keeps the
 //! version of its object that was read before (a file whose YAML cannot be split at all keeps
-//! all of its objects), so a typo never takes down what works.
+//! all of its objects), so a typo never takes down what works. The same holds for a file that
+//! cannot be read as a manifest at all: not a regular file (a FIFO, a device, a socket), larger
+//! than the size limit, or not UTF-8. Only regular files are read (a symlink only when it leads
+//! to one), and never more than the limit, so nothing in the directory can block a rescan or
+//! fill memory.
 //!
 //! Files are named relative to the `--manifests` directory they were found in, prefixed by that
 //! directory's own name (`--manifests /etc/vestibule/k8s` shows `k8s/app.yaml`); a `--manifests`
@@ -11,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,7 +29,8 @@ use crate::store::{ObjRef, SharedObject, Store};
 struct FileState {
     /// Size and modification time when last read: an unchanged file is not read again.
     stamp: Option<(u64, std::time::SystemTime)>,
-    hash: u64,
+    /// Hash of the text last read; `None` when the file could not be read.
+    hash: Option<u64>,
     objects: Vec<SharedObject>,
     errors: Vec<ParseError>,
 }
@@ -39,8 +45,13 @@ pub struct LoadReport {
     pub warnings: Vec<String>,
 }
 
+/// The default of `--max-manifest-size`.
+pub const DEFAULT_MAX_SIZE: u64 = 16 * 1024 * 1024;
+
 pub struct FileSource {
     paths: Vec<PathBuf>,
+    /// Largest file read, in bytes.
+    max_size: u64,
     /// Every file found, by real path, with the name it is shown by.
     files: BTreeMap<PathBuf, (PathBuf, FileState)>,
 }
@@ -51,10 +62,13 @@ fn is_manifest(p: &Path) -> bool {
 
 /// Manifest files under `path`, sorted, each with the name it is shown by (`shown` is the name
 /// of `path` itself); hidden entries (including Kubernetes' `..data` volume internals) are
-/// skipped, symlinks are followed.
+/// skipped, symlinks are followed. A `path` that is not a directory is taken as a file, whatever
+/// it is: reading it says what is wrong with it.
 fn collect(path: &Path, shown: &Path, out: &mut Vec<(PathBuf, PathBuf)>) {
-    if path.is_file() {
-        out.push((path.to_path_buf(), shown.to_path_buf()));
+    if !path.is_dir() {
+        if path.symlink_metadata().is_ok() {
+            out.push((path.to_path_buf(), shown.to_path_buf()));
+        }
         return;
     }
     let Ok(entries) = std::fs::read_dir(path) else { return };
@@ -82,6 +96,57 @@ fn shown_root(root: &Path) -> PathBuf {
     }
 }
 
+/// Why a file was not read.
+enum ReadError {
+    /// It vanished between listing and reading: it is dropped at the next rescan.
+    Gone(std::io::Error),
+    /// It is not something to read as a manifest, or could not be read: reported as an error.
+    Refused(String),
+}
+
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        } else if t.is_socket() {
+            return "a socket";
+        } else if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() { "a directory" } else { "not a regular file" }
+}
+
+/// Reads a regular file of at most `max` bytes as UTF-8. `meta` is the file's metadata (links
+/// followed), read just before; the file opened is checked again, and never more than `max + 1`
+/// bytes are read, in case it was replaced or grows meanwhile.
+fn read_manifest(path: &Path, meta: &std::fs::Metadata, max: u64) -> Result<String, ReadError> {
+    let refuse_type = |t| ReadError::Refused(format!("{}; only regular files are read", kind_of(t)));
+    let too_large = || ReadError::Refused(format!("larger than --max-manifest-size ({max} bytes); not read"));
+    if !meta.is_file() {
+        return Err(refuse_type(meta.file_type()));
+    }
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ReadError::Gone(e),
+        _ => ReadError::Refused(e.to_string()),
+    })?;
+    let opened = file.metadata().map_err(|e| ReadError::Refused(e.to_string()))?;
+    if !opened.is_file() {
+        return Err(refuse_type(opened.file_type()));
+    }
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| ReadError::Refused(e.to_string()))?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| ReadError::Refused(format!("not valid UTF-8 (byte {}); not read", e.utf8_error().valid_up_to())))
+}
+
 fn hash_of(text: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
@@ -89,8 +154,9 @@ fn hash_of(text: &str) -> u64 {
 }
 
 impl FileSource {
-    pub fn new(paths: Vec<PathBuf>) -> Self {
-        FileSource { paths, files: BTreeMap::new() }
+    /// A source of the manifests under `paths`, reading no file larger than `max_size` bytes.
+    pub fn new(paths: Vec<PathBuf>, max_size: u64) -> Self {
+        FileSource { paths, max_size, files: BTreeMap::new() }
     }
 
     pub fn paths(&self) -> &[PathBuf] {
@@ -115,20 +181,37 @@ impl FileSource {
             report.changed = true;
         }
         for (path, shown) in found {
-            let stamp = std::fs::metadata(&path).ok().and_then(|m| Some((m.len(), m.modified().ok()?)));
-            if stamp.is_some() && self.files.get(&path).is_some_and(|(_, s)| s.stamp == stamp) {
-                continue;
-            }
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
+            // Links followed: a symlink is judged by what it leads to.
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
                 Err(e) => {
-                    // Vanished between listing and reading, or unreadable: keep what we had.
+                    // Vanished between listing and reading, or a dangling link: keep what we had.
                     report.warnings.push(format!("{}: {e}", shown.display()));
                     continue;
                 }
             };
+            let stamp = meta.modified().ok().map(|t| (meta.len(), t));
+            if stamp.is_some() && self.files.get(&path).is_some_and(|(_, s)| s.stamp == stamp) {
+                continue;
+            }
+            let text = match read_manifest(&path, &meta, self.max_size) {
+                Ok(t) => t,
+                Err(ReadError::Gone(e)) => {
+                    report.warnings.push(format!("{}: {e}", shown.display()));
+                    continue;
+                }
+                Err(ReadError::Refused(message)) => {
+                    // Like a file whose YAML cannot be split: all its last good objects stay.
+                    let error = ParseError::file(&shown, message);
+                    let prev = self.files.remove(&path).map(|(_, s)| s).unwrap_or_default();
+                    report.changed = true;
+                    report.new_errors.push(error.clone());
+                    self.files.insert(path, (shown, FileState { stamp, hash: None, objects: prev.objects, errors: vec![error] }));
+                    continue;
+                }
+            };
             let hash = hash_of(&text);
-            if let Some((_, s)) = self.files.get_mut(&path).filter(|(_, s)| s.hash == hash) {
+            if let Some((_, s)) = self.files.get_mut(&path).filter(|(_, s)| s.hash == Some(hash)) {
                 s.stamp = stamp;
                 continue;
             }
@@ -138,7 +221,7 @@ impl FileSource {
             report.changed = true;
             report.new_errors.extend(parsed.errors.iter().cloned());
             report.warnings.extend(parsed.warnings);
-            self.files.insert(path, (shown, FileState { stamp, hash, objects, errors: parsed.errors }));
+            self.files.insert(path, (shown, FileState { stamp, hash: Some(hash), objects, errors: parsed.errors }));
         }
         report
     }
@@ -235,6 +318,12 @@ pub fn watch(paths: &[PathBuf], tx: mpsc::Sender<std::time::Instant>) -> anyhow:
 mod tests {
     use super::*;
 
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n";
+
+    fn shown(source: &FileSource) -> Vec<String> {
+        source.errors().iter().map(|e| e.to_string()).collect()
+    }
+
     #[test]
     fn files_are_named_from_their_root_and_a_file_root_as_given() {
         let tmp = tempfile::tempdir().unwrap();
@@ -243,10 +332,38 @@ mod tests {
         std::fs::write(root.join("team/bad.yaml"), "kind: Service\n").unwrap();
         let single = tmp.path().join("single.yaml");
         std::fs::write(&single, "kind: Service\n").unwrap();
-        let mut source = FileSource::new(vec![root, single.clone()]);
+        let mut source = FileSource::new(vec![root, single.clone()], DEFAULT_MAX_SIZE);
         source.load();
         let errors = source.errors();
         let files: Vec<&Path> = errors.iter().map(|e| e.file.as_path()).collect();
         assert_eq!(files, vec![Path::new("k8s/team/bad.yaml"), single.as_path()]);
+    }
+
+    #[test]
+    fn an_unreadable_version_keeps_the_last_good_objects_until_the_file_is_good_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("app.yaml");
+        std::fs::write(&file, SERVICE).unwrap();
+        let mut source = FileSource::new(vec![tmp.path().to_path_buf()], 4096);
+        source.load();
+        assert_eq!(source.store().services.len(), 1);
+
+        let mut bad = SERVICE.as_bytes().to_vec();
+        bad.extend_from_slice(b"# \xff\xfe\n");
+        let utf8 = format!("not valid UTF-8 (byte {})", SERVICE.len() + 2);
+        for (content, why) in [(bad, utf8.as_str()), (vec![b'#'; 5000], "larger than --max-manifest-size (4096 bytes)")] {
+            std::fs::write(&file, &content).unwrap();
+            let report = source.load();
+            assert!(report.changed && report.new_errors.len() == 1, "{report:?}");
+            let name = tmp.path().file_name().unwrap().to_string_lossy().into_owned();
+            assert_eq!(shown(&source), vec![format!("{name}/app.yaml: {why}; not read")]);
+            assert_eq!(source.store().services.len(), 1, "the last good Service stays");
+        }
+
+        // The same good text as before the error: read again, and the error is gone.
+        std::fs::write(&file, SERVICE).unwrap();
+        assert!(source.load().changed);
+        assert!(source.errors().is_empty(), "{:?}", shown(&source));
+        assert_eq!(source.store().services.len(), 1);
     }
 }

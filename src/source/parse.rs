@@ -17,7 +17,7 @@ use crate::store::{ObjRef, Object};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     pub file: PathBuf,
-    /// 1-based document number within the file.
+    /// 1-based document number within the file; 0 when the whole file was not read.
     pub document: usize,
     pub line: Option<usize>,
     pub column: Option<usize>,
@@ -27,9 +27,19 @@ pub struct ParseError {
     pub message: String,
 }
 
+impl ParseError {
+    /// The whole file was not read (not a regular file, too large, not UTF-8...).
+    pub fn file(file: &Path, message: String) -> Self {
+        ParseError { file: file.to_path_buf(), document: 0, line: None, column: None, object: None, field: None, message }
+    }
+}
+
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: document {}", self.file.display(), self.document)?;
+        write!(f, "{}", self.file.display())?;
+        if self.document > 0 {
+            write!(f, ": document {}", self.document)?;
+        }
         if let Some(l) = self.line {
             write!(f, ", line {l}")?;
             if let Some(c) = self.column {
