@@ -341,6 +341,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
 }
 
 fn log_report(report: &files::LoadReport, metrics: &Metrics) {
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
     for e in &report.new_errors {
         tracing::error!("{e}; the last good version of its objects keeps serving");
     }

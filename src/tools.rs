@@ -12,7 +12,7 @@ fn load(paths: &[std::path::PathBuf], max_size: u64) -> (FileSource, crate::stor
     let mut source = FileSource::new(paths.to_vec(), max_size);
     let report = source.load();
     for w in &report.warnings {
-        tracing::debug!("{w}");
+        tracing::warn!("{w}");
     }
     let store = source.store();
     (source, store)

@@ -396,6 +396,20 @@ async fn a_new_file_that_is_not_utf8_is_reported() {
     assert!(out.lines().any(|l| l == "error: k8s/latin1.yaml: not valid UTF-8 (byte 5); not read"), "{out}");
 }
 
+/// What the file source only warns about (a dangling link, a kind Vestibule does not use) is
+/// logged at warn level, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_warnings_are_logged_at_warn_level() {
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
+    let (_tmp, k8s) = manifests(&[("app.yaml", &ingress("app", "a.test", "one")), ("deploy.yaml", deployment)]);
+    std::os::unix::fs::symlink(k8s.join("nowhere"), k8s.join("gone.yaml")).unwrap();
+    let p = Proc::serve(&k8s, &[]);
+    p.expect_log("WARN&k8s/gone.yaml: No such file or directory");
+    let line = p.expect_log("WARN&k8s/deploy.yaml: document 1: skipping Deployment web");
+    let log = p.log();
+    assert_eq!(log.matches("skipping Deployment web").count(), 1, "logged once: {line}\n{log}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Where manifests are shown from
 

@@ -64,7 +64,8 @@ pub struct Parsed {
     pub errors: Vec<ParseError>,
     /// The file could not be split into documents at all (YAML syntax): nothing in it is usable.
     pub fatal: bool,
-    /// Accepted with a remark (old API versions converted, unknown kinds skipped).
+    /// Accepted with a remark (old API versions converted, unknown kinds skipped); the caller
+    /// logs them.
     pub warnings: Vec<String>,
 }
 
@@ -222,7 +223,6 @@ fn parse_object(ctx: &Ctx, doc: Option<&str>, value: Value, out: &mut Parsed) {
     let Some(id) = identity(&value) else {
         let name = str_at(&value, &["metadata", "name"]).unwrap_or("?");
         let msg = format!("{}: document {}: skipping {kind} {name} ({api_version}): not a kind Vestibule uses", ctx.file.display(), ctx.document);
-        tracing::info!("{msg}");
         out.warnings.push(msg);
         return;
     };
@@ -237,7 +237,6 @@ fn parse_object(ctx: &Ctx, doc: Option<&str>, value: Value, out: &mut Parsed) {
         ("Ingress", "networking.k8s.io/v1") => typed::<net::Ingress>(ctx, doc, &value, &id).map(Object::Ingress),
         ("Ingress", "extensions/v1beta1" | "networking.k8s.io/v1beta1") => typed::<LegacyIngress>(ctx, doc, &value, &id).map(|legacy| {
             let msg = format!("{}: document {}: {id}: converted from {api_version}, which Kubernetes no longer serves; please move to networking.k8s.io/v1", ctx.file.display(), ctx.document);
-            tracing::warn!("{msg}");
             out.warnings.push(msg);
             Object::Ingress(legacy.into_v1())
         }),
