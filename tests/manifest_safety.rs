@@ -411,6 +411,67 @@ async fn source_warnings_are_logged_at_warn_level() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// EndpointSlices
+
+/// Port 0 and an address that is not an IP are refused with the slice and field named; an
+/// unspecified address (which would reach this host) is refused too. Requests to those
+/// Services get 503 (no endpoints), never a 502 from dialling them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_slices_with_undialable_ports_or_addresses_are_reported_and_not_used() {
+    let good = echo("good").await;
+    let port = good.addr.port().to_string();
+    let mut m = echo_backend("good", &good);
+    m += &backend("zero", "0", &["127.0.0.1"]);
+    m += &backend("noip", &port, &["not-an-ip"]);
+    m += &backend("any", &port, &["0.0.0.0"]);
+    for svc in ["good", "zero", "noip", "any"] {
+        m += &ingress(svc, &format!("{svc}.test"), svc);
+    }
+    let (_tmp, k8s) = manifests(&[("all.yaml", &m)]);
+    let p = Proc::serve(&k8s, &[]);
+    wait_route(p.http, "good.test", (200, Some("good")), LONG).await;
+    for host in ["zero.test", "noip.test", "any.test"] {
+        assert_eq!(route(p.http, host).await, (503, None), "{host}");
+    }
+
+    let (code, out) = check(&["--manifests", k8s.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    for (slice, field, why) in [
+        ("zero-abc", "ports[0].port", "0: must be 1-65535"),
+        ("noip-abc", "endpoints[0].addresses[0]", "\"not-an-ip\": must be an IP address"),
+        ("any-abc", "endpoints[0].addresses[0]", "\"0.0.0.0\": must be the address of one host"),
+    ] {
+        let want = format!("EndpointSlice default/{slice}: {field}: {why}");
+        assert!(out.lines().any(|l| l.starts_with("error: k8s/all.yaml: document") && l.contains(&want)), "{want} in:\n{out}");
+    }
+}
+
+/// From the API server a slice is not checked on arrival: the port is left out at compile, and
+/// the diagnostic names the slice and field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_slice_from_the_api_with_port_zero_is_reported_and_not_used() {
+    let api = fakeapi::FakeApi::start().await;
+    let good = echo("web").await;
+    api.apply_yaml(&backend("web", "0", &["127.0.0.1"]));
+    api.apply_yaml(&ingress("web", "web.test", "web"));
+    let tmp = tempfile::tempdir().unwrap();
+    let p = controller(&api.kubeconfig(tmp.path(), "token"));
+    let start = Instant::now();
+    let diag = loop {
+        let (_, config) = debug_config(p.healthz).await;
+        let found = config["diagnostics"].as_array().unwrap().iter().find(|d| d["reason"] == "InvalidEndpoint").cloned();
+        if let Some(d) = found {
+            break d;
+        }
+        assert!(start.elapsed() < LONG, "no InvalidEndpoint diagnostic: {config:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((diag["object"].as_str(), diag["field"].as_str()), (Some("EndpointSlice default/web-abc"), Some("ports[0].port")), "{diag:#}");
+    assert_eq!(route(p.http, "web.test").await, (503, None));
+    drop(good);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Where manifests are shown from
 
 /// /debug/config names files from their `--manifests` directory, never by where that directory

@@ -419,6 +419,7 @@ pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) 
     }
     config.default_backend = global_default;
     let mut diags = b.diags;
+    diags.extend(backend::slice_diagnostics(store));
     diags.sort();
     diags.dedup();
     (config, diags)

@@ -300,18 +300,7 @@ fn validate_object(obj: &Object) -> Vec<validate::FieldError> {
                 }
             }
         }
-        Object::EndpointSlice(s) => {
-            if !matches!(s.address_type.as_str(), "IPv4" | "IPv6" | "FQDN") {
-                errors.push(validate::FieldError { field: "addressType".into(), message: format!("{:?}: must be IPv4, IPv6 or FQDN", s.address_type) });
-            }
-            for (i, ep) in s.endpoints.iter().flatten().enumerate() {
-                for (j, a) in ep.addresses.iter().enumerate() {
-                    if s.address_type != "FQDN" && a.parse::<std::net::IpAddr>().is_err() {
-                        errors.push(validate::FieldError { field: format!("endpoints[{i}].addresses[{j}]"), message: format!("{a:?}: must be an IP address") });
-                    }
-                }
-            }
-        }
+        Object::EndpointSlice(s) => errors = validate::endpoint_slice(s),
         Object::Service(s) => {
             for (i, p) in s.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten().enumerate() {
                 if !(1..=65535).contains(&p.port) {
