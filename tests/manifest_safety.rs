@@ -283,23 +283,9 @@ async fn sighup_leaves_the_controller_running() {
 }
 
 fn controller(kubeconfig: &Path) -> Proc {
-    let args = [
-        "controller",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--https-port",
-        "0",
-        "--healthz-port",
-        "0",
-        "--watch-ingress-without-class",
-        "--update-status=false",
-        "--access-log",
-        "off",
-    ];
+    let mut args = vec!["controller", "--kubeconfig", kubeconfig.to_str().unwrap(), "--bind-address", "127.0.0.1"];
+    args.extend(["--http-port", "0", "--https-port", "0", "--healthz-port", "0", "--access-log", "off"]);
+    args.extend(["--watch-ingress-without-class", "--update-status=false"]);
     Proc::start(&args, &[("POD_NAMESPACE", "vestibule")], "vestibule controller started")
 }
 
@@ -347,7 +333,6 @@ fn check_names_a_manifest_over_the_size_limit() {
     let (code, out) = check(&["--manifests", root]);
     assert_eq!(code, 0, "{out}");
 }
-
 
 /// A good file replaced by one that is not UTF-8, or that grew past the limit: the error is
 /// logged and shown in /debug/config, naming the file, and the last good objects keep serving
@@ -451,7 +436,6 @@ async fn endpoint_slices_with_undialable_ports_or_addresses_are_reported_and_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_slice_from_the_api_with_port_zero_is_reported_and_not_used() {
     let api = fakeapi::FakeApi::start().await;
-    let good = echo("web").await;
     api.apply_yaml(&backend("web", "0", &["127.0.0.1"]));
     api.apply_yaml(&ingress("web", "web.test", "web"));
     let tmp = tempfile::tempdir().unwrap();
@@ -468,7 +452,6 @@ async fn an_endpoint_slice_from_the_api_with_port_zero_is_reported_and_not_used(
     };
     assert_eq!((diag["object"].as_str(), diag["field"].as_str()), (Some("EndpointSlice default/web-abc"), Some("ports[0].port")), "{diag:#}");
     assert_eq!(route(p.http, "web.test").await, (503, None));
-    drop(good);
 }
 
 // ---------------------------------------------------------------------------------------------
