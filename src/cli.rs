@@ -48,6 +48,10 @@ pub struct ExplainArgs {
     /// Manifest files or directories to explain against.
     #[arg(long = "manifests", required_unless_present = "server", conflicts_with = "server")]
     pub manifests: Vec<PathBuf>,
+    /// Largest manifest file read (e.g. 16m); a larger one is reported and not read. 0 for no
+    /// limit.
+    #[arg(long, default_value = "16m", value_parser = parse_size)]
+    pub max_manifest_size: u64,
     /// A running instance's health port, e.g. http://127.0.0.1:10254, to explain against.
     #[arg(long)]
     pub server: Option<String>,
@@ -63,6 +67,10 @@ pub struct CheckArgs {
     /// Manifest files or directories to check.
     #[arg(long = "manifests", required = true)]
     pub manifests: Vec<PathBuf>,
+    /// Largest manifest file read (e.g. 16m); a larger one is reported and not read. 0 for no
+    /// limit.
+    #[arg(long, default_value = "16m", value_parser = parse_size)]
+    pub max_manifest_size: u64,
     /// Fail on warnings too (missing Services, conflicts, ignored classes...).
     #[arg(long)]
     pub strict: bool,
@@ -121,9 +129,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[derive(Args, Debug, Clone)]
 pub struct ListenArgs {
-    /// Address the listeners bind to.
+    /// Address the listeners bind to (all interfaces by default).
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
+    /// Address of the healthz port only (/healthz, /metrics, /debug/*), e.g. 127.0.0.1 to keep
+    /// the operator endpoints off the network; defaults to --bind-address.
+    #[arg(long)]
+    pub admin_address: Option<IpAddr>,
     /// Port for plain HTTP (0 picks a free port).
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
@@ -165,6 +177,10 @@ pub struct ServeArgs {
     /// A manifest file or a directory of them (YAML or JSON); repeat for more.
     #[arg(long = "manifests", required = true)]
     pub manifests: Vec<PathBuf>,
+    /// Largest manifest file read (e.g. 16m); a larger one is reported and not read. 0 for no
+    /// limit.
+    #[arg(long, default_value = "16m", value_parser = parse_size)]
+    pub max_manifest_size: u64,
     #[command(flatten)]
     pub listen: ListenArgs,
     #[command(flatten)]
@@ -231,7 +247,7 @@ pub struct RoutingArgs {
 
 impl ServeArgs {
     pub fn into_options(self) -> ServeOptions {
-        let mut o = ServeOptions { manifests: self.manifests, ..Default::default() };
+        let mut o = ServeOptions { manifests: self.manifests, max_manifest_size: self.max_manifest_size, ..Default::default() };
         apply_listen(&mut o, &self.listen);
         apply_routing(&mut o, &self.routing);
         o.access_log = self.access_log.target();
@@ -243,6 +259,7 @@ fn apply_listen(o: &mut ServeOptions, l: &ListenArgs) {
     o.shutdown_delay = l.shutdown_delay;
     o.shutdown_grace = l.shutdown_grace_period;
     o.bind = l.bind_address;
+    o.admin_bind = l.admin_address;
     o.http_port = l.http_port;
     o.https_port = l.https_port;
     o.healthz_port = l.healthz_port;

@@ -35,9 +35,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     vestibule::tls::install_provider();
     match cli.command {
         Command::Serve(args) => {
+            let hup = catch_hangup();
             let opts = args.into_options();
             let (delay, grace) = (opts.shutdown_delay, opts.shutdown_grace);
             let running = vestibule::serve::start(opts).await?;
+            let rescan = running.rescanner();
+            on_hangup(hup, move || {
+                tracing::info!("SIGHUP: reading the manifests again");
+                rescan.request();
+            });
             shutdown_signal().await;
             // A second signal during the drain stops at once.
             tokio::select! {
@@ -55,7 +61,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => vestibule::demo::run(args.into_options()).await?,
         Command::Controller(args) => {
+            let hup = catch_hangup();
             let running = vestibule::controller::start(args.into_options()).await?;
+            on_hangup(hup, || tracing::info!("SIGHUP: nothing to reload, the controller follows the API server"));
             shutdown_signal().await;
             // A second signal during the drain stops at once.
             tokio::select! {
@@ -87,4 +95,32 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// SIGHUPs caught by `catch_hangup`, waiting for `on_hangup`.
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// SIGHUP is sent by habit to reload: from this call on it no longer ends the process.
+#[cfg(unix)]
+fn catch_hangup() -> Hangups {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| tracing::warn!("cannot catch SIGHUP: {e}")).ok()
+}
+#[cfg(not(unix))]
+fn catch_hangup() -> Hangups {}
+
+/// Runs `f` for every SIGHUP caught, in the background.
+fn on_hangup(hup: Hangups, f: impl Fn() + Send + 'static) {
+    #[cfg(unix)]
+    if let Some(mut hup) = hup {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                f();
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (hup, f);
 }

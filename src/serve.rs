@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::accesslog::{self, AccessLog};
 use crate::compile::Settings;
@@ -17,7 +18,11 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub manifests: Vec<PathBuf>,
+    /// Largest manifest file read, in bytes.
+    pub max_manifest_size: u64,
     pub bind: IpAddr,
+    /// Where the healthz port (/healthz, /metrics, /debug/*) binds; `bind` when `None`.
+    pub admin_bind: Option<IpAddr>,
     pub http_port: u16,
     pub https_port: u16,
     pub healthz_port: u16,
@@ -94,7 +99,9 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             manifests: Vec::new(),
+            max_manifest_size: files::DEFAULT_MAX_SIZE,
             bind: IpAddr::from([0, 0, 0, 0]),
+            admin_bind: None,
             http_port: 8080,
             https_port: 8443,
             healthz_port: 10254,
@@ -122,6 +129,7 @@ pub struct Running {
     /// What the live configuration was compiled from, and its diagnostics.
     pub snapshot: Arc<arc_swap::ArcSwap<crate::engine::Snapshot>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    rescan: tokio::sync::mpsc::Sender<Instant>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -134,11 +142,28 @@ impl Running {
         left
     }
 
+    /// Something that asks for the manifests to be read again, as a change seen by the watcher
+    /// does (SIGHUP uses it).
+    pub fn rescanner(&self) -> Rescan {
+        Rescan(self.rescan.clone())
+    }
+
     /// Stops accepting and stops watching.
     pub fn stop(self) {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Asks a running `serve` to read its manifests again.
+#[derive(Clone)]
+pub struct Rescan(tokio::sync::mpsc::Sender<Instant>);
+
+impl Rescan {
+    /// Never waits: when a rescan is already pending, that one reads what changed.
+    pub fn request(&self) {
+        let _ = self.0.try_send(Instant::now());
     }
 }
 
@@ -167,7 +192,7 @@ impl Frontend {
         crate::tls::install_provider();
         let (fallback_cert, _, _) = crate::tls::self_signed(&["vestibule.invalid"])?;
         let settings = opts.settings(fallback_cert.clone());
-        let admin = SocketAddr::new(opts.bind, opts.healthz_port);
+        let admin = SocketAddr::new(opts.admin_bind.unwrap_or(opts.bind), opts.healthz_port);
         let healthz_l = TcpListener::bind(admin).await.map_err(|e| anyhow::anyhow!("binding healthz port {}: {e}", opts.healthz_port))?;
         let healthz = healthz_l.local_addr()?;
 
@@ -205,7 +230,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let mut front = Frontend::bind(&opts).await?;
     let metrics = front.shared.metrics.clone();
 
-    let mut source = FileSource::new(opts.manifests.clone());
+    let mut source = FileSource::new(opts.manifests.clone(), opts.max_manifest_size);
     let report = source.load();
     log_report(&report, &metrics);
     let first = front.engine.apply(source.store(), standing_errors(&source), None);
@@ -214,7 +239,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     }
     let (http, https) = (front.listener("http")?, front.listener("https")?);
 
-    let (watcher, mut changes) = files::watch(source.paths()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
+    // One rescan pending at most: a change seen while one waits is read by it.
+    let (rescan, mut changes) = tokio::sync::mpsc::channel::<Instant>(1);
+    let watcher = files::watch(source.paths(), rescan.clone()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
     let mut tasks = front.spawn();
     let Frontend { engine, shared, healthz, .. } = front;
     let snapshot = engine.snapshot.clone();
@@ -238,10 +265,13 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
         }
     }));
     tracing::info!(%http, %https, %healthz, manifests = ?opts.manifests, "vestibule serving");
-    Ok(Running { http, https, healthz, shared, snapshot, tasks, _watcher: Some(watcher) })
+    Ok(Running { http, https, healthz, shared, snapshot, tasks, rescan, _watcher: Some(watcher) })
 }
 
 fn log_report(report: &files::LoadReport, metrics: &Metrics) {
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
     for e in &report.new_errors {
         tracing::error!("{e}; the last good version of its objects keeps serving");
     }

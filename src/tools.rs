@@ -8,11 +8,11 @@ use crate::compile::{self, Severity, explain};
 use crate::source::files::FileSource;
 
 /// Loads manifests the way `serve` does. Returns the source (for its errors) and the store.
-fn load(paths: &[std::path::PathBuf]) -> (FileSource, crate::store::Store) {
-    let mut source = FileSource::new(paths.to_vec());
+fn load(paths: &[std::path::PathBuf], max_size: u64) -> (FileSource, crate::store::Store) {
+    let mut source = FileSource::new(paths.to_vec(), max_size);
     let report = source.load();
     for w in &report.warnings {
-        tracing::debug!("{w}");
+        tracing::warn!("{w}");
     }
     let store = source.store();
     (source, store)
@@ -29,7 +29,7 @@ pub fn check(args: CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         }
         return Ok(2);
     }
-    let (source, store) = load(&args.manifests);
+    let (source, store) = load(&args.manifests, args.max_manifest_size);
     let (fallback, _, _) = crate::tls::self_signed(&["vestibule.invalid"])?;
     let settings = args.routing.settings(fallback);
     let (_, diags) = compile::compile(&store, &settings);
@@ -66,7 +66,7 @@ pub async fn explain(args: ExplainArgs, out: &mut (dyn Write + Send)) -> anyhow:
         out.write_all(body.as_bytes())?;
         return Ok(if status == 200 { 0 } else { 1 });
     }
-    let (source, store) = load(&args.manifests);
+    let (source, store) = load(&args.manifests, args.max_manifest_size);
     for e in source.errors() {
         writeln!(out, "manifest error: {e}")?;
     }

@@ -1,7 +1,7 @@
 //! Service backends: Ingress backend → Service port → EndpointSlice port → ready endpoints.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
@@ -9,9 +9,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressServiceBackend;
 
 use super::annotations::ProxySsl;
-use super::diag::Reason;
+use super::diag::{Diagnostic, Reason, Severity};
+use super::validate;
 use crate::config::{Backend, BackendProtocol, Policy, UpstreamTls};
-use crate::store::Store;
+use crate::store::{ObjRef, Store};
 
 pub use crate::store::SERVICE_NAME_LABEL;
 
@@ -71,7 +72,8 @@ impl PortRef {
     }
 }
 
-/// Ready, non-terminating endpoint addresses for one Service port.
+/// Ready, non-terminating endpoint addresses for one Service port. Ports and addresses that
+/// cannot be dialled are left out (`slice_diagnostics` reports them).
 pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAddr> {
     let want = port.name.as_deref().unwrap_or("");
     let mut out = Vec::new();
@@ -85,11 +87,10 @@ pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAdd
             .unwrap_or(&[])
             .iter()
             .find(|p| p.name.as_deref().unwrap_or("") == want)
-            .and_then(|p| p.port)
+            .and_then(|p| validate::endpoint_port(p.port?).ok())
         else {
             continue;
         };
-        let Ok(slice_port) = u16::try_from(slice_port) else { continue };
         for ep in slice.endpoints.iter().flatten() {
             let cond = ep.conditions.as_ref();
             let ready = cond.and_then(|c| c.ready).unwrap_or(true);
@@ -98,7 +99,7 @@ pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAdd
                 continue;
             }
             for addr in &ep.addresses {
-                if let Ok(ip) = addr.parse::<IpAddr>() {
+                if let Ok(ip) = validate::endpoint_ip(&slice.address_type, addr) {
                     out.push(SocketAddr::new(ip, slice_port));
                 }
             }
@@ -106,6 +107,20 @@ pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAdd
     }
     out.sort();
     out.dedup();
+    out
+}
+
+/// What is wrong with the EndpointSlices in `store` (files are checked as they are read; these
+/// come from the API server): each port or address named is not used.
+pub fn slice_diagnostics(store: &Store) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for ((ns, name), slice) in &store.endpoint_slices {
+        let oref = ObjRef::new("EndpointSlice", ns, name);
+        for e in validate::endpoint_slice(slice) {
+            let what = if e.field.starts_with("ports") { "this port" } else if e.field.starts_with("endpoints") { "this endpoint address" } else { "this slice" };
+            out.push(Diagnostic::new(Severity::Error, &oref, e.field, Reason::InvalidEndpoint, format!("{}; {what} is not used", e.message)));
+        }
+    }
     out
 }
 
@@ -190,5 +205,40 @@ impl<'a> Resolver<'a> {
             .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port))
             .unwrap_or(80);
         self.resolve(ns, service, &PortRef::Number(port), &Reach::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Object;
+
+    /// Slices from the API server are not checked as they arrive: what cannot be dialled is left
+    /// out of the endpoints and reported on the slice, naming the field.
+    #[test]
+    fn undialable_ports_and_addresses_are_reported_and_not_used() {
+        let slice = |name: &str, port: i32, addrs: &[&str]| -> EndpointSlice {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "default", "labels": {SERVICE_NAME_LABEL: "web"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": port}],
+                "endpoints": [{"addresses": addrs}],
+            }))
+            .unwrap()
+        };
+        let mut store = Store::default();
+        store.insert(Object::EndpointSlice(slice("web-zero", 0, &["10.0.0.1"])));
+        store.insert(Object::EndpointSlice(slice("web-bad", 8080, &["0.0.0.0", "::1", "224.0.0.1", "not-an-ip", "10.0.0.2"])));
+        let port = ServicePort { name: Some("http".into()), port: 80, ..Default::default() };
+        let index = SliceIndex::new(&store);
+        assert_eq!(endpoints(index.slices("default", "web"), &port), vec!["10.0.0.2:8080".parse().unwrap()]);
+
+        let shown: Vec<String> = slice_diagnostics(&store).iter().map(|d| d.to_string()).collect();
+        assert_eq!(shown.len(), 5, "{shown:#?}");
+        assert!(shown.contains(&"EndpointSlice default/web-zero: ports[0].port: 0: must be 1-65535; this port is not used (InvalidEndpoint)".to_string()), "{shown:#?}");
+        for (i, addr) in ["0.0.0.0", "::1", "224.0.0.1", "not-an-ip"].iter().enumerate() {
+            let prefix = format!("EndpointSlice default/web-bad: endpoints[0].addresses[{i}]: \"{addr}\": ");
+            assert!(shown.iter().any(|s| s.starts_with(&prefix) && s.ends_with("this endpoint address is not used (InvalidEndpoint)")), "{prefix} in {shown:#?}");
+        }
     }
 }

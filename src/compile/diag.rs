@@ -27,6 +27,9 @@ pub enum Reason {
     ServicePortNotFound,
     /// The Service has no ready endpoint; requests answer 503.
     NoReadyEndpoints,
+    /// An EndpointSlice port or address cannot be dialled (port outside 1-65535, not an IP of
+    /// the slice's family, unspecified, multicast); that port or address is not used.
+    InvalidEndpoint,
     /// A TLS Secret is missing; the default certificate is served.
     SecretNotFound,
     /// A TLS Secret is not a usable certificate and key; the default certificate is served.
@@ -48,6 +51,7 @@ impl Reason {
             Reason::ServiceNotFound => "ServiceNotFound",
             Reason::ServicePortNotFound => "ServicePortNotFound",
             Reason::NoReadyEndpoints => "NoReadyEndpoints",
+            Reason::InvalidEndpoint => "InvalidEndpoint",
             Reason::SecretNotFound => "SecretNotFound",
             Reason::SecretInvalid => "SecretInvalid",
             Reason::PathConflict => "PathConflict",

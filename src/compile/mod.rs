@@ -453,6 +453,7 @@ pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) 
     config.route_count = b.next_route;
     config.backend_count = b.resolver.backend_count();
     let mut diags = b.diags;
+    diags.extend(backend::slice_diagnostics(store));
     diags.sort();
     diags.dedup();
     (config, diags)

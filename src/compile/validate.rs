@@ -1,6 +1,9 @@
-//! The checks the Kubernetes API server applies to an Ingress, so that objects read from files
-//! obey the same rules as objects read from a cluster.
+//! The checks the Kubernetes API server applies to an Ingress (and an EndpointSlice), so that
+//! objects read from files obey the same rules as objects read from a cluster.
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 /// One invalid field: its path inside the object and what is wrong with it.
@@ -182,3 +185,48 @@ mod tests {
         assert!(path_error("/a;b", "Prefix").is_some());
     }
 }
+
+/// An EndpointSlice port number that can be dialled.
+pub fn endpoint_port(port: i32) -> Result<u16, String> {
+    u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(|| format!("{port}: must be 1-65535"))
+}
+
+/// An endpoint address of a slice of `address_type` (IPv4 or IPv6) that can be dialled: an IP
+/// of the slice's family that names one host (not unspecified, multicast or broadcast, which
+/// would reach this host or nobody in particular).
+pub fn endpoint_ip(address_type: &str, addr: &str) -> Result<IpAddr, String> {
+    let ip: IpAddr = addr.parse().map_err(|_| format!("{addr:?}: must be an IP address"))?;
+    if (address_type == "IPv4") != ip.is_ipv4() {
+        return Err(format!("{addr:?}: must be an {address_type} address, as the slice's addressType says"));
+    }
+    if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Err(format!("{addr:?}: must be the address of one host, not unspecified, multicast or broadcast"));
+    }
+    Ok(ip)
+}
+
+/// The checks for an EndpointSlice: its address type, port numbers and (unless FQDN, which is
+/// not used) addresses.
+pub fn endpoint_slice(s: &EndpointSlice) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if !matches!(s.address_type.as_str(), "IPv4" | "IPv6" | "FQDN") {
+        err(&mut errors, "addressType".into(), format!("{:?}: must be IPv4, IPv6 or FQDN", s.address_type));
+        return errors;
+    }
+    for (i, p) in s.ports.iter().flatten().enumerate() {
+        if let Some(Err(msg)) = p.port.map(endpoint_port) {
+            err(&mut errors, format!("ports[{i}].port"), msg);
+        }
+    }
+    if s.address_type != "FQDN" {
+        for (i, ep) in s.endpoints.iter().flatten().enumerate() {
+            for (j, a) in ep.addresses.iter().enumerate() {
+                if let Err(msg) = endpoint_ip(&s.address_type, a) {
+                    err(&mut errors, format!("endpoints[{i}].addresses[{j}]"), msg);
+                }
+            }
+        }
+    }
+    errors
+}
+

@@ -66,6 +66,7 @@ fn hint(reason: Reason) -> &'static str {
         Reason::ServiceNotFound => "Create the Service in the Ingress's namespace, or correct the backend's service.name.",
         Reason::ServicePortNotFound => "Use a port number or name that the Service defines.",
         Reason::NoReadyEndpoints => "Check that the Service's selector matches Pods that are running and ready.",
+        Reason::InvalidEndpoint => "Correct the EndpointSlice's port or address.",
         Reason::SecretNotFound => "Create the kubernetes.io/tls Secret in the Ingress's namespace, or correct spec.tls[].secretName.",
         Reason::SecretInvalid => "Put a PEM certificate chain in tls.crt and its matching private key in tls.key.",
         Reason::PathConflict => "Use another host or path here, or remove the rule from one of the two Ingresses.",

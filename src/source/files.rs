@@ -2,10 +2,20 @@
 //!
 //! Each file keeps its last good objects: a document that fails to parse or validate keeps the
 //! version of its object that was read before (a file whose YAML cannot be split at all keeps
-//! all of its objects), so a typo never takes down what works.
+//! all of its objects), so a typo never takes down what works. The same holds for a file that
+//! cannot be read as a manifest at all: not a regular file (a FIFO, a device, a socket), larger
+//! than the size limit, or not UTF-8. Only regular files are read (a symlink only when it leads
+//! to one), and never more than the limit, so nothing in the directory can block a rescan or
+//! fill memory.
+//!
+//! Files are named relative to the `--manifests` directory they were found in, prefixed by that
+//! directory's own name (`--manifests /etc/vestibule/k8s` shows `k8s/app.yaml`); a `--manifests`
+//! that is a file is shown as given. Errors, warnings and `/debug/config` use these names, so
+//! they never show where on the host the manifests live.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +29,8 @@ use crate::store::{ObjRef, SharedObject, Store};
 struct FileState {
     /// Size and modification time when last read: an unchanged file is not read again.
     stamp: Option<(u64, std::time::SystemTime)>,
-    hash: u64,
+    /// Hash of the text last read; `None` when the file could not be read.
+    hash: Option<u64>,
     objects: Vec<SharedObject>,
     errors: Vec<ParseError>,
 }
@@ -34,35 +45,106 @@ pub struct LoadReport {
     pub warnings: Vec<String>,
 }
 
+/// The default of `--max-manifest-size`.
+pub const DEFAULT_MAX_SIZE: u64 = 16 * 1024 * 1024;
+
 pub struct FileSource {
     paths: Vec<PathBuf>,
-    files: BTreeMap<PathBuf, FileState>,
+    /// Largest file read, in bytes.
+    max_size: u64,
+    /// Every file found, by real path, with the name it is shown by.
+    files: BTreeMap<PathBuf, (PathBuf, FileState)>,
 }
 
 fn is_manifest(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
 }
 
-/// Manifest files under `path`, sorted; hidden entries (including Kubernetes' `..data` volume
-/// internals) are skipped, symlinks are followed.
-fn collect(path: &Path, out: &mut Vec<PathBuf>) {
-    if path.is_file() {
-        out.push(path.to_path_buf());
+/// Manifest files under `path`, sorted, each with the name it is shown by (`shown` is the name
+/// of `path` itself); hidden entries (including Kubernetes' `..data` volume internals) are
+/// skipped, symlinks are followed. A `path` that is not a directory is taken as a file, whatever
+/// it is: reading it says what is wrong with it.
+fn collect(path: &Path, shown: &Path, out: &mut Vec<(PathBuf, PathBuf)>) {
+    if !path.is_dir() {
+        if path.symlink_metadata().is_ok() {
+            out.push((path.to_path_buf(), shown.to_path_buf()));
+        }
         return;
     }
     let Ok(entries) = std::fs::read_dir(path) else { return };
     let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for p in entries {
-        if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
+        let Some(name) = p.file_name() else { continue };
+        if name.to_str().is_some_and(|n| n.starts_with('.')) {
             continue;
         }
         if p.is_dir() {
-            collect(&p, out);
+            collect(&p, &shown.join(name), out);
         } else if is_manifest(&p) {
-            out.push(p);
+            out.push((p.clone(), shown.join(name)));
         }
     }
+}
+
+/// How a `--manifests` root is shown: a directory by its own name, a file as given.
+fn shown_root(root: &Path) -> PathBuf {
+    match root.file_name() {
+        Some(name) if root.is_dir() => PathBuf::from(name),
+        Some(_) => root.to_path_buf(),
+        None => PathBuf::new(),
+    }
+}
+
+/// Why a file was not read.
+enum ReadError {
+    /// It vanished between listing and reading: it is dropped at the next rescan.
+    Gone(std::io::Error),
+    /// It is not something to read as a manifest, or could not be read: reported as an error.
+    Refused(String),
+}
+
+fn kind_of(t: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        } else if t.is_socket() {
+            return "a socket";
+        } else if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() { "a directory" } else { "not a regular file" }
+}
+
+/// Reads a regular file of at most `max` bytes as UTF-8. `meta` is the file's metadata (links
+/// followed), read just before; the file opened is checked again, and never more than `max + 1`
+/// bytes are read, in case it was replaced or grows meanwhile.
+fn read_manifest(path: &Path, meta: &std::fs::Metadata, max: u64) -> Result<String, ReadError> {
+    let refuse_type = |t| ReadError::Refused(format!("{}; only regular files are read", kind_of(t)));
+    let too_large = || ReadError::Refused(format!("larger than --max-manifest-size ({max} bytes); not read"));
+    if !meta.is_file() {
+        return Err(refuse_type(meta.file_type()));
+    }
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ReadError::Gone(e),
+        _ => ReadError::Refused(e.to_string()),
+    })?;
+    let opened = file.metadata().map_err(|e| ReadError::Refused(e.to_string()))?;
+    if !opened.is_file() {
+        return Err(refuse_type(opened.file_type()));
+    }
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| ReadError::Refused(e.to_string()))?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| ReadError::Refused(format!("not valid UTF-8 (byte {}); not read", e.utf8_error().valid_up_to())))
 }
 
 fn hash_of(text: &str) -> u64 {
@@ -72,8 +154,9 @@ fn hash_of(text: &str) -> u64 {
 }
 
 impl FileSource {
-    pub fn new(paths: Vec<PathBuf>) -> Self {
-        FileSource { paths, files: BTreeMap::new() }
+    /// A source of the manifests under `paths`, reading no file larger than `max_size` bytes.
+    pub fn new(paths: Vec<PathBuf>, max_size: u64) -> Self {
+        FileSource { paths, max_size, files: BTreeMap::new() }
     }
 
     pub fn paths(&self) -> &[PathBuf] {
@@ -88,58 +171,75 @@ impl FileSource {
             if !p.exists() {
                 report.warnings.push(format!("{}: no such file or directory", p.display()));
             }
-            collect(p, &mut found);
+            collect(p, &shown_root(p), &mut found);
         }
-        found.dedup();
+        found.dedup_by(|a, b| a.0 == b.0);
         let before = self.files.len();
-        let present: std::collections::HashSet<&PathBuf> = found.iter().collect();
+        let present: std::collections::HashSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
         self.files.retain(|p, _| present.contains(p));
         if self.files.len() != before {
             report.changed = true;
         }
-        for path in found {
-            let stamp = std::fs::metadata(&path).ok().and_then(|m| Some((m.len(), m.modified().ok()?)));
-            if stamp.is_some() && self.files.get(&path).is_some_and(|s| s.stamp == stamp) {
+        for (path, shown) in found {
+            // Links followed: a symlink is judged by what it leads to.
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Vanished between listing and reading, or a dangling link: keep what we had.
+                    report.warnings.push(format!("{}: {e}", shown.display()));
+                    continue;
+                }
+            };
+            let stamp = meta.modified().ok().map(|t| (meta.len(), t));
+            if stamp.is_some() && self.files.get(&path).is_some_and(|(_, s)| s.stamp == stamp) {
                 continue;
             }
-            let text = match std::fs::read_to_string(&path) {
+            let text = match read_manifest(&path, &meta, self.max_size) {
                 Ok(t) => t,
-                Err(e) => {
-                    // Vanished between listing and reading, or unreadable: keep what we had.
-                    report.warnings.push(format!("{}: {e}", path.display()));
+                Err(ReadError::Gone(e)) => {
+                    report.warnings.push(format!("{}: {e}", shown.display()));
+                    continue;
+                }
+                Err(ReadError::Refused(message)) => {
+                    // Like a file whose YAML cannot be split: all its last good objects stay.
+                    let error = ParseError::file(&shown, message);
+                    let prev = self.files.remove(&path).map(|(_, s)| s).unwrap_or_default();
+                    report.changed = true;
+                    report.new_errors.push(error.clone());
+                    self.files.insert(path, (shown, FileState { stamp, hash: None, objects: prev.objects, errors: vec![error] }));
                     continue;
                 }
             };
             let hash = hash_of(&text);
-            if let Some(s) = self.files.get_mut(&path).filter(|s| s.hash == hash) {
+            if let Some((_, s)) = self.files.get_mut(&path).filter(|(_, s)| s.hash == Some(hash)) {
                 s.stamp = stamp;
                 continue;
             }
-            let mut parsed = parse::parse_text(&path, &text);
-            let prev = self.files.remove(&path).unwrap_or_default();
+            let mut parsed = parse::parse_text(&shown, &text);
+            let prev = self.files.remove(&path).map(|(_, s)| s).unwrap_or_default();
             let objects = merge_last_good(prev.objects, &mut parsed);
             report.changed = true;
             report.new_errors.extend(parsed.errors.iter().cloned());
             report.warnings.extend(parsed.warnings);
-            self.files.insert(path, FileState { stamp, hash, objects, errors: parsed.errors });
+            self.files.insert(path, (shown, FileState { stamp, hash: Some(hash), objects, errors: parsed.errors }));
         }
         report
     }
 
     /// Every error currently standing in the files.
     pub fn errors(&self) -> Vec<ParseError> {
-        self.files.values().flat_map(|f| f.errors.iter().cloned()).collect()
+        self.files.values().flat_map(|(_, f)| f.errors.iter().cloned()).collect()
     }
 
     /// The objects of all files; on a duplicate, the file that sorts last wins.
     pub fn store(&self) -> Store {
         let mut store = Store::default();
-        let mut seen: HashMap<ObjRef, &Path> = HashMap::new();
-        for (path, state) in &self.files {
+        let mut seen: HashMap<ObjRef, (&Path, &Path)> = HashMap::new();
+        for (path, (shown, state)) in &self.files {
             for obj in &state.objects {
-                if let Some(other) = seen.insert(obj.obj_ref(), path) {
+                if let Some((other, other_shown)) = seen.insert(obj.obj_ref(), (path, shown)) {
                     if other != path {
-                        tracing::warn!(object = %obj.obj_ref(), first = %other.display(), second = %path.display(), "object defined in two files; the second is used");
+                        tracing::warn!(object = %obj.obj_ref(), first = %other_shown.display(), second = %shown.display(), "object defined in two files; the second is used");
                     }
                 }
                 store.insert_shared(obj);
@@ -173,9 +273,9 @@ fn merge_last_good(prev: Vec<SharedObject>, parsed: &mut parse::Parsed) -> Vec<S
     objects
 }
 
-/// Watches `paths` and sends a message after each burst of changes settles.
+/// Watches `paths` and sends on `tx` after each burst of changes settles.
 /// Each message carries when the first change of its burst was seen.
-pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, mpsc::Receiver<std::time::Instant>)> {
+pub fn watch(paths: &[PathBuf], tx: mpsc::Sender<std::time::Instant>) -> anyhow::Result<notify::RecommendedWatcher> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
@@ -193,7 +293,6 @@ pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, m
         };
         watcher.watch(&target, mode)?;
     }
-    let (tx, rx) = mpsc::channel::<std::time::Instant>(1);
     tokio::spawn(async move {
         while raw_rx.recv().await.is_some() {
             let seen_at = std::time::Instant::now();
@@ -212,5 +311,59 @@ pub fn watch(paths: &[PathBuf]) -> anyhow::Result<(notify::RecommendedWatcher, m
             }
         }
     });
-    Ok((watcher, rx))
+    Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n";
+
+    fn shown(source: &FileSource) -> Vec<String> {
+        source.errors().iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn files_are_named_from_their_root_and_a_file_root_as_given() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("k8s");
+        std::fs::create_dir_all(root.join("team")).unwrap();
+        std::fs::write(root.join("team/bad.yaml"), "kind: Service\n").unwrap();
+        let single = tmp.path().join("single.yaml");
+        std::fs::write(&single, "kind: Service\n").unwrap();
+        let mut source = FileSource::new(vec![root, single.clone()], DEFAULT_MAX_SIZE);
+        source.load();
+        let errors = source.errors();
+        let files: Vec<&Path> = errors.iter().map(|e| e.file.as_path()).collect();
+        assert_eq!(files, vec![Path::new("k8s/team/bad.yaml"), single.as_path()]);
+    }
+
+    #[test]
+    fn an_unreadable_version_keeps_the_last_good_objects_until_the_file_is_good_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("app.yaml");
+        std::fs::write(&file, SERVICE).unwrap();
+        let mut source = FileSource::new(vec![tmp.path().to_path_buf()], 4096);
+        source.load();
+        assert_eq!(source.store().services.len(), 1);
+
+        let mut bad = SERVICE.as_bytes().to_vec();
+        bad.extend_from_slice(b"# \xff\xfe\n");
+        let utf8 = format!("not valid UTF-8 (byte {})", SERVICE.len() + 2);
+        for (content, why) in [(bad, utf8.as_str()), (vec![b'#'; 5000], "larger than --max-manifest-size (4096 bytes)")] {
+            std::fs::write(&file, &content).unwrap();
+            let report = source.load();
+            assert!(report.changed && report.new_errors.len() == 1, "{report:?}");
+            let name = tmp.path().file_name().unwrap().to_string_lossy().into_owned();
+            assert_eq!(shown(&source), vec![format!("{name}/app.yaml: {why}; not read")]);
+            assert_eq!(source.store().services.len(), 1, "the last good Service stays");
+        }
+
+        // The same good text as before the error: read again, and the error is gone.
+        std::fs::write(&file, SERVICE).unwrap();
+        assert!(source.load().changed);
+        assert!(source.errors().is_empty(), "{:?}", shown(&source));
+        assert_eq!(source.store().services.len(), 1);
+    }
 }

@@ -17,7 +17,7 @@ use crate::store::{ObjRef, Object};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     pub file: PathBuf,
-    /// 1-based document number within the file.
+    /// 1-based document number within the file; 0 when the whole file was not read.
     pub document: usize,
     pub line: Option<usize>,
     pub column: Option<usize>,
@@ -27,9 +27,19 @@ pub struct ParseError {
     pub message: String,
 }
 
+impl ParseError {
+    /// The whole file was not read (not a regular file, too large, not UTF-8...).
+    pub fn file(file: &Path, message: String) -> Self {
+        ParseError { file: file.to_path_buf(), document: 0, line: None, column: None, object: None, field: None, message }
+    }
+}
+
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: document {}", self.file.display(), self.document)?;
+        write!(f, "{}", self.file.display())?;
+        if self.document > 0 {
+            write!(f, ": document {}", self.document)?;
+        }
         if let Some(l) = self.line {
             write!(f, ", line {l}")?;
             if let Some(c) = self.column {
@@ -54,7 +64,8 @@ pub struct Parsed {
     pub errors: Vec<ParseError>,
     /// The file could not be split into documents at all (YAML syntax): nothing in it is usable.
     pub fatal: bool,
-    /// Accepted with a remark (old API versions converted, unknown kinds skipped).
+    /// Accepted with a remark (old API versions converted, unknown kinds skipped); the caller
+    /// logs them.
     pub warnings: Vec<String>,
 }
 
@@ -212,7 +223,6 @@ fn parse_object(ctx: &Ctx, doc: Option<&str>, value: Value, out: &mut Parsed) {
     let Some(id) = identity(&value) else {
         let name = str_at(&value, &["metadata", "name"]).unwrap_or("?");
         let msg = format!("{}: document {}: skipping {kind} {name} ({api_version}): not a kind Vestibule uses", ctx.file.display(), ctx.document);
-        tracing::info!("{msg}");
         out.warnings.push(msg);
         return;
     };
@@ -227,7 +237,6 @@ fn parse_object(ctx: &Ctx, doc: Option<&str>, value: Value, out: &mut Parsed) {
         ("Ingress", "networking.k8s.io/v1") => typed::<net::Ingress>(ctx, doc, &value, &id).map(Object::Ingress),
         ("Ingress", "extensions/v1beta1" | "networking.k8s.io/v1beta1") => typed::<LegacyIngress>(ctx, doc, &value, &id).map(|legacy| {
             let msg = format!("{}: document {}: {id}: converted from {api_version}, which Kubernetes no longer serves; please move to networking.k8s.io/v1", ctx.file.display(), ctx.document);
-            tracing::warn!("{msg}");
             out.warnings.push(msg);
             Object::Ingress(legacy.into_v1())
         }),
@@ -291,18 +300,7 @@ fn validate_object(obj: &Object) -> Vec<validate::FieldError> {
                 }
             }
         }
-        Object::EndpointSlice(s) => {
-            if !matches!(s.address_type.as_str(), "IPv4" | "IPv6" | "FQDN") {
-                errors.push(validate::FieldError { field: "addressType".into(), message: format!("{:?}: must be IPv4, IPv6 or FQDN", s.address_type) });
-            }
-            for (i, ep) in s.endpoints.iter().flatten().enumerate() {
-                for (j, a) in ep.addresses.iter().enumerate() {
-                    if s.address_type != "FQDN" && a.parse::<std::net::IpAddr>().is_err() {
-                        errors.push(validate::FieldError { field: format!("endpoints[{i}].addresses[{j}]"), message: format!("{a:?}: must be an IP address") });
-                    }
-                }
-            }
-        }
+        Object::EndpointSlice(s) => errors = validate::endpoint_slice(s),
         Object::Service(s) => {
             for (i, p) in s.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten().enumerate() {
                 if !(1..=65535).contains(&p.port) {
