@@ -94,6 +94,19 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Records the rejected inputs standing now when nothing new was applied: the last
+    /// reload is unsuccessful while any stands, and `/debug/config` lists them.
+    pub fn errors_changed(&mut self, manifest_errors: Vec<String>) {
+        let metrics = &self.shared.metrics;
+        metrics.config_last_reload_successful.set(manifest_errors.is_empty() as i64);
+        metrics.config_last_reload_successful_timestamp.set(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
+        let old = self.snapshot.load();
+        let store = old.store.clone();
+        self.snapshot.store(Arc::new(Snapshot { store, settings: old.settings.clone(), diagnostics: old.diagnostics.clone(), manifest_errors }));
+    }
+}
+
 /// `nginx_ingress_controller_ssl_certificate_info` and `..._ssl_expire_time_seconds` for every
 /// host with a certificate from a Secret.
 fn update_certificate_metrics(metrics: &Metrics, config: &Config) {

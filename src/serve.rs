@@ -257,8 +257,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
                 let (source, engine) = &mut *guard;
                 let report = source.load();
                 log_report(&report, &metrics);
-                if report.changed {
+                if report.objects_changed {
                     engine.apply(source.store(), standing_errors(source), Some(seen_at));
+                } else if report.changed {
+                    // Only errors changed: nothing new to apply, but what is standing is news.
+                    engine.errors_changed(standing_errors(source));
                 }
             })
             .await;

@@ -98,6 +98,23 @@ impl From<Object> for SharedObject {
 }
 
 impl SharedObject {
+    /// The same object (not an equal copy): both hold the one allocation.
+    pub fn same(&self, other: &SharedObject) -> bool {
+        fn addr<T>(a: &Arc<T>) -> *const () {
+            Arc::as_ptr(a) as *const ()
+        }
+        let p = |o: &SharedObject| match o {
+            SharedObject::Ingress(a) => addr(a),
+            SharedObject::IngressClass(a) => addr(a),
+            SharedObject::Service(a) => addr(a),
+            SharedObject::EndpointSlice(a) => addr(a),
+            SharedObject::Secret(a) => addr(a),
+            SharedObject::ConfigMap(a) => addr(a),
+            SharedObject::Namespace(a) => addr(a),
+        };
+        p(self) == p(other)
+    }
+
     pub fn obj_ref(&self) -> ObjRef {
         let (kind, meta, namespaced) = match self {
             SharedObject::Ingress(o) => ("Ingress", &o.metadata, true),

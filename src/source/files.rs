@@ -38,8 +38,10 @@ struct FileState {
 /// What one rescan found.
 #[derive(Debug, Default)]
 pub struct LoadReport {
-    /// Whether any file's objects changed.
+    /// Whether any file's objects or errors changed.
     pub changed: bool,
+    /// Whether any file's objects changed (a file that only failed keeps its objects).
+    pub objects_changed: bool,
     /// Errors in files that changed in this rescan.
     pub new_errors: Vec<ParseError>,
     pub warnings: Vec<String>,
@@ -179,6 +181,7 @@ impl FileSource {
         self.files.retain(|p, _| present.contains(p));
         if self.files.len() != before {
             report.changed = true;
+            report.objects_changed = true;
         }
         for (path, shown) in found {
             // Links followed: a symlink is judged by what it leads to.
@@ -217,8 +220,10 @@ impl FileSource {
             }
             let mut parsed = parse::parse_text(&shown, &text);
             let prev = self.files.remove(&path).map(|(_, s)| s).unwrap_or_default();
+            let kept = prev.objects.clone();
             let objects = merge_last_good(prev.objects, &mut parsed);
             report.changed = true;
+            report.objects_changed |= kept.len() != objects.len() || kept.iter().zip(&objects).any(|(a, b)| !a.same(b));
             report.new_errors.extend(parsed.errors.iter().cloned());
             report.warnings.extend(parsed.warnings);
             self.files.insert(path, (shown, FileState { stamp, hash: Some(hash), objects, errors: parsed.errors }));
