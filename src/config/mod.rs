@@ -8,6 +8,7 @@
 //! backends.
 
 pub mod backend;
+pub mod filter;
 pub mod listener;
 pub mod path;
 pub mod route;

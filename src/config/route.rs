@@ -38,19 +38,49 @@ impl RouteLabels {
 pub enum PathKind {
     Exact,
     Prefix,
+    /// A regular expression matched from the start of the path (ingress-nginx's `use-regex`,
+    /// Gateway API's `RegularExpression`).
+    Regex,
+}
+
+/// A compiled regular expression: linear-time matching, compiled once per configuration with
+/// a size limit. Equal when the source is.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub Arc<regex::Regex>);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl Pattern {
+    /// The most compiled program size a pattern from an object may take.
+    pub const SIZE_LIMIT: usize = 1 << 20;
+
+    /// Compiles `source` as written; matching anchors and case are the caller's to add.
+    pub fn new(source: &str) -> Result<Pattern, String> {
+        regex::RegexBuilder::new(source).size_limit(Self::SIZE_LIMIT).dfa_size_limit(Self::SIZE_LIMIT).build().map(|r| Pattern(Arc::new(r))).map_err(|e| e.to_string())
+    }
 }
 
 /// A path condition, on the normalised path without query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathMatch {
-    /// The path as matched: for Prefix without its trailing slash ("" for "/").
+    /// The path as matched: for Prefix without its trailing slash ("" for "/"); for Regex the
+    /// expression as written.
     pub path: String,
     pub kind: PathKind,
+    /// For Regex: the compiled expression, anchored at the start.
+    pub regex: Option<Pattern>,
 }
 
 impl PathMatch {
     pub fn matches(&self, path: &str) -> bool {
         match self.kind {
+            PathKind::Regex => self.regex.as_ref().is_some_and(|r| r.0.is_match(path)),
             PathKind::Exact => path == self.path,
             PathKind::Prefix => {
                 if self.path.is_empty() {
@@ -91,7 +121,7 @@ pub struct RouteMatch {
 
 impl RouteMatch {
     pub fn path(path: String, kind: PathKind) -> Self {
-        RouteMatch { path: PathMatch { path, kind }, headers: Vec::new(), query: Vec::new(), method: None }
+        RouteMatch { path: PathMatch { path, kind, regex: None }, headers: Vec::new(), query: Vec::new(), method: None }
     }
 
     /// Whether a request with this normalised path, method, headers and raw query matches.
@@ -122,14 +152,7 @@ fn query_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
     q.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
-/// A typed policy applied to requests on a route, in order. Each variant is handled by one
-/// filter of the data plane; nothing in it is code or configuration text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Filter {
-    /// Plain-HTTP requests are answered with a redirect to HTTPS (ingress-nginx's
-    /// `ssl-redirect`), with this status.
-    HttpsRedirect { status: u16 },
-}
+pub use super::filter::Filter;
 
 /// Limits and timeouts for the requests of a route: built-in defaults, then flags, then the
 /// controller ConfigMap, then annotations.
@@ -196,13 +219,15 @@ mod tests {
 
     #[test]
     fn path_matching() {
-        let p = |path: &str, kind| PathMatch { path: path.into(), kind };
+        let p = |path: &str, kind| PathMatch { path: path.into(), kind, regex: None };
         assert!(p("/foo", PathKind::Prefix).matches("/foo/bar"));
         assert!(p("/foo", PathKind::Prefix).matches("/foo/"));
         assert!(!p("/foo", PathKind::Prefix).matches("/foobar"));
         assert!(p("", PathKind::Prefix).matches("/anything"));
         assert!(p("/foo", PathKind::Exact).matches("/foo"));
         assert!(!p("/foo", PathKind::Exact).matches("/foo/"));
+        let re = PathMatch { path: "/a(/|$)(.*)".into(), kind: PathKind::Regex, regex: Some(Pattern::new("(?i)^/a(/|$)(.*)").unwrap()) };
+        assert!(re.matches("/A/b") && re.matches("/a") && !re.matches("/ab") && !re.matches("/x/a/"));
     }
 
     #[test]
