@@ -101,6 +101,7 @@ fn describe_kind(k: PathKind) -> &'static str {
     match k {
         PathKind::Exact => "Exact",
         PathKind::Prefix => "Prefix",
+        PathKind::Regex => "regex",
     }
 }
 
@@ -226,6 +227,7 @@ fn candidates_of(
             let probe = |k: PathKind| match k {
                 PathKind::Exact => path == rpath,
                 PathKind::Prefix => rpath.is_empty() || path.strip_prefix(rpath.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/')),
+                PathKind::Regex => false,
             };
             let path_ok = probe(kind);
             let mut c = Candidate {
