@@ -111,7 +111,7 @@ async fn an_invalid_value_is_reported_on_the_configmap_and_the_previous_value_se
     assert_eq!(d["severity"], "Warning", "{d}");
     assert_eq!(d["reason"], "InvalidField", "{d}");
     let msg = d["message"].as_str().unwrap();
-    assert!(msg.contains("\"lots\"") && msg.contains("previous value is kept"), "{msg}");
+    assert!(msg.contains("\"lots\"") && msg.contains("value from the flags (or the built-in default) is kept"), "{msg}");
     assert_eq!(post(&h, 2048).await, 200, "the flag's 1m still serves");
     assert_eq!(post(&h, 2 * 1024 * 1024).await, 413, "and is still a limit");
     // A key Vestibule does not know is named, as Info.

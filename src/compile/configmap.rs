@@ -49,7 +49,7 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
     let empty = Default::default();
     let data = cm.data.as_ref().unwrap_or(&empty);
     let mut warn = |key: &str, msg: String| {
-        diags.push(Diagnostic::new(Severity::Warning, &obj, format!("data.{key}"), Reason::InvalidField, format!("{msg}; the previous value is kept")));
+        diags.push(Diagnostic::new(Severity::Warning, &obj, format!("data.{key}"), Reason::InvalidField, format!("{msg}; the value from the flags (or the built-in default) is kept")));
     };
 
     if let Some(v) = data.get("proxy-body-size") {
@@ -266,7 +266,7 @@ mod tests {
         let (_, diags) = effective(&store(&[("proxy-body-size", "lots")]), &flags());
         let d = &diags[0];
         assert_eq!(d.reason, Reason::InvalidField);
-        assert!(d.message.contains("\"lots\"") && d.message.contains("previous value is kept"), "{d}");
+        assert!(d.message.contains("\"lots\"") && d.message.contains("value from the flags (or the built-in default) is kept"), "{d}");
         let (_, diags) = effective(&store(&[("enable-brotli", "true")]), &flags());
         assert!(diags[0].message.contains("not supported by Vestibule; it is ignored"), "{}", diags[0]);
     }
