@@ -206,6 +206,10 @@ pub struct RoutingArgs {
     /// TLS Secret (NS/NAME) served when no certificate matches the SNI name.
     #[arg(long, value_parser = parse_ns_name)]
     pub default_ssl_certificate: Option<(String, String)>,
+    /// ConfigMap (NS/NAME) with ingress-nginx's global settings, applied over these flags and
+    /// followed live: from the manifests in `serve`, from the cluster in `controller`.
+    #[arg(long, value_parser = parse_ns_name)]
+    pub configmap: Option<(String, String)>,
     /// Redirect HTTP to HTTPS (308) for hosts with TLS.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub ssl_redirect: bool,
@@ -272,6 +276,7 @@ fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {
     o.default_backend_service = r.default_backend_service.clone();
     o.default_ssl_certificate = r.default_ssl_certificate.clone();
     o.ssl_redirect = r.ssl_redirect;
+    o.configmap = r.configmap.clone();
     o.proxy = ProxyOptions {
         connect_timeout: r.proxy_connect_timeout,
         read_timeout: r.proxy_read_timeout,
@@ -340,9 +345,6 @@ pub struct ControllerArgs {
     /// Only watch this namespace (empty: all namespaces).
     #[arg(long, default_value = "")]
     pub watch_namespace: String,
-    /// ConfigMap (NS/NAME) with the controller's settings; it is loaded and watched.
-    #[arg(long, value_parser = parse_ns_name)]
-    pub configmap: Option<(String, String)>,
     /// Service (NS/NAME) whose load-balancer addresses (or external IPs) go into the status of
     /// our Ingresses.
     #[arg(long, value_parser = parse_ns_name)]
@@ -378,7 +380,7 @@ impl ControllerArgs {
             None => crate::controller::ApiConfig::InCluster,
         };
         o.watch_namespace = Some(self.watch_namespace).filter(|n| !n.is_empty());
-        o.configmap = self.configmap;
+        o.configmap = self.routing.configmap.clone();
         o.publish_service = self.publish_service;
         o.publish_status_address = self.publish_status_address.into_iter().filter(|a| !a.trim().is_empty()).collect();
         o.election_id = self.election_id;

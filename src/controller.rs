@@ -48,7 +48,8 @@ pub struct ControllerOptions {
     pub api: ApiConfig,
     /// `--watch-namespace`: None (or empty) watches every namespace.
     pub watch_namespace: Option<String>,
-    /// `--configmap NS/NAME`: loaded into the store.
+    /// `--configmap NS/NAME`: watched into the store; its settings apply over the flags (the
+    /// same as `serve.configmap`: either may be set).
     pub configmap: Option<Key>,
     /// `--publish-service NS/NAME`: its load-balancer addresses (or external IPs) go into the
     /// status of our Ingresses.
@@ -268,6 +269,10 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
     if opts.lease_duration_secs == 0 || opts.lease_grace_secs == 0 || opts.lease_grace_secs >= opts.lease_duration_secs {
         anyhow::bail!("lease grace ({}s) must be positive and shorter than the lease duration ({}s)", opts.lease_grace_secs, opts.lease_duration_secs);
     }
+    // `--configmap` feeds both the watch and the compile settings, whichever field set it.
+    let mut opts = opts;
+    let configmap = opts.configmap.clone().or_else(|| opts.serve.configmap.clone());
+    (opts.configmap, opts.serve.configmap) = (configmap.clone(), configmap);
     let client = client(&opts.api).await?;
     let namespace = controller_namespace(opts.namespace.as_deref(), &client);
     let identity = identity(opts.identity.as_deref());

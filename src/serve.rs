@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub default_backend_service: Option<(String, String)>,
     pub default_ssl_certificate: Option<(String, String)>,
     pub ssl_redirect: bool,
+    /// `--configmap NS/NAME`: the ConfigMap whose settings apply over the flags, live.
+    pub configmap: Option<(String, String)>,
     pub proxy: ProxyOptions,
     /// The HTTPS port clients reach, for redirects; defaults to `https_port`.
     pub public_https_port: Option<u16>,
@@ -81,6 +83,7 @@ impl ServeOptions {
         settings.default_backend_service = self.default_backend_service.clone();
         settings.default_ssl_certificate = self.default_ssl_certificate.clone();
         settings.ssl_redirect = self.ssl_redirect;
+        settings.configmap = self.configmap.clone();
         let p = &self.proxy;
         settings.proxy = ProxySettings {
             connect_timeout: p.connect_timeout,
@@ -111,6 +114,7 @@ impl Default for ServeOptions {
             default_backend_service: None,
             default_ssl_certificate: None,
             ssl_redirect: true,
+            configmap: None,
             proxy: ProxyOptions::default(),
             public_https_port: None,
             access_log: AccessLogTarget::Stdout(accesslog::Format::Text),

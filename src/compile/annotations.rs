@@ -52,9 +52,10 @@ fn on_off(v: &str) -> Option<bool> {
     }
 }
 
-/// Reads an Ingress's annotations; errors name the annotation and keep the default.
-pub fn parse(ing: &Ingress) -> (Annotations, Vec<AnnotationError>) {
-    let mut a = Annotations { ssl_redirect: true, ..Default::default() };
+/// Reads an Ingress's annotations over `defaults` (the global settings); errors name the
+/// annotation and keep the default.
+pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<AnnotationError>) {
+    let mut a = defaults.clone();
     let mut errors = Vec::new();
     let mut bad = |key: &str, msg: String| errors.push(AnnotationError { field: format!("metadata.annotations[{key}]"), message: msg });
 
@@ -68,13 +69,13 @@ pub fn parse(ing: &Ingress) -> (Annotations, Vec<AnnotationError>) {
         match v.trim() {
             "round_robin" => a.policy = Policy::RoundRobin,
             "ewma" | "least_request" => a.policy = Policy::LeastRequest,
-            other => bad(&k, format!("{other:?}: must be round_robin or ewma; round_robin is used")),
+            other => bad(&k, format!("{other:?}: must be round_robin or ewma; the default is used")),
         }
     }
     if let Some((k, v)) = get(ing, "upstream-hash-by") {
         match HashKey::parse(v.trim()) {
             Ok(key) => a.policy = Policy::Hash(key),
-            Err(e) => bad(&k, format!("{e}; round_robin is used")),
+            Err(e) => bad(&k, format!("{e}; the default is used")),
         }
     }
     if let Some((k, v)) = get(ing, "ssl-redirect") {
@@ -120,6 +121,10 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    fn parse_default(i: &Ingress) -> (Annotations, Vec<AnnotationError>) {
+        parse(i, &Annotations { ssl_redirect: true, ..Default::default() })
+    }
+
     fn ing(pairs: &[(&str, &str)]) -> Ingress {
         let mut i = Ingress::default();
         i.metadata.namespace = Some("ns".into());
@@ -129,16 +134,16 @@ mod tests {
 
     #[test]
     fn reads_both_prefixes_and_prefers_ours() {
-        let (a, e) = parse(&ing(&[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC"), ("vestibule.dev/backend-protocol", "h2c")]));
+        let (a, e) = parse_default(&ing(&[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC"), ("vestibule.dev/backend-protocol", "h2c")]));
         assert!(e.is_empty());
         assert_eq!(a.backend_protocol, BackendProtocol::H2c);
-        let (a, _) = parse(&ing(&[("nginx.ingress.kubernetes.io/upstream-hash-by", "$http_x_user")]));
+        let (a, _) = parse_default(&ing(&[("nginx.ingress.kubernetes.io/upstream-hash-by", "$http_x_user")]));
         assert_eq!(a.policy, Policy::Hash(HashKey { parts: vec![crate::config::HashPart::Header("x-user".into())] }));
     }
 
     #[test]
     fn bad_values_are_reported_and_defaulted() {
-        let (a, e) = parse(&ing(&[
+        let (a, e) = parse_default(&ing(&[
             ("nginx.ingress.kubernetes.io/backend-protocol", "FTP"),
             ("nginx.ingress.kubernetes.io/upstream-hash-by", "$(rm -rf /)"),
             ("nginx.ingress.kubernetes.io/load-balance", "random"),

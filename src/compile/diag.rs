@@ -40,6 +40,8 @@ pub enum Reason {
     DefaultConflict,
     /// An object was converted from an older API version.
     Deprecated,
+    /// The ConfigMap `--configmap` names does not exist; flags and defaults are used.
+    ConfigMapNotFound,
 }
 
 impl Reason {
@@ -57,6 +59,7 @@ impl Reason {
             Reason::PathConflict => "PathConflict",
             Reason::DefaultConflict => "DefaultConflict",
             Reason::Deprecated => "Deprecated",
+            Reason::ConfigMapNotFound => "ConfigMapNotFound",
         }
     }
 }

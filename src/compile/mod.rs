@@ -7,6 +7,7 @@
 pub mod annotations;
 pub mod backend;
 pub mod class;
+pub mod configmap;
 pub mod diag;
 pub mod explain;
 pub mod validate;
@@ -44,10 +45,14 @@ pub struct Settings {
     /// Certificates already read, by the content of `tls.crt` and `tls.key`: a memo that spares
     /// re-parsing every Secret on every change; it never changes a result.
     pub cert_cache: CertCache,
-    /// Limits and timeouts for requests, from flags (and, later, the controller ConfigMap).
+    /// Limits and timeouts for requests, from flags (`compile` applies the ConfigMap over them).
     pub proxy: ProxySettings,
     /// The traffic listeners to have open.
     pub listeners: Vec<ListenerSpec>,
+    /// `--configmap`: the ConfigMap whose settings apply over the flags (see `configmap`).
+    pub configmap: Option<Key>,
+    /// How backends pick endpoints unless an Ingress's annotations say otherwise.
+    pub default_policy: crate::config::Policy,
 }
 
 /// Parsed certificates by content hash.
@@ -88,6 +93,8 @@ impl Settings {
             cert_cache: CertCache::default(),
             proxy: ProxySettings::default(),
             listeners: Vec::new(),
+            configmap: None,
+            default_policy: Default::default(),
         }
     }
 }
@@ -208,14 +215,13 @@ impl<'a> Builder<'a> {
         Ok(crate::config::UpstreamTls { config: Arc::new(cfg), server_name, fingerprint })
     }
 
-    fn add_ingress(&mut self, ing: &Ingress, tls_hosts: &HashSet<String>, ssl_redirect: bool) -> Option<HostDefault> {
+    fn add_ingress(&mut self, ing: &Ingress, tls_hosts: &HashSet<String>, defaults: &annotations::Annotations) -> Option<HostDefault> {
         let oref = Arc::new(ObjRef::new("Ingress", ing.metadata.namespace.as_deref().unwrap_or(""), ing.metadata.name.as_deref().unwrap_or("")));
         let spec = ing.spec.as_ref()?;
-        let (ann, ann_errors) = annotations::parse(ing);
+        let (ann, ann_errors) = annotations::parse(ing, defaults);
         for e in ann_errors {
             self.diag(Severity::Warning, &oref, e.field, Reason::InvalidField, e.message);
         }
-        let redirect_annotation = !ann.ssl_redirect;
         let rules = spec.rules.as_deref().unwrap_or(&[]);
         let default = match &spec.default_backend {
             Some(b) => self.backend(&oref, "spec.defaultBackend", b, &ann).map(|backend| self.host_default(backend, oref.clone(), "")),
@@ -224,7 +230,7 @@ impl<'a> Builder<'a> {
         for (i, rule) in rules.iter().enumerate() {
             let host = rule.host.as_deref().map(|h| h.to_ascii_lowercase()).unwrap_or_else(|| "*".to_string());
             let is_tls = tls_hosts.contains(&host);
-            let redirect: Arc<[Filter]> = if is_tls && ssl_redirect && !redirect_annotation { Arc::new([Filter::HttpsRedirect { status: 308 }]) } else { Arc::new([]) };
+            let redirect: Arc<[Filter]> = if is_tls && ann.ssl_redirect { Arc::new([Filter::HttpsRedirect { status: 308 }]) } else { Arc::new([]) };
             if !self.vhosts.contains_key(&host) {
                 let v = VirtualHost { name: host.clone(), tls: is_tls, filters: redirect.clone(), ..Default::default() };
                 self.vhosts.insert(host.clone(), v);
@@ -332,11 +338,12 @@ pub fn cert_of_secret(secret: &Secret) -> Result<CertifiedKey, String> {
 
 /// Builds the data plane's configuration from the store.
 pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) {
+    let (settings, diags) = &configmap::effective(store, settings);
     let mut b = Builder {
         store,
         certs: &settings.cert_cache,
         resolver: Resolver::new(store),
-        diags: Vec::new(),
+        diags: diags.clone(),
         vhosts: BTreeMap::new(),
         claimed: HashMap::new(),
         proxy: Arc::new(settings.proxy.clone()),
@@ -377,7 +384,7 @@ pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) 
 
     let mut catch_all: Option<HostDefault> = None;
     for ing in &owned {
-        if let Some(d) = b.add_ingress(ing, &tls_hosts, settings.ssl_redirect) {
+        if let Some(d) = b.add_ingress(ing, &tls_hosts, &configmap::annotation_defaults(settings)) {
             match &catch_all {
                 None => catch_all = Some(d),
                 Some(winner) => {

@@ -1,0 +1,306 @@
+//! The controller ConfigMap (`--configmap NS/NAME`): ingress-nginx's global settings, read from
+//! the store like any other object, so that a change to it is a change like any other.
+//!
+//! Precedence, lowest first: built-in default < flag < ConfigMap < annotation. This module
+//! applies the ConfigMap layer on top of the flag-derived `Settings`; annotations are applied
+//! per Ingress on top of what it returns (see `annotation_defaults`).
+//!
+//! Pure: the same store and flags always give the same settings and diagnostics. A value that
+//! cannot be used is reported (naming the ConfigMap and `data.KEY`) and the flag's value stays.
+
+use std::time::Duration;
+
+use super::annotations::Annotations;
+use super::diag::{Diagnostic, Reason, Severity};
+use super::Settings;
+use crate::config::{HashKey, Policy};
+use crate::store::{ObjRef, Store};
+
+/// The ConfigMap keys Vestibule honours, with ingress-nginx's names and value syntax.
+pub const KEYS: [&str; 9] = [
+    "proxy-body-size",
+    "proxy-connect-timeout",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
+    "ssl-redirect",
+    "proxy-next-upstream-tries",
+    "use-proxy-protocol",
+    "load-balance",
+    "upstream-hash-by",
+];
+
+/// The settings in effect: `flags` with the ConfigMap `flags.configmap` names applied, and what
+/// was found wrong with it. Without `--configmap`, `flags` unchanged and no diagnostics.
+pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>) {
+    let mut s = flags.clone();
+    let mut diags = Vec::new();
+    let Some((ns, name)) = &flags.configmap else { return (s, diags) };
+    let obj = ObjRef::new("ConfigMap", ns, name);
+    let Some(cm) = store.config_maps.get(&(ns.clone(), name.clone())) else {
+        diags.push(Diagnostic::new(
+            Severity::Warning,
+            &obj,
+            "",
+            Reason::ConfigMapNotFound,
+            format!("ConfigMap {ns}/{name} (named by --configmap) not found; the flags and built-in defaults are used"),
+        ));
+        return (s, diags);
+    };
+    let empty = Default::default();
+    let data = cm.data.as_ref().unwrap_or(&empty);
+    let mut warn = |key: &str, msg: String| {
+        diags.push(Diagnostic::new(Severity::Warning, &obj, format!("data.{key}"), Reason::InvalidField, format!("{msg}; the value from the flags (or the built-in default) is kept")));
+    };
+
+    if let Some(v) = data.get("proxy-body-size") {
+        match crate::cli::parse_size(v) {
+            Ok(n) => s.proxy.body_limit = n,
+            Err(e) => warn("proxy-body-size", format!("{e} (0 for no limit)")),
+        }
+    }
+    for key in ["proxy-connect-timeout", "proxy-read-timeout", "proxy-send-timeout"] {
+        let Some(v) = data.get(key) else { continue };
+        let slot = match key {
+            "proxy-connect-timeout" => &mut s.proxy.connect_timeout,
+            "proxy-read-timeout" => &mut s.proxy.read_timeout,
+            _ => &mut s.proxy.send_timeout,
+        };
+        match seconds(v) {
+            Ok(d) => *slot = d,
+            Err(e) => warn(key, e),
+        }
+    }
+    if let Some(v) = data.get("ssl-redirect") {
+        match boolean(v) {
+            Some(b) => s.ssl_redirect = b,
+            None => warn("ssl-redirect", format!("{v:?}: must be \"true\" or \"false\"")),
+        }
+    }
+    if let Some(v) = data.get("proxy-next-upstream-tries") {
+        match v.trim().parse::<usize>() {
+            // As in nginx, 0 means no limit (every endpoint may be tried).
+            Ok(0) => s.proxy.upstream_tries = usize::MAX,
+            Ok(n) => s.proxy.upstream_tries = n,
+            Err(_) => warn("proxy-next-upstream-tries", format!("{v:?}: must be a whole number (0 for no limit)")),
+        }
+    }
+    if let Some(v) = data.get("use-proxy-protocol") {
+        match boolean(v) {
+            Some(b) => s.listeners.iter_mut().for_each(|l| l.proxy_protocol = b),
+            None => warn("use-proxy-protocol", format!("{v:?}: must be \"true\" or \"false\"")),
+        }
+    }
+    if let Some(v) = data.get("load-balance") {
+        match v.trim() {
+            "round_robin" => s.default_policy = Policy::RoundRobin,
+            "ewma" | "least_request" => s.default_policy = Policy::LeastRequest,
+            other => warn("load-balance", format!("{other:?}: must be round_robin or ewma")),
+        }
+    }
+    // Hashing wins over load-balance when both are set, as in ingress-nginx; "" means none.
+    if let Some(v) = data.get("upstream-hash-by").filter(|v| !v.trim().is_empty()) {
+        match HashKey::parse(v.trim()) {
+            Ok(key) => s.default_policy = Policy::Hash(key),
+            Err(e) => warn("upstream-hash-by", e),
+        }
+    }
+
+    for key in data.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+        diags.push(Diagnostic::new(Severity::Info, &obj, format!("data.{key}"), Reason::Unsupported, format!("{key:?} is not supported by Vestibule; it is ignored")));
+    }
+    (s, diags)
+}
+
+/// What an Ingress without annotations gets: the effective global settings. Annotations are
+/// parsed on top of these, so an annotation wins over the ConfigMap, and an invalid annotation
+/// falls back to the ConfigMap's (or flag's) value.
+pub fn annotation_defaults(settings: &Settings) -> Annotations {
+    Annotations { ssl_redirect: settings.ssl_redirect, policy: settings.default_policy.clone(), ..Default::default() }
+}
+
+/// ingress-nginx's timeouts are whole seconds (`60`); units (`5s`, `500ms`, `2m`) are accepted
+/// too. Zero is refused: nothing could ever connect or answer.
+fn seconds(v: &str) -> Result<Duration, String> {
+    let d = crate::cli::parse_duration(v)?;
+    if d.is_zero() {
+        return Err(format!("{v:?}: must be more than 0"));
+    }
+    Ok(d)
+}
+
+/// The booleans ingress-nginx reads from its ConfigMap (Go's `strconv.ParseBool`).
+fn boolean(v: &str) -> Option<bool> {
+    match v.trim() {
+        "true" | "True" | "TRUE" | "t" | "T" | "1" => Some(true),
+        "false" | "False" | "FALSE" | "f" | "F" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HashPart, ListenerProtocol, ListenerSpec, ProxySettings};
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn flags() -> Settings {
+        crate::tls::install_provider();
+        let mut s = Settings::new(crate::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
+        s.configmap = Some(("ingress".into(), "vestibule".into()));
+        let l = |name: &str, protocol| ListenerSpec { name: name.into(), addr: "127.0.0.1:0".parse().unwrap(), protocol, proxy_protocol: false };
+        s.listeners = vec![l("http", ListenerProtocol::Http), l("https", ListenerProtocol::Https)];
+        s
+    }
+
+    fn store(data: &[(&str, &str)]) -> Store {
+        let mut cm = ConfigMap::default();
+        cm.metadata.namespace = Some("ingress".into());
+        cm.metadata.name = Some("vestibule".into());
+        cm.data = Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let mut store = Store::default();
+        store.insert(crate::store::Object::ConfigMap(cm));
+        store
+    }
+
+    /// What a case expects of the effective settings.
+    #[derive(Debug, PartialEq)]
+    struct Out {
+        proxy: ProxySettings,
+        ssl_redirect: bool,
+        proxy_protocol: bool,
+        policy: Policy,
+    }
+
+    fn out(s: &Settings) -> Out {
+        assert!(s.listeners.iter().all(|l| l.proxy_protocol == s.listeners[0].proxy_protocol));
+        Out { proxy: s.proxy.clone(), ssl_redirect: s.ssl_redirect, proxy_protocol: s.listeners[0].proxy_protocol, policy: s.default_policy.clone() }
+    }
+
+    fn base() -> Out {
+        out(&flags())
+    }
+
+    #[test]
+    fn table() {
+        let secs = Duration::from_secs;
+        type Case = (&'static str, Vec<(&'static str, &'static str)>, Box<dyn Fn(&mut Out)>, Vec<(Severity, &'static str)>);
+        let cases: Vec<Case> = vec![
+            ("empty", vec![], Box::new(|_| {}), vec![]),
+            ("body size in k", vec![("proxy-body-size", "8k")], Box::new(|o| o.proxy.body_limit = 8 * 1024), vec![]),
+            ("body size in M", vec![("proxy-body-size", "2M")], Box::new(|o| o.proxy.body_limit = 2 * MIB), vec![]),
+            ("body size in bytes", vec![("proxy-body-size", "1000")], Box::new(|o| o.proxy.body_limit = 1000), vec![]),
+            ("body size 0 is no limit", vec![("proxy-body-size", "0")], Box::new(|o| o.proxy.body_limit = u64::MAX), vec![]),
+            ("body size invalid", vec![("proxy-body-size", "lots")], Box::new(|_| {}), vec![(Severity::Warning, "data.proxy-body-size")]),
+            ("body size negative", vec![("proxy-body-size", "-1m")], Box::new(|_| {}), vec![(Severity::Warning, "data.proxy-body-size")]),
+            (
+                "timeouts in seconds, as ingress-nginx",
+                vec![("proxy-connect-timeout", "3"), ("proxy-read-timeout", "120"), ("proxy-send-timeout", "30")],
+                Box::new(move |o| {
+                    o.proxy.connect_timeout = secs(3);
+                    o.proxy.read_timeout = secs(120);
+                    o.proxy.send_timeout = secs(30);
+                }),
+                vec![],
+            ),
+            ("timeouts with units", vec![("proxy-connect-timeout", "500ms"), ("proxy-read-timeout", "2m")], Box::new(move |o| {
+                o.proxy.connect_timeout = Duration::from_millis(500);
+                o.proxy.read_timeout = secs(120);
+            }), vec![]),
+            (
+                "timeouts invalid or zero",
+                vec![("proxy-connect-timeout", "soon"), ("proxy-read-timeout", "0"), ("proxy-send-timeout", "5y")],
+                Box::new(|_| {}),
+                vec![(Severity::Warning, "data.proxy-connect-timeout"), (Severity::Warning, "data.proxy-read-timeout"), (Severity::Warning, "data.proxy-send-timeout")],
+            ),
+            ("ssl-redirect off", vec![("ssl-redirect", "false")], Box::new(|o| o.ssl_redirect = false), vec![]),
+            ("ssl-redirect invalid", vec![("ssl-redirect", "maybe")], Box::new(|_| {}), vec![(Severity::Warning, "data.ssl-redirect")]),
+            ("tries", vec![("proxy-next-upstream-tries", "5")], Box::new(|o| o.proxy.upstream_tries = 5), vec![]),
+            ("tries 0 is no limit", vec![("proxy-next-upstream-tries", "0")], Box::new(|o| o.proxy.upstream_tries = usize::MAX), vec![]),
+            ("tries invalid", vec![("proxy-next-upstream-tries", "many")], Box::new(|_| {}), vec![(Severity::Warning, "data.proxy-next-upstream-tries")]),
+            ("proxy protocol on every listener", vec![("use-proxy-protocol", "true")], Box::new(|o| o.proxy_protocol = true), vec![]),
+            ("proxy protocol invalid", vec![("use-proxy-protocol", "yes please")], Box::new(|_| {}), vec![(Severity::Warning, "data.use-proxy-protocol")]),
+            ("ewma", vec![("load-balance", "ewma")], Box::new(|o| o.policy = Policy::LeastRequest), vec![]),
+            ("load-balance invalid", vec![("load-balance", "random")], Box::new(|_| {}), vec![(Severity::Warning, "data.load-balance")]),
+            (
+                "hash by header",
+                vec![("upstream-hash-by", "$http_x_user")],
+                Box::new(|o| o.policy = Policy::Hash(HashKey { parts: vec![HashPart::Header("x-user".into())] })),
+                vec![],
+            ),
+            (
+                "hash wins over load-balance",
+                vec![("load-balance", "ewma"), ("upstream-hash-by", "$request_uri")],
+                Box::new(|o| o.policy = Policy::Hash(HashKey { parts: vec![HashPart::RequestUri] })),
+                vec![],
+            ),
+            ("empty hash is none", vec![("upstream-hash-by", "")], Box::new(|_| {}), vec![]),
+            ("hash invalid keeps load-balance", vec![("load-balance", "ewma"), ("upstream-hash-by", "$(rm -rf /)")], Box::new(|o| o.policy = Policy::LeastRequest), vec![(Severity::Warning, "data.upstream-hash-by")]),
+            ("unknown key", vec![("enable-brotli", "true")], Box::new(|_| {}), vec![(Severity::Info, "data.enable-brotli")]),
+        ];
+        let mut failures = Vec::new();
+        for (name, data, expect, want_diags) in cases {
+            let (s, diags) = effective(&store(&data), &flags());
+            let mut want = base();
+            expect(&mut want);
+            let got = out(&s);
+            if got != want {
+                failures.push(format!("{name}: settings\n  got  {got:?}\n  want {want:?}"));
+            }
+            let got_diags: Vec<(Severity, &str)> = diags.iter().map(|d| (d.severity, d.field.as_str())).collect();
+            if got_diags != want_diags {
+                failures.push(format!("{name}: diagnostics\n  got  {got_diags:?}\n  want {want_diags:?}"));
+            }
+            for d in &diags {
+                if d.object != ObjRef::new("ConfigMap", "ingress", "vestibule") || !d.to_string().contains("ConfigMap ingress/vestibule") {
+                    failures.push(format!("{name}: diagnostic does not name the ConfigMap: {d}"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn a_warning_says_why_and_what_is_kept() {
+        let (_, diags) = effective(&store(&[("proxy-body-size", "lots")]), &flags());
+        let d = &diags[0];
+        assert_eq!(d.reason, Reason::InvalidField);
+        assert!(d.message.contains("\"lots\"") && d.message.contains("value from the flags (or the built-in default) is kept"), "{d}");
+        let (_, diags) = effective(&store(&[("enable-brotli", "true")]), &flags());
+        assert!(diags[0].message.contains("not supported by Vestibule; it is ignored"), "{}", diags[0]);
+    }
+
+    #[test]
+    fn the_configmap_overrides_flags_and_falls_back_to_them() {
+        let mut f = flags();
+        f.proxy.body_limit = 5 * MIB;
+        f.ssl_redirect = false;
+        let (s, _) = effective(&store(&[("proxy-body-size", "2m")]), &f);
+        assert_eq!(s.proxy.body_limit, 2 * MIB, "the ConfigMap wins over the flag");
+        assert!(!s.ssl_redirect, "a key the ConfigMap does not set keeps the flag's value");
+        let (s, _) = effective(&store(&[("proxy-body-size", "huge")]), &f);
+        assert_eq!(s.proxy.body_limit, 5 * MIB, "an invalid value keeps the flag's value");
+    }
+
+    #[test]
+    fn without_the_flag_or_the_object() {
+        let mut f = flags();
+        f.configmap = None;
+        let (s, diags) = effective(&store(&[("proxy-body-size", "1k")]), &f);
+        assert_eq!((s.proxy.body_limit, diags.len()), (MIB, 0), "no --configmap: the ConfigMap is not read");
+        let (s, diags) = effective(&Store::default(), &flags());
+        assert_eq!(s.proxy.body_limit, MIB);
+        assert_eq!(diags.len(), 1);
+        assert_eq!((diags[0].severity, diags[0].reason), (Severity::Warning, Reason::ConfigMapNotFound));
+        assert!(diags[0].to_string().contains("ConfigMap ingress/vestibule"), "{}", diags[0]);
+    }
+
+    #[test]
+    fn annotations_start_from_the_effective_settings() {
+        let (s, _) = effective(&store(&[("ssl-redirect", "false"), ("load-balance", "ewma")]), &flags());
+        let a = annotation_defaults(&s);
+        assert!(!a.ssl_redirect);
+        assert_eq!(a.policy, Policy::LeastRequest);
+    }
+}
