@@ -19,6 +19,8 @@ pub struct Ctx<'a> {
     pub head: bool,
     /// A gRPC request: Vestibule's own errors are answered as gRPC statuses.
     pub grpc: bool,
+    /// The target as the client sent it, before any filter rewrote the request.
+    pub original_uri: http::Uri,
 }
 
 impl<'a> Ctx<'a> {
@@ -27,7 +29,12 @@ impl<'a> Ctx<'a> {
             Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
             _ => new_request_id(),
         };
-        Ctx { shared, conn, request_id, head: req.method() == Method::HEAD, grpc: respond::is_grpc(req) }
+        Ctx { shared, conn, request_id, head: req.method() == Method::HEAD, grpc: respond::is_grpc(req), original_uri: req.uri().clone() }
+    }
+
+    /// The path and query as the client sent them (nginx's `$request_uri`).
+    pub fn request_uri(&self) -> &str {
+        self.original_uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     }
 
     /// Vestibule's own answer with `status`: an error page, or a gRPC status.

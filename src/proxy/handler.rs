@@ -70,7 +70,7 @@ async fn pipeline<B: ClientBody>(shared: &Arc<Shared>, conn: &ConnInfo, mut req:
         outcome.stats = target.route_id().map(|(id, labels)| live.stats(id, labels, &shared.metrics).clone());
     }
     let filters = target.filters();
-    if let Some(answer) = filters::on_request(filters, &ctx, &req) {
+    if let Some(answer) = filters::on_request(filters, &ctx, &mut req) {
         return filters::on_response(filters, &ctx, answer);
     }
     let resp = match target.backend() {

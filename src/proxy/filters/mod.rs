@@ -11,7 +11,7 @@ use super::respond::RespBody;
 use crate::config::Filter;
 
 /// Runs the request filters in order; the first that answers ends the request.
-pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &Request<B>) -> Option<Response<RespBody>> {
+pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) -> Option<Response<RespBody>> {
     for f in filters {
         let answer = match f {
             Filter::HttpsRedirect { status } => https_redirect::on_request(*status, ctx, req),
