@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::backend::Resolver;
+use super::status::Status;
 use super::tls::CertCache;
-use super::{Diagnostic, Reason, Settings, Severity};
+use super::{Compiled, Diagnostic, Reason, Settings, Severity};
 use crate::config::{Backend, Config, Filter, HostDefault, PathKind, ProxySettings, RouteLabels, VirtualHost};
 use crate::store::{ObjRef, Store};
 
@@ -19,6 +20,8 @@ pub(super) struct Builder<'a> {
     pub certs: &'a CertCache,
     pub resolver: Resolver<'a>,
     pub proxy: Arc<ProxySettings>,
+    /// Per-object results, for status, Events and explain.
+    pub status: Status,
     diags: Vec<Diagnostic>,
     /// By host as written: `foo.com`, `*.foo.com`, or `*` for rules without host.
     vhosts: BTreeMap<String, VirtualHost>,
@@ -33,6 +36,7 @@ impl<'a> Builder<'a> {
             certs: &settings.cert_cache,
             resolver: Resolver::new(store),
             proxy: Arc::new(settings.proxy.clone()),
+            status: Status::default(),
             diags: Vec::new(),
             vhosts: BTreeMap::new(),
             claimed: HashMap::new(),
@@ -71,8 +75,9 @@ impl<'a> Builder<'a> {
     }
 
     /// Places the virtual hosts into `config` (routes sorted; exact, wildcard or hostless),
-    /// fills in the counts, and returns it with the diagnostics, sorted and without repeats.
-    pub fn finish(mut self, mut config: Config) -> (Config, Vec<Diagnostic>) {
+    /// fills in the counts, and returns it with the diagnostics (sorted, without repeats) and
+    /// the per-object status.
+    pub fn finish(mut self, mut config: Config) -> Compiled {
         for (name, mut vhost) in std::mem::take(&mut self.vhosts) {
             vhost.sort_routes();
             let vhost = Arc::new(vhost);
@@ -90,6 +95,6 @@ impl<'a> Builder<'a> {
         let mut diags = self.diags;
         diags.sort();
         diags.dedup();
-        (config, diags)
+        Compiled { config, diagnostics: diags, status: self.status }
     }
 }

@@ -9,6 +9,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use super::annotations::{self, Annotations};
 use super::backend::{self, PortRef};
 use super::builder::Builder;
+use super::status::{IngressStatus, Ownership};
 use super::{Reason, Settings, Severity, class, route_path, validate};
 use crate::config::{Backend, Filter, HostDefault, Route, RouteLabels, RouteMatch, WeightedBackend};
 use crate::store::{ObjRef, Store};
@@ -29,11 +30,16 @@ pub(super) fn owned<'s>(b: &mut Builder, store: &'s Store, settings: &Settings) 
     let mut owned: Vec<&Ingress> = Vec::new();
     for ing in store.ingresses.values() {
         let oref = oref_of(ing);
+        let key = (oref.namespace.clone(), oref.name.clone());
         if let Err(why) = class::owns(ing, store, settings, default_class) {
             b.diag(Severity::Info, &oref, "spec.ingressClassName", Reason::ClassIgnored, format!("ignored: {why}"));
+            b.status.ingresses.insert(key, IngressStatus::new(Ownership::NotOurs(why)));
             continue;
         }
         let errors = validate::ingress(ing);
+        let mut status = IngressStatus::new(Ownership::Ours);
+        status.invalid = errors.first().map(|e| format!("{}: {}", e.field, e.message));
+        b.status.ingresses.insert(key, status);
         if !errors.is_empty() {
             for e in errors {
                 b.diag(Severity::Error, &oref, e.field, Reason::InvalidField, format!("{}; the Ingress is skipped", e.message));
@@ -54,7 +60,10 @@ pub(super) fn process(b: &mut Builder, owned: &[&Ingress], settings: &Settings) 
     for ing in owned {
         if let Some(d) = add_ingress(b, ing, &tls_hosts, settings.ssl_redirect) {
             match &catch_all {
-                None => catch_all = Some(d),
+                None => {
+                    served(b, &d.ingress).default_backend = true;
+                    catch_all = Some(d);
+                }
                 Some(winner) => {
                     let msg = format!("{} is older and already provides the default backend for unmatched hosts; this one is not used", winner.ingress);
                     let oref = (*d.ingress).clone();
@@ -64,6 +73,11 @@ pub(super) fn process(b: &mut Builder, owned: &[&Ingress], settings: &Settings) 
         }
     }
     catch_all
+}
+
+/// The status of an Ingress `owned` accepted.
+fn served<'b>(b: &'b mut Builder, oref: &ObjRef) -> &'b mut IngressStatus {
+    b.status.ingresses.entry((oref.namespace.clone(), oref.name.clone())).or_insert_with(|| IngressStatus::new(Ownership::Ours))
 }
 
 /// Hosts with TLS configured, from every Ingress we own.
@@ -139,6 +153,7 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ssl_
         {
             let hd = b.host_default(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or(""));
             b.vhost(&host, is_tls, &redirect).default = Some(hd);
+            served(b, &oref).hosts.insert(host.clone());
         }
         let Some(http) = &rule.http else { continue };
         for (j, p) in http.paths.iter().enumerate() {
@@ -177,6 +192,7 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ssl_
                 ingress: oref.clone(),
                 labels,
             });
+            served(b, &oref).hosts.insert(host.clone());
         }
     }
     // A rule-less Ingress with a defaultBackend is a candidate catch-all for unmatched hosts.

@@ -11,6 +11,7 @@ pub mod class;
 pub mod diag;
 pub mod explain;
 mod ingress;
+pub mod status;
 pub mod tls;
 pub mod validate;
 
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 
 pub use diag::{Diagnostic, Reason, Severity};
+pub use status::{IngressStatus, Ownership, Status};
 pub use tls::{CertCache, cert_of_secret};
 
 use crate::config::{Config, ListenerSpec, PathKind, ProxySettings};
@@ -78,8 +80,17 @@ pub fn route_path(path: Option<&str>, path_type: &str) -> (String, PathKind) {
     }
 }
 
+/// What one compile produced: the data plane's configuration, what was found wrong, and what
+/// was decided about each object.
+#[derive(Debug)]
+pub struct Compiled {
+    pub config: Config,
+    pub diagnostics: Vec<Diagnostic>,
+    pub status: Status,
+}
+
 /// Builds the data plane's configuration from the store.
-pub fn compile(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) {
+pub fn compile(store: &Store, settings: &Settings) -> Compiled {
     let mut b = Builder::new(store, settings);
     let owned = ingress::owned(&mut b, store, settings);
     let catch_all = ingress::process(&mut b, &owned, settings);

@@ -27,7 +27,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use super::Applied;
-use crate::compile::{Diagnostic, Reason, Severity, class};
+use crate::compile::{Diagnostic, Reason, Severity};
 use crate::store::ObjRef;
 
 const QUEUE_LIMIT: usize = 1000;
@@ -136,7 +136,6 @@ impl Recorder {
     }
 
     fn observe(&mut self, app: &Applied) {
-        let default_class = class::we_are_default(&app.store, &app.settings);
         let mut standing = HashSet::new();
         let mut failed: HashSet<ObjRef> = HashSet::new();
         for d in &app.diagnostics {
@@ -156,10 +155,11 @@ impl Recorder {
         self.queue.retain(|p| !matches!(&p.key, Key::Diagnostic(..)) || standing.contains(&p.key));
         self.emitted = standing;
 
-        for ((ns, name), ing) in &app.store.ingresses {
-            if class::owns(ing, &app.store, &app.settings, default_class).is_err() {
+        for (key, ing) in &app.store.ingresses {
+            if !app.status.owns_ingress(key) {
                 continue;
             }
+            let (ns, name) = key;
             let oref = ObjRef::new("Ingress", ns, name);
             if failed.contains(&oref) {
                 continue;
