@@ -37,6 +37,9 @@ pub enum Reason {
     DefaultConflict,
     /// An object was converted from an older API version.
     Deprecated,
+    /// An annotation under `nginx.ingress.kubernetes.io/` or `vestibule.dev/` that Vestibule
+    /// does not implement; it is ignored.
+    AnnotationNotSupported,
 }
 
 impl Reason {
@@ -53,6 +56,7 @@ impl Reason {
             Reason::PathConflict => "PathConflict",
             Reason::DefaultConflict => "DefaultConflict",
             Reason::Deprecated => "Deprecated",
+            Reason::AnnotationNotSupported => "AnnotationNotSupported",
         }
     }
 }

@@ -135,7 +135,7 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ssl_
     let spec = ing.spec.as_ref()?;
     let (ann, ann_errors) = annotations::parse(ing);
     for e in ann_errors {
-        b.diag(Severity::Warning, &oref, e.field, Reason::InvalidField, e.message);
+        b.diag(Severity::Warning, &oref, e.field, e.reason, e.message);
     }
     let redirect_annotation = !ann.ssl_redirect;
     let rules = spec.rules.as_deref().unwrap_or(&[]);

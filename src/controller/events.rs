@@ -71,6 +71,7 @@ fn hint(reason: Reason) -> &'static str {
         Reason::PathConflict => "Use another host or path here, or remove the rule from one of the two Ingresses.",
         Reason::DefaultConflict => "Keep the catch-all defaultBackend on one Ingress only.",
         Reason::Deprecated => "Use networking.k8s.io/v1.",
+        Reason::AnnotationNotSupported => "Remove the annotation, or check the README for the annotations Vestibule implements.",
     }
 }
 
