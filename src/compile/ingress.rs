@@ -198,3 +198,42 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ssl_
     // A rule-less Ingress with a defaultBackend is a candidate catch-all for unmatched hosts.
     if rules.is_empty() { default } else { None }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::compile::{Settings, compile};
+    use crate::store::{Object, Store};
+
+    fn ingress(name: &str, created: &str, spec: serde_json::Value) -> Object {
+        let v = serde_json::json!({"metadata": {"namespace": "ns", "name": name, "creationTimestamp": created}, "spec": spec});
+        Object::Ingress(serde_json::from_value(v).expect("an Ingress"))
+    }
+
+    fn path(p: &str) -> serde_json::Value {
+        serde_json::json!({"path": p, "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}})
+    }
+
+    #[test]
+    fn status_records_ownership_hosts_and_the_catch_all() {
+        crate::tls::install_provider();
+        let mut store = Store::default();
+        let backend = serde_json::json!({"service": {"name": "web", "port": {"number": 80}}});
+        store.insert(ingress("old", "2020-01-01T00:00:00Z", serde_json::json!({"rules": [{"host": "a.example.com", "http": {"paths": [path("/")]}}, {"http": {"paths": [path("/x")]}}]})));
+        store.insert(ingress("new", "2021-01-01T00:00:00Z", serde_json::json!({"rules": [{"host": "a.example.com", "http": {"paths": [path("/")]}}]})));
+        store.insert(ingress("catch", "2020-01-01T00:00:00Z", serde_json::json!({"defaultBackend": backend.clone()})));
+        store.insert(ingress("catch-2", "2021-01-01T00:00:00Z", serde_json::json!({"defaultBackend": backend})));
+        store.insert(ingress("bad", "2020-01-01T00:00:00Z", serde_json::json!({"rules": [{"host": "b.example.com", "http": {"paths": [path("relative")]}}]})));
+        store.insert(ingress("theirs", "2020-01-01T00:00:00Z", serde_json::json!({"ingressClassName": "nginx", "rules": [{"host": "c.example.com", "http": {"paths": [path("/")]}}]})));
+        let settings = Settings::new(crate::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
+        let status = compile(&store, &settings).status;
+
+        let get = |name: &str| status.ingress("ns", name).unwrap_or_else(|| panic!("no status for {name}: {status:?}"));
+        assert_eq!(get("old").hosts.iter().map(String::as_str).collect::<Vec<_>>(), ["*", "a.example.com"]);
+        assert!(get("new").is_ours() && get("new").hosts.is_empty(), "the newer Ingress lost its only path: {:?}", get("new"));
+        assert!(get("catch").default_backend && !get("catch-2").default_backend);
+        assert!(get("bad").is_ours() && get("bad").invalid.as_deref().is_some_and(|e| e.starts_with("spec.rules[0].http.paths[0].path: ")), "{:?}", get("bad"));
+        assert!(get("bad").hosts.is_empty());
+        assert!(get("theirs").not_ours().is_some_and(|why| why.contains("\"nginx\"")), "{:?}", get("theirs"));
+        assert_eq!(status.ingresses.len(), 6);
+    }
+}
