@@ -49,11 +49,11 @@ fn respond(shared: &Shared, snapshots: &ArcSwap<Snapshot>, req: &Request<Incomin
                 return text(StatusCode::BAD_REQUEST, "text/plain", "usage: /debug/explain?url=http://HOST/PATH[&format=text]\n".into());
             };
             let snapshot = snapshots.load();
-            let Some(settings) = &snapshot.settings else {
+            if snapshot.settings.is_none() {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no configuration applied yet\n".into());
             };
             let config = shared.config();
-            match explain::explain_with(&snapshot.store, settings, &config, &snapshot.diagnostics, &url, shared.https_port()) {
+            match explain::explain_with(&snapshot.store, &config, &snapshot.diagnostics, &snapshot.status, &url, shared.https_port()) {
                 Err(e) => text(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
                 Ok(x) if crate::debug::query_value(query, "format").as_deref() == Some("text") => text(StatusCode::OK, "text/plain", x.text()),
                 Ok(x) => text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&x).unwrap_or_default() + "\n"),

@@ -21,7 +21,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::compile::{Diagnostic, Settings};
+use crate::compile::{Diagnostic, Settings, Status};
 use crate::proxy::Shared;
 use crate::serve::{Frontend, ServeOptions};
 use crate::source::kube::{Backoff, KubeSource, SourceHealth, SourceOptions};
@@ -110,6 +110,8 @@ impl Default for ControllerOptions {
 pub struct Applied {
     pub store: Store,
     pub diagnostics: Vec<Diagnostic>,
+    /// What compile decided about each object: status and Events read ownership from here.
+    pub status: Arc<Status>,
     pub settings: Settings,
 }
 
@@ -317,27 +319,27 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         }
         while batches.try_recv().is_ok() {}
         // Compiling is CPU work: it runs on the blocking pool, never on the request threads.
-        async fn apply_off_thread(mut engine: crate::engine::Engine, store: Store, seen_at: Option<std::time::Instant>) -> (crate::engine::Engine, Vec<crate::compile::Diagnostic>) {
+        async fn apply_off_thread(mut engine: crate::engine::Engine, store: Store, seen_at: Option<std::time::Instant>) -> (crate::engine::Engine, crate::engine::Outcome) {
             tokio::task::spawn_blocking(move || {
-                let d = engine.apply(store, Vec::new(), seen_at).diagnostics;
-                (engine, d)
+                let outcome = engine.apply(store, Vec::new(), seen_at);
+                (engine, outcome)
             })
             .await
             .expect("compile does not panic")
         }
         let store = source.store();
-        let (e, diagnostics) = apply_off_thread(engine, store.clone(), None).await;
+        let (e, outcome) = apply_off_thread(engine, store.clone(), None).await;
         engine = e;
-        applied_tx.send_replace(Some(Arc::new(Applied { store, diagnostics, settings: engine.settings.clone() })));
+        applied_tx.send_replace(Some(Arc::new(Applied { store, diagnostics: outcome.diagnostics, status: outcome.status, settings: engine.settings.clone() })));
         while let Some(batch) = batches.recv().await {
             let store = source.store();
-            let (e, diagnostics) = apply_off_thread(engine, store.clone(), Some(batch.seen_at)).await;
+            let (e, outcome) = apply_off_thread(engine, store.clone(), Some(batch.seen_at)).await;
             engine = e;
             if apply_health.is_stale() {
                 tracing::warn!(failing = ?apply_health.failing(), "applied a configuration while some watches are failing: it may be stale");
             }
             tracing::debug!(endpoints_only = batch.endpoints_only, "batch applied");
-            applied_tx.send_replace(Some(Arc::new(Applied { store, diagnostics, settings: engine.settings.clone() })));
+            applied_tx.send_replace(Some(Arc::new(Applied { store, diagnostics: outcome.diagnostics, status: outcome.status, settings: engine.settings.clone() })));
         }
         source.abort();
     });

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
-use crate::compile::{self, Diagnostic, Settings, Severity};
+use crate::compile::{self, Diagnostic, Settings, Severity, Status};
 use crate::config::Config;
 use crate::metrics::{CertLabels, HostLabels, Metrics, ReasonLabels, ResultLabels};
 use crate::proxy::Shared;
@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub store: Store,
     pub settings: Option<Settings>,
     pub diagnostics: Vec<Diagnostic>,
+    /// What compile decided about each object.
+    pub status: Arc<Status>,
     pub manifest_errors: Vec<String>,
 }
 
@@ -27,6 +29,8 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub diagnostics: Vec<Diagnostic>,
+    /// What compile decided about each object (ownership, hosts served).
+    pub status: Arc<Status>,
     /// Listeners the new configuration declares that could not be opened.
     pub listen_errors: Vec<ListenError>,
 }
@@ -50,7 +54,8 @@ impl Engine {
     pub fn apply(&mut self, store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant>) -> Outcome {
         let metrics = self.shared.metrics.clone();
         let started = Instant::now();
-        let (config, diags) = compile::compile(&store, &self.settings);
+        let compile::Compiled { config, diagnostics: diags, status } = compile::compile(&store, &self.settings);
+        let status = Arc::new(status);
         let compile_time = started.elapsed();
         metrics.compile_duration.observe(compile_time.as_secs_f64());
         let routes: usize = config.vhosts().map(|v| v.routes.len()).sum();
@@ -89,8 +94,8 @@ impl Engine {
             compile_ms = compile_time.as_secs_f64() * 1000.0,
             "configuration applied"
         );
-        self.snapshot.store(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), manifest_errors }));
-        Outcome { diagnostics: diags, listen_errors }
+        self.snapshot.store(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), status: status.clone(), manifest_errors }));
+        Outcome { diagnostics: diags, status, listen_errors }
     }
 }
 
@@ -103,7 +108,7 @@ impl Engine {
         metrics.config_last_reload_successful_timestamp.set(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
         let old = self.snapshot.load();
         let store = old.store.clone();
-        self.snapshot.store(Arc::new(Snapshot { store, settings: old.settings.clone(), diagnostics: old.diagnostics.clone(), manifest_errors }));
+        self.snapshot.store(Arc::new(Snapshot { store, settings: old.settings.clone(), diagnostics: old.diagnostics.clone(), status: old.status.clone(), manifest_errors }));
     }
 }
 

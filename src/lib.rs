@@ -21,4 +21,5 @@ pub mod source;
 pub mod store;
 pub mod tls;
 pub mod tools;
+pub mod units;
 pub mod x509;

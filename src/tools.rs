@@ -32,7 +32,7 @@ pub fn check(args: CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let (source, store) = load(&args.manifests, args.max_manifest_size);
     let (fallback, _, _) = crate::tls::self_signed(&["vestibule.invalid"])?;
     let settings = args.routing.settings(fallback);
-    let (_, diags) = compile::compile(&store, &settings);
+    let diags = compile::compile(&store, &settings).diagnostics;
     let errors = source.errors();
     for e in &errors {
         writeln!(out, "error: {e}")?;

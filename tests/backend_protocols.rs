@@ -322,7 +322,7 @@ async fn invalid_backend_protocol_is_reported_and_http_is_used() {
     let field = "metadata.annotations[nginx.ingress.kubernetes.io/backend-protocol]";
     vestibule::tls::install_provider();
     let settings = compile::Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
-    let (_, diags) = compile::compile(&store_of(&m), &settings);
+    let diags = compile::compile(&store_of(&m), &settings).diagnostics;
     let d = diags.iter().find(|d| d.field == field).unwrap_or_else(|| panic!("no diagnostic for {field}: {diags:#?}"));
     assert_eq!(d.reason, Reason::InvalidField);
     assert_eq!(d.object, ObjRef::new("Ingress", "default", "ftp"));

@@ -224,7 +224,8 @@ fn compile_reports_ignored_ingresses_by_name() {
     .concat();
     let store = store_of(&text);
 
-    let (config, diags) = compile::compile(&store, &settings());
+    let compiled = compile::compile(&store, &settings());
+    let (config, diags) = (&compiled.config, &compiled.diagnostics);
     let ignored: Vec<&ObjRef> = diags.iter().filter(|d| d.reason == Reason::ClassIgnored).map(|d| &d.object).collect();
     assert_eq!(ignored, vec![&ObjRef::new("Ingress", "default", "annotated"), &ObjRef::new("Ingress", "default", "foreign")], "{diags:#?}");
     let foreign = diags.iter().find(|d| d.object.name == "foreign").unwrap();
@@ -232,15 +233,25 @@ fn compile_reports_ignored_ingresses_by_name() {
     assert!(foreign.to_string().contains("Ingress default/foreign"), "{foreign}");
     assert!(config.vhost("mine.example.com").is_some_and(|v| v.name == "mine.example.com"));
     assert!(config.vhost("foreign.example.com").is_none_or(|v| v.name != "foreign.example.com"), "an ignored Ingress adds no host");
+    // The status says the same, for the status writer, Events and explain to read.
+    let mine = compiled.status.ingress("default", "mine").expect("every Ingress has a status");
+    assert!(mine.is_ours(), "{mine:?}");
+    assert_eq!(mine.hosts.iter().collect::<Vec<_>>(), vec!["mine.example.com"], "{mine:?}");
+    let foreign = compiled.status.ingress("default", "foreign").expect("every Ingress has a status");
+    assert!(foreign.not_ours().is_some_and(|why| why.contains("nginx")), "{foreign:?}");
+    assert!(foreign.hosts.is_empty(), "an ignored Ingress serves no host: {foreign:?}");
+    assert_eq!(compiled.status.ingresses.len(), store.ingresses.len());
 
     let mut strict = settings();
     strict.watch_without_class = false;
-    let (_, diags) = compile::compile(&store, &strict);
+    let compiled = compile::compile(&store, &strict);
+    let diags = &compiled.diagnostics;
     assert!(
         diags.iter().any(|d| d.reason == Reason::ClassIgnored && d.object == ObjRef::new("Ingress", "default", "plain")),
         "a class-less Ingress is ignored without --watch-ingress-without-class: {diags:#?}"
     );
     assert!(!diags.iter().any(|d| d.reason == Reason::ClassIgnored && d.object.name == "mine"), "{diags:#?}");
+    assert!(!compiled.status.owns_ingress(&("default".into(), "plain".into())));
 }
 
 #[test]
@@ -255,7 +266,7 @@ fn compile_reports_the_newer_ingress_in_a_path_conflict() {
         ])
     };
     let store = store_of(&text("Prefix"));
-    let (config, diags) = compile::compile(&store, &settings());
+    let compile::Compiled { config, diagnostics: diags, status } = compile::compile(&store, &settings());
     let conflicts: Vec<_> = diags.iter().filter(|d| d.reason == Reason::PathConflict).collect();
     assert_eq!(conflicts.len(), 1, "{diags:#?}");
     let c = conflicts[0];
@@ -265,8 +276,9 @@ fn compile_reports_the_newer_ingress_in_a_path_conflict() {
     let vestibule::config::Target::Route { route, .. } = config.route_path("shared.example.com", "/api/x") else { panic!("the path routes") };
     assert_eq!(*route.ingress, ObjRef::new("Ingress", "default", "z-older"), "the older Ingress serves the path");
     assert_eq!(route.backend().service, "web");
+    assert!(status.ingress("default", "a-newer").is_some_and(|s| s.is_ours() && s.hosts.is_empty()), "the loser serves no host: {status:?}");
 
     // A different pathType on the same path is no conflict.
-    let (_, diags) = compile::compile(&store_of(&text("Exact")), &settings());
+    let diags = compile::compile(&store_of(&text("Exact")), &settings()).diagnostics;
     assert!(!diags.iter().any(|d| d.reason == Reason::PathConflict), "{diags:#?}");
 }

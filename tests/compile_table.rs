@@ -19,7 +19,8 @@ const REDIRECT: Filter = Filter::HttpsRedirect { status: 308 };
 
 /// compile's answer as a pair; the one place to adapt when its return type changes.
 fn run(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) {
-    compile::compile(store, settings)
+    let c = compile::compile(store, settings);
+    (c.config, c.diagnostics)
 }
 
 fn store_of(text: &str) -> Store {

@@ -1071,6 +1071,39 @@ async fn check_exit_codes_follow_errors_warnings_and_strict() {
     assert!(out.contains("no-such-dir"), "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_annotations_vestibule_does_not_implement() {
+    // Keys under ingress-nginx's prefix or ours that no annotation family owns are warnings
+    // naming the Ingress and the key; other prefixes (kubectl's, the legacy class) never are.
+    let mut m = backend("api", ep(8080));
+    let shop = Ingress::new("default", "shop")
+        .created("2020-01-01T00:00:00Z")
+        .annotations(&[
+            ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ("vestibule.dev/no-such-thing", "on"),
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+            ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+        ])
+        .host_path("shop.example.com", "/api", "Prefix", "api", 80);
+    m.push_str(&format!("{}---\n", shop.to_yaml()));
+    let foreign = Ingress::new("default", "foreign").class("other").annotation("nginx.ingress.kubernetes.io/rewrite-target", "/").host_path("other.example.com", "/", "Prefix", "api", 80);
+    m.push_str(&format!("{}---\n", foreign.to_yaml()));
+    let dir = manifest_dir(&[("shop.yaml", &m)]);
+    let (code, out, err) = run_bin_async(vec!["check".into(), "--manifests".into(), dir.path().to_str().unwrap().into()]).await;
+    assert_eq!(code, 0, "warnings alone pass without --strict: {out}{err}");
+    let warned: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:") && l.contains("AnnotationNotSupported")).collect();
+    assert_eq!(warned.len(), 2, "{out}");
+    for key in ["nginx.ingress.kubernetes.io/rewrite-target", "vestibule.dev/no-such-thing"] {
+        let line = warned.iter().find(|l| l.contains(&format!("metadata.annotations[{key}]"))).unwrap_or_else(|| panic!("no warning for {key}: {out}"));
+        assert!(line.contains("Ingress default/shop") && line.contains("not supported by Vestibule; it is ignored"), "{line}");
+    }
+    assert!(!out.contains("kubectl.kubernetes.io") && !out.contains("ssl-redirect"), "{out}");
+    assert!(!warned.iter().any(|l| l.contains("default/foreign")), "another class's Ingress is not ours to judge: {out}");
+    assert!(out.contains("0 error(s), 2 warning(s)"), "{out}");
+    let (code, out, _) = run_bin_async(vec!["check".into(), "--strict".into(), "--manifests".into(), dir.path().to_str().unwrap().into()]).await;
+    assert_eq!(code, 1, "--strict fails on them: {out}");
+}
+
 // =============================================================================================
 // 5. Debug endpoints
 

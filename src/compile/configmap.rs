@@ -53,7 +53,7 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
     };
 
     if let Some(v) = data.get("proxy-body-size") {
-        match crate::cli::parse_size(v) {
+        match crate::units::parse_size(v) {
             Ok(n) => s.proxy.body_limit = n,
             Err(e) => warn("proxy-body-size", format!("{e} (0 for no limit)")),
         }
@@ -121,7 +121,7 @@ pub fn annotation_defaults(settings: &Settings) -> Annotations {
 /// ingress-nginx's timeouts are whole seconds (`60`); units (`5s`, `500ms`, `2m`) are accepted
 /// too. Zero is refused: nothing could ever connect or answer.
 fn seconds(v: &str) -> Result<Duration, String> {
-    let d = crate::cli::parse_duration(v)?;
+    let d = crate::units::parse_duration(v)?;
     if d.is_zero() {
         return Err(format!("{v:?}: must be more than 0"));
     }

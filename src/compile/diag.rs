@@ -42,6 +42,9 @@ pub enum Reason {
     Deprecated,
     /// The ConfigMap `--configmap` names does not exist; flags and defaults are used.
     ConfigMapNotFound,
+    /// An annotation under `nginx.ingress.kubernetes.io/` or `vestibule.dev/` that Vestibule
+    /// does not implement; it is ignored.
+    AnnotationNotSupported,
 }
 
 impl Reason {
@@ -60,6 +63,7 @@ impl Reason {
             Reason::DefaultConflict => "DefaultConflict",
             Reason::Deprecated => "Deprecated",
             Reason::ConfigMapNotFound => "ConfigMapNotFound",
+            Reason::AnnotationNotSupported => "AnnotationNotSupported",
         }
     }
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
 
-use super::{Diagnostic, Reason, Settings, class, compile, route_path, validate};
+use super::{Diagnostic, Reason, Settings, Status, compile, route_path};
 use crate::config::{Config, PathKind, Route, Target};
 use crate::config::path::{normalize_path, strip_port};
 use crate::store::{ObjRef, Store};
@@ -111,13 +111,13 @@ fn ns_name(r: &ObjRef) -> String {
 
 /// Explains where a request to `url` goes, given the objects and settings.
 pub fn explain(store: &Store, settings: &Settings, url: &str) -> Result<Explanation, String> {
-    let (config, diags) = compile(store, settings);
-    explain_with(store, settings, &config, &diags, url, 443)
+    let c = compile(store, settings);
+    explain_with(store, &c.config, &c.diagnostics, &c.status, url, 443)
 }
 
-/// As `explain`, with a configuration and diagnostics already compiled from `store`.
-/// `https_port` is the port clients reach HTTPS on, for redirects.
-pub fn explain_with(store: &Store, settings: &Settings, config: &Config, diags: &[Diagnostic], url: &str, https_port: u16) -> Result<Explanation, String> {
+/// As `explain`, with what compile already made of `store`: its configuration, diagnostics and
+/// status. `https_port` is the port clients reach HTTPS on, for redirects.
+pub fn explain_with(store: &Store, config: &Config, diags: &[Diagnostic], status: &Status, url: &str, https_port: u16) -> Result<Explanation, String> {
     let (scheme, host, raw_path) = split_url(url)?;
     let path = normalize_path(raw_path.split('?').next().unwrap_or("/")).into_owned();
     let target = config.route_path(&host, &path);
@@ -185,9 +185,8 @@ pub fn explain_with(store: &Store, settings: &Settings, config: &Config, diags: 
 
     let vhost_name = config.vhost(&host).map(|v| v.name.clone());
     let mut candidates = Vec::new();
-    let default_class = class::we_are_default(store, settings);
     for ing in store.ingresses.values() {
-        candidates_of(ing, store, settings, default_class, diags, &host, &path, vhost_name.as_deref(), winner, &mut candidates);
+        candidates_of(ing, status, diags, &host, &path, vhost_name.as_deref(), winner, &mut candidates);
     }
     candidates.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.ingress.cmp(&b.ingress)).then_with(|| a.field.cmp(&b.field)));
     let best = candidates.first().map(|c| c.score).unwrap_or(0);
@@ -200,9 +199,7 @@ pub fn explain_with(store: &Store, settings: &Settings, config: &Config, diags: 
 #[allow(clippy::too_many_arguments)]
 fn candidates_of(
     ing: &Ingress,
-    store: &Store,
-    settings: &Settings,
-    default_class: bool,
+    status: &Status,
     diags: &[Diagnostic],
     host: &str,
     path: &str,
@@ -213,8 +210,9 @@ fn candidates_of(
     let ns = ing.metadata.namespace.as_deref().unwrap_or("");
     let name = ing.metadata.name.as_deref().unwrap_or("");
     let oref = ObjRef::new("Ingress", ns, name);
-    let class_problem = class::owns(ing, store, settings, default_class).err();
-    let invalid = validate::ingress(ing).into_iter().next();
+    let decided = status.ingress(ns, name);
+    let class_problem = decided.and_then(|s| s.not_ours());
+    let invalid = decided.and_then(|s| s.invalid.as_deref());
     let Some(spec) = &ing.spec else { return };
     for (i, rule) in spec.rules.as_deref().unwrap_or(&[]).iter().enumerate() {
         let rule_host = rule.host.as_deref();
@@ -241,12 +239,12 @@ fn candidates_of(
                 score: (host_ok as u8) * 2 + path_ok as u8,
             };
             let diag_for = |reason: Reason| diags.iter().find(|d| d.object == oref && d.reason == reason && d.field.starts_with(&field));
-            if let Some(why) = &class_problem {
+            if let Some(why) = class_problem {
                 c.verdict = "class ignored".into();
-                c.why = why.clone();
-            } else if let Some(e) = &invalid {
+                c.why = why.to_string();
+            } else if let Some(e) = invalid {
                 c.verdict = "invalid".into();
-                c.why = format!("{}: {}", e.field, e.message);
+                c.why = e.to_string();
             } else if !host_ok {
                 c.verdict = "wrong host".into();
                 c.why = format!("the rule is for host {shown_host}, the request for {host}");

@@ -27,7 +27,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use super::Applied;
-use crate::compile::{Diagnostic, Reason, Severity, class};
+use crate::compile::{Diagnostic, Reason, Severity};
 use crate::store::ObjRef;
 
 const QUEUE_LIMIT: usize = 1000;
@@ -73,6 +73,7 @@ fn hint(reason: Reason) -> &'static str {
         Reason::DefaultConflict => "Keep the catch-all defaultBackend on one Ingress only.",
         Reason::Deprecated => "Use networking.k8s.io/v1.",
         Reason::ConfigMapNotFound => "Create the ConfigMap, or correct --configmap.",
+        Reason::AnnotationNotSupported => "Remove the annotation, or check the README for the annotations Vestibule implements.",
     }
 }
 
@@ -138,7 +139,6 @@ impl Recorder {
     }
 
     fn observe(&mut self, app: &Applied) {
-        let default_class = class::we_are_default(&app.store, &app.settings);
         let mut standing = HashSet::new();
         let mut failed: HashSet<ObjRef> = HashSet::new();
         for d in &app.diagnostics {
@@ -158,10 +158,11 @@ impl Recorder {
         self.queue.retain(|p| !matches!(&p.key, Key::Diagnostic(..)) || standing.contains(&p.key));
         self.emitted = standing;
 
-        for ((ns, name), ing) in &app.store.ingresses {
-            if class::owns(ing, &app.store, &app.settings, default_class).is_err() {
+        for (key, ing) in &app.store.ingresses {
+            if !app.status.owns_ingress(key) {
                 continue;
             }
+            let (ns, name) = key;
             let oref = ObjRef::new("Ingress", ns, name);
             if failed.contains(&oref) {
                 continue;

@@ -21,7 +21,6 @@ use tokio::task::AbortHandle;
 
 use super::Applied;
 use crate::store::SERVICE_NAME_LABEL;
-use crate::compile::class;
 use crate::source::kube::{Backoff, Change, SourceHealth, Watches};
 use crate::store::Key;
 
@@ -215,13 +214,13 @@ pub(crate) async fn run_writer(
 
 /// One pass over our Ingresses; false when some write failed.
 async fn sync(client: &Client, app: &Applied, addrs: &[IngressLoadBalancerIngress], leader: &watch::Receiver<bool>, written: &mut HashMap<Key, (String, Vec<IngressLoadBalancerIngress>)>) -> bool {
-    let default_class = class::we_are_default(&app.store, &app.settings);
     written.retain(|k, _| app.store.ingresses.contains_key(k));
-    for ((ns, name), ing) in &app.store.ingresses {
-        if class::owns(ing, &app.store, &app.settings, default_class).is_err() {
+    for (key, ing) in &app.store.ingresses {
+        if !app.status.owns_ingress(key) {
             continue;
         }
-        let key = (ns.clone(), name.clone());
+        let (ns, name) = key;
+        let key = key.clone();
         if current(ing) == addrs {
             written.remove(&key);
             continue;
@@ -288,11 +287,11 @@ pub(crate) async fn clear_on_shutdown(client: &Client, app: &Applied, publish_se
             }
         }
     }
-    let default_class = class::we_are_default(&app.store, &app.settings);
-    for ((ns, name), ing) in &app.store.ingresses {
-        if class::owns(ing, &app.store, &app.settings, default_class).is_err() || current(ing).is_empty() {
+    for (key, ing) in &app.store.ingresses {
+        if !app.status.owns_ingress(key) || current(ing).is_empty() {
             continue;
         }
+        let (ns, name) = key;
         match put_status(client, ing, &[]).await {
             Ok(()) => tracing::info!(object = %ingress_name(ns, name), "status addresses cleared on shutdown"),
             Err(e) => tracing::warn!(object = %ingress_name(ns, name), error = %e, "could not clear the status on shutdown"),

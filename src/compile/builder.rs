@@ -1,0 +1,105 @@
+//! The graph every processor writes into: virtual hosts and their routes, which owner claimed
+//! which host and path, dense ids for routes and backends, and the diagnostics found on the
+//! way. `finish` turns it into the data plane's `Config`.
+//!
+//! Nothing here knows the Ingress API: the Ingress processor (and, later, a Gateway API
+//! processor) decide what to write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::backend::Resolver;
+use super::status::Status;
+use super::tls::CertCache;
+use super::{Compiled, Diagnostic, Reason, Settings, Severity};
+use crate::config::{Backend, Config, Filter, HostDefault, PathKind, ProxySettings, RouteLabels, VirtualHost};
+use crate::store::{ObjRef, Store};
+
+pub(super) struct Builder<'a> {
+    pub store: &'a Store,
+    pub certs: &'a CertCache,
+    pub resolver: Resolver<'a>,
+    pub proxy: Arc<ProxySettings>,
+    /// Per-object results, for status, Events and explain.
+    pub status: Status,
+    diags: Vec<Diagnostic>,
+    /// By host as written: `foo.com`, `*.foo.com`, or `*` for rules without host.
+    vhosts: BTreeMap<String, VirtualHost>,
+    claimed: HashMap<(String, String, PathKind), Arc<ObjRef>>,
+    next_route: usize,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(store: &'a Store, settings: &'a Settings) -> Self {
+        Builder {
+            store,
+            certs: &settings.cert_cache,
+            resolver: Resolver::new(store),
+            proxy: Arc::new(settings.proxy.clone()),
+            status: Status::default(),
+            diags: Vec::new(),
+            vhosts: BTreeMap::new(),
+            claimed: HashMap::new(),
+            next_route: 0,
+        }
+    }
+
+    /// The next dense route id (host defaults count as routes).
+    pub fn next_id(&mut self) -> usize {
+        self.next_route += 1;
+        self.next_route - 1
+    }
+
+    pub fn host_default(&mut self, backend: Arc<Backend>, owner: Arc<ObjRef>, host: &str) -> HostDefault {
+        let labels = RouteLabels::new(host, "", &owner, &backend.service);
+        HostDefault { id: self.next_id(), backend, ingress: owner, proxy: self.proxy.clone(), labels }
+    }
+
+    /// Records a diagnostic found outside the builder (the ConfigMap's).
+    pub fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    pub fn diag(&mut self, sev: Severity, obj: &ObjRef, field: impl Into<String>, reason: Reason, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::new(sev, obj, field, reason, msg));
+    }
+
+    /// The virtual host of `host`; the first writer decides its TLS and filters.
+    pub fn vhost(&mut self, host: &str, tls: bool, filters: &Arc<[Filter]>) -> &mut VirtualHost {
+        self.vhosts.entry(host.to_string()).or_insert_with(|| VirtualHost { name: host.to_string(), tls, filters: filters.clone(), ..Default::default() })
+    }
+
+    /// Who claimed a host, path and kind, if anyone: the first claim wins.
+    pub fn claimant(&self, host: &str, path: &str, kind: PathKind) -> Option<&Arc<ObjRef>> {
+        self.claimed.get(&(host.to_string(), path.to_string(), kind))
+    }
+
+    /// Claims a host, path and kind for `owner`, unless someone already has.
+    pub fn claim(&mut self, host: &str, path: &str, kind: PathKind, owner: &Arc<ObjRef>) {
+        self.claimed.entry((host.to_string(), path.to_string(), kind)).or_insert_with(|| owner.clone());
+    }
+
+    /// Places the virtual hosts into `config` (routes sorted; exact, wildcard or hostless),
+    /// fills in the counts, and returns it with the diagnostics (sorted, without repeats) and
+    /// the per-object status.
+    pub fn finish(mut self, mut config: Config) -> Compiled {
+        for (name, mut vhost) in std::mem::take(&mut self.vhosts) {
+            vhost.sort_routes();
+            let vhost = Arc::new(vhost);
+            if name == "*" {
+                config.hostless = Some(vhost);
+            } else if let Some(parent) = name.strip_prefix("*.") {
+                config.wildcard.insert(parent.to_string(), vhost);
+            } else {
+                config.exact.insert(name, vhost);
+            }
+        }
+        config.proxy = self.proxy.clone();
+        config.route_count = self.next_route;
+        config.backend_count = self.resolver.backend_count();
+        let mut diags = self.diags;
+        diags.sort();
+        diags.dedup();
+        Compiled { config, diagnostics: diags, status: self.status }
+    }
+}
