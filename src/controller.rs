@@ -21,11 +21,11 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::compile::{Diagnostic, Settings, Status};
+use crate::engine::Read;
 use crate::proxy::Shared;
 use crate::serve::{Frontend, ServeOptions};
 use crate::source::kube::{Backoff, KubeSource, SourceHealth, SourceOptions};
-use crate::store::{Key, Store};
+use crate::store::Key;
 
 pub use status::{addresses_of_service, parse_status_addresses};
 
@@ -105,15 +105,7 @@ impl Default for ControllerOptions {
     }
 }
 
-/// One applied configuration: what it was compiled from and what compile found.
-#[derive(Debug)]
-pub struct Applied {
-    pub store: Store,
-    pub diagnostics: Vec<Diagnostic>,
-    /// What compile decided about each object: status and Events read ownership from here.
-    pub status: Arc<Status>,
-    pub settings: Settings,
-}
+pub use crate::engine::Applied;
 
 /// A running controller.
 pub struct Running {
@@ -289,7 +281,7 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         anyhow::bail!("{e}");
     }
     let (http, https) = (front.listener("http")?, front.listener("https")?);
-    let Frontend { mut engine, shared, healthz, .. } = front;
+    let Frontend { engine, shared, healthz, .. } = front;
 
     let source_opts = SourceOptions {
         watch_namespace: opts.watch_namespace.clone().filter(|n| !n.is_empty()),
@@ -307,41 +299,29 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
     let (applied_tx, applied_rx) = watch::channel::<Option<Arc<Applied>>>(None);
     let apply_health = health.clone();
     let apply_loop = tokio::spawn(async move {
-        let ready = source.wait_until_ready();
-        tokio::pin!(ready);
-        loop {
-            tokio::select! {
-                _ = &mut ready => break,
-                _ = tokio::time::sleep(Duration::from_secs(10)) => {
-                    tracing::warn!(failing = ?apply_health.failing(), "still waiting for the first list of every kind from the API server");
+        {
+            let ready = source.wait_until_ready();
+            tokio::pin!(ready);
+            loop {
+                tokio::select! {
+                    _ = &mut ready => break,
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                        tracing::warn!(failing = ?apply_health.failing(), "still waiting for the first list of every kind from the API server");
+                    }
                 }
             }
         }
         while batches.try_recv().is_ok() {}
-        // Compiling is CPU work: it runs on the blocking pool, never on the request threads.
-        async fn apply_off_thread(mut engine: crate::engine::Engine, store: Store, seen_at: Option<std::time::Instant>) -> (crate::engine::Engine, crate::engine::Outcome) {
-            tokio::task::spawn_blocking(move || {
-                let outcome = engine.apply(store, Vec::new(), seen_at);
-                (engine, outcome)
-            })
-            .await
-            .expect("compile does not panic")
-        }
-        let store = source.store();
-        let (e, outcome) = apply_off_thread(engine, store.clone(), None).await;
-        engine = e;
-        applied_tx.send_replace(Some(Arc::new(Applied { store, diagnostics: outcome.diagnostics, status: outcome.status, settings: engine.settings.clone() })));
-        while let Some(batch) = batches.recv().await {
-            let store = source.store();
-            let (e, outcome) = apply_off_thread(engine, store.clone(), Some(batch.seen_at)).await;
-            engine = e;
+        let read = move |batch: Option<crate::source::kube::Batch>| {
             if apply_health.is_stale() {
-                tracing::warn!(failing = ?apply_health.failing(), "applied a configuration while some watches are failing: it may be stale");
+                tracing::warn!(failing = ?apply_health.failing(), "applying a configuration while some watches are failing: it may be stale");
             }
-            tracing::debug!(endpoints_only = batch.endpoints_only, "batch applied");
-            applied_tx.send_replace(Some(Arc::new(Applied { store, diagnostics: outcome.diagnostics, status: outcome.status, settings: engine.settings.clone() })));
-        }
-        source.abort();
+            if let Some(b) = &batch {
+                tracing::debug!(endpoints_only = b.endpoints_only, "applying a batch");
+            }
+            Read::Apply { store: source.store(), manifest_errors: Vec::new(), seen_at: batch.map(|b| b.seen_at) }
+        };
+        engine.run(true, batches, read, applied_tx).await;
     });
     tasks.push(apply_loop.abort_handle());
     let supervisor_health = health.clone();

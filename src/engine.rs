@@ -25,6 +25,25 @@ pub struct Snapshot {
     pub manifest_errors: Vec<String>,
 }
 
+/// What a source read for one change.
+pub enum Read {
+    /// Objects changed: compile this store. `manifest_errors` are the rejected inputs standing.
+    Apply { store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant> },
+    /// Only the rejected inputs changed: nothing to compile.
+    ErrorsOnly(Vec<String>),
+    Nothing,
+}
+
+/// The result of each apply, for status and Events.
+#[derive(Debug)]
+pub struct Applied {
+    pub store: Store,
+    pub diagnostics: Vec<Diagnostic>,
+    /// What compile decided about each object: status and Events read ownership from here.
+    pub status: Arc<Status>,
+    pub settings: Settings,
+}
+
 /// What one apply did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -100,6 +119,51 @@ impl Engine {
 }
 
 impl Engine {
+    /// The apply loop both modes run. For each change from `changes` (and once at the start
+    /// when `apply_first`), `read` says what the source now holds; reading and compiling are
+    /// CPU work and run on the blocking pool, never on the threads that serve requests. Each
+    /// apply is published on `applied`. Ends when `changes` closes; a panic in compile is
+    /// raised again here, so the caller's supervisor sees it.
+    pub async fn run<T, R>(self, apply_first: bool, mut changes: tokio::sync::mpsc::Receiver<T>, read: R, applied: tokio::sync::watch::Sender<Option<Arc<Applied>>>)
+    where
+        T: Send + 'static,
+        R: FnMut(Option<T>) -> Read + Send + 'static,
+    {
+        let state = Arc::new(std::sync::Mutex::new((self, read)));
+        let mut first = apply_first;
+        loop {
+            let change = if std::mem::take(&mut first) {
+                None
+            } else {
+                match changes.recv().await {
+                    Some(c) => Some(c),
+                    None => return,
+                }
+            };
+            let (state, applied) = (state.clone(), applied.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                let mut guard = state.lock().expect("the apply loop's lock");
+                let (engine, read) = &mut *guard;
+                match read(change) {
+                    Read::Apply { store, manifest_errors, seen_at } => {
+                        let out = engine.apply(store.clone(), manifest_errors, seen_at);
+                        let app = Applied { store, diagnostics: out.diagnostics, status: out.status, settings: engine.settings.clone() };
+                        applied.send_replace(Some(Arc::new(app)));
+                    }
+                    Read::ErrorsOnly(errors) => engine.errors_changed(errors),
+                    Read::Nothing => {}
+                }
+            })
+            .await;
+            if let Err(e) = done {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+                return;
+            }
+        }
+    }
+
     /// Records the rejected inputs standing now when nothing new was applied: the last
     /// reload is unsuccessful while any stands, and `/debug/config` lists them.
     pub fn errors_changed(&mut self, manifest_errors: Vec<String>) {

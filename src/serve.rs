@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::accesslog::{self, AccessLog};
 use crate::compile::Settings;
 use crate::config::{Config, ListenerProtocol, ListenerSpec, ProxySettings};
-use crate::engine::Engine;
+use crate::engine::{Engine, Read};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::proxy::{ProxyOptions, Shared};
 use crate::source::files::{self, FileSource};
@@ -244,33 +244,25 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let (http, https) = (front.listener("http")?, front.listener("https")?);
 
     // One rescan pending at most: a change seen while one waits is read by it.
-    let (rescan, mut changes) = tokio::sync::mpsc::channel::<Instant>(1);
+    let (rescan, changes) = tokio::sync::mpsc::channel::<Instant>(1);
     let watcher = files::watch(source.paths(), rescan.clone()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
     let mut tasks = front.spawn();
     let Frontend { engine, shared, healthz, .. } = front;
     let snapshot = engine.snapshot.clone();
-    tasks.push(tokio::spawn(async move {
-        // Reading files and compiling are CPU work: they run on the blocking pool, never on the
-        // threads that serve requests.
-        let state = std::sync::Arc::new(std::sync::Mutex::new((source, engine)));
-        while let Some(seen_at) = changes.recv().await {
-            let state = state.clone();
-            let metrics = metrics.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                let mut guard = state.lock().expect("file source lock");
-                let (source, engine) = &mut *guard;
-                let report = source.load();
-                log_report(&report, &metrics);
-                if report.objects_changed {
-                    engine.apply(source.store(), standing_errors(source), Some(seen_at));
-                } else if report.changed {
-                    // Only errors changed: nothing new to apply, but what is standing is news.
-                    engine.errors_changed(standing_errors(source));
-                }
-            })
-            .await;
+    let (applied, _) = tokio::sync::watch::channel(None);
+    let read = move |seen_at: Option<Instant>| -> Read {
+        let report = source.load();
+        log_report(&report, &metrics);
+        if report.objects_changed {
+            Read::Apply { store: source.store(), manifest_errors: standing_errors(&source), seen_at }
+        } else if report.changed {
+            // Only errors changed: nothing new to apply, but what is standing is news.
+            Read::ErrorsOnly(standing_errors(&source))
+        } else {
+            Read::Nothing
         }
-    }));
+    };
+    tasks.push(tokio::spawn(engine.run(false, changes, read, applied)));
     tracing::info!(%http, %https, %healthz, manifests = ?opts.manifests, "vestibule serving");
     Ok(Running { http, https, healthz, shared, snapshot, tasks, rescan, _watcher: Some(watcher) })
 }
