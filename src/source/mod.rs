@@ -2,4 +2,6 @@
 
 pub mod files;
 pub mod kube;
+mod legacy;
+mod locate;
 pub mod parse;
