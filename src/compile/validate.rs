@@ -63,7 +63,10 @@ pub fn path_error(path: &str, path_type: &str) -> Option<String> {
             }
         }
     }
-    if path.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'{' || b == b'}' || b == b';') {
+    // ImplementationSpecific paths may be expressions (`use-regex`), where `{n}` is a
+    // repetition; nothing is ever templated, so braces are harmless there.
+    let braces = path_type != "ImplementationSpecific" && (path.contains('{') || path.contains('}'));
+    if braces || path.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b';') {
         return Some(format!("{path:?}: must not contain spaces, control characters, '{{', '}}' or ';'"));
     }
     None
