@@ -112,7 +112,9 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: &[(&[(&str, &str)], Option<&str>, bool, Option<&str>, Option<&str>, usize)] = &[
+        /// Annotations in; target, use-regex, app root, prefix and error count out.
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, bool, Option<&'a str>, Option<&'a str>, usize);
+        let cases: &[Case] = &[
             (&[("rewrite-target", "/$2")], Some("/$2"), false, None, None, 0),
             (&[("rewrite-target", " /x \n")], Some("/x"), false, None, None, 0),
             (&[("rewrite-target", "/a?b=1")], None, false, None, None, 1),
