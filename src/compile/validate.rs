@@ -186,6 +186,9 @@ mod tests {
         assert!(path_error("/a%2fb", "Exact").is_some());
         assert!(path_error("", "ImplementationSpecific").is_none());
         assert!(path_error("/a;b", "Prefix").is_some());
+        // Expressions (use-regex) may repeat with braces; other path types may not hold them.
+        assert!(path_error("/foo/bar/[a-z]{3}", "ImplementationSpecific").is_none());
+        assert!(path_error("/a{b}", "Prefix").is_some());
     }
 }
 
