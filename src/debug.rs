@@ -33,7 +33,7 @@ fn vhost(v: &VirtualHost) -> Value {
             "path": r.rule_path,
             "pathType": r.path_type,
             "ingress": format!("{}/{}", r.ingress.namespace, r.ingress.name),
-            "sslRedirect": r.has_filter(&crate::config::Filter::HttpsRedirect { status: 308 }),
+            "sslRedirect": r.filters.iter().any(|f| matches!(f, crate::config::Filter::HttpsRedirect { .. })),
             "backend": backend(&r.backend()),
         })).collect::<Vec<_>>(),
         "defaultBackend": v.default.as_ref().map(host_default),

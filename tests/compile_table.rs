@@ -15,7 +15,7 @@ use vestibule::source::parse::parse_text;
 use vestibule::store::{ObjRef, Store};
 
 const CREATED: &str = "2020-01-01T00:00:00Z";
-const REDIRECT: Filter = Filter::HttpsRedirect { status: 308 };
+const REDIRECT: Filter = Filter::HttpsRedirect { status: 308, preserve_trailing_slash: false, use_port: false };
 
 /// compile's answer as a pair; the one place to adapt when its return type changes.
 fn run(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) {

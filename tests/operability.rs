@@ -1079,7 +1079,7 @@ async fn check_reports_annotations_vestibule_does_not_implement() {
     let shop = Ingress::new("default", "shop")
         .created("2020-01-01T00:00:00Z")
         .annotations(&[
-            ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ("nginx.ingress.kubernetes.io/enable-opentelemetry", "true"),
             ("vestibule.dev/no-such-thing", "on"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
@@ -1093,7 +1093,7 @@ async fn check_reports_annotations_vestibule_does_not_implement() {
     assert_eq!(code, 0, "warnings alone pass without --strict: {out}{err}");
     let warned: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:") && l.contains("AnnotationNotSupported")).collect();
     assert_eq!(warned.len(), 2, "{out}");
-    for key in ["nginx.ingress.kubernetes.io/rewrite-target", "vestibule.dev/no-such-thing"] {
+    for key in ["nginx.ingress.kubernetes.io/enable-opentelemetry", "vestibule.dev/no-such-thing"] {
         let line = warned.iter().find(|l| l.contains(&format!("metadata.annotations[{key}]"))).unwrap_or_else(|| panic!("no warning for {key}: {out}"));
         assert!(line.contains("Ingress default/shop") && line.contains("not supported by Vestibule; it is ignored"), "{line}");
     }

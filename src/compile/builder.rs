@@ -69,6 +69,11 @@ impl<'a> Builder<'a> {
         self.vhosts.entry(host.to_string()).or_insert_with(|| VirtualHost { name: host.to_string(), tls, filters: filters.clone(), ..Default::default() })
     }
 
+    /// Whether some rule already made a virtual host for `host`.
+    pub fn has_vhost(&self, host: &str) -> bool {
+        self.vhosts.contains_key(host)
+    }
+
     /// Who claimed a host, path and kind, if anyone: the first claim wins.
     pub fn claimant(&self, host: &str, path: &str, kind: PathKind) -> Option<&Arc<ObjRef>> {
         self.claimed.get(&(host.to_string(), path.to_string(), kind))

@@ -17,7 +17,7 @@ use crate::config::{HashKey, Policy};
 use crate::store::{ObjRef, Store};
 
 /// The ConfigMap keys Vestibule honours, with ingress-nginx's names and value syntax.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 13] = [
     "proxy-body-size",
     "proxy-connect-timeout",
     "proxy-read-timeout",
@@ -27,6 +27,10 @@ pub const KEYS: [&str; 9] = [
     "use-proxy-protocol",
     "load-balance",
     "upstream-hash-by",
+    "http-redirect-code",
+    "force-ssl-redirect",
+    "use-port-in-redirects",
+    "preserve-trailing-slash",
 ];
 
 /// The settings in effect: `flags` with the ConfigMap `flags.configmap` names applied, and what
@@ -104,6 +108,7 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
             Err(e) => warn("upstream-hash-by", e),
         }
     }
+    redirects(data, &mut s, &mut warn);
 
     for key in data.keys().filter(|k| !KEYS.contains(&k.as_str())) {
         diags.push(Diagnostic::new(Severity::Info, &obj, format!("data.{key}"), Reason::Unsupported, format!("{key:?} is not supported by Vestibule; it is ignored")));
@@ -115,7 +120,33 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
 /// parsed on top of these, so an annotation wins over the ConfigMap, and an invalid annotation
 /// falls back to the ConfigMap's (or flag's) value.
 pub fn annotation_defaults(settings: &Settings) -> Annotations {
-    Annotations { ssl_redirect: settings.ssl_redirect, policy: settings.default_policy.clone(), ..Default::default() }
+    let g = &settings.redirects;
+    let redirect = super::annotations::redirect::Redirects { force_ssl_redirect: g.force_ssl_redirect, use_port_in_redirects: g.use_port_in_redirects, ..Default::default() };
+    let rewrite = super::annotations::rewrite::Rewrite { preserve_trailing_slash: g.preserve_trailing_slash, ..Default::default() };
+    Annotations { ssl_redirect: settings.ssl_redirect, policy: settings.default_policy.clone(), redirect, rewrite, ..Default::default() }
+}
+
+/// The redirect keys: `http-redirect-code` (301, 302, 307 or 308, as ingress-nginx accepts) and
+/// the defaults of the redirect annotations.
+fn redirects(data: &std::collections::BTreeMap<String, String>, s: &mut Settings, warn: &mut impl FnMut(&str, String)) {
+    if let Some(v) = data.get("http-redirect-code") {
+        match v.trim().parse::<u16>() {
+            Ok(c @ (301 | 302 | 307 | 308)) => s.redirects.code = c,
+            _ => warn("http-redirect-code", format!("{v:?}: must be 301, 302, 307 or 308")),
+        }
+    }
+    for key in ["force-ssl-redirect", "use-port-in-redirects", "preserve-trailing-slash"] {
+        let Some(v) = data.get(key) else { continue };
+        let slot = match key {
+            "force-ssl-redirect" => &mut s.redirects.force_ssl_redirect,
+            "use-port-in-redirects" => &mut s.redirects.use_port_in_redirects,
+            _ => &mut s.redirects.preserve_trailing_slash,
+        };
+        match boolean(v) {
+            Some(b) => *slot = b,
+            None => warn(key, format!("{v:?}: must be \"true\" or \"false\"")),
+        }
+    }
 }
 
 /// ingress-nginx's timeouts are whole seconds (`60`); units (`5s`, `500ms`, `2m`) are accepted

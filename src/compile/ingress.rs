@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
-use super::annotations::{self, Annotations};
+use super::annotations::{self, AnnotationError, Annotations};
+use super::locations::{self, HostPlan};
 use super::backend::{self, PortRef};
 use super::builder::Builder;
 use super::status::{IngressStatus, Ownership};
 use super::{Reason, Settings, Severity, class, route_path, validate};
-use crate::config::{Backend, Filter, HostDefault, Route, RouteLabels, RouteMatch, WeightedBackend};
+use crate::config::{Backend, HostDefault, Route, RouteLabels, WeightedBackend};
 use crate::store::{ObjRef, Store};
 
 fn oref_of(ing: &Ingress) -> ObjRef {
@@ -56,9 +57,17 @@ pub(super) fn owned<'s>(b: &mut Builder, store: &'s Store, settings: &Settings) 
 /// backend for unmatched hosts that the oldest rule-less Ingress provides, if any.
 pub(super) fn process(b: &mut Builder, owned: &[&Ingress], settings: &Settings) -> Option<HostDefault> {
     let tls_hosts = tls_hosts(owned);
+    let defaults = super::configmap::annotation_defaults(settings);
+    let (anns, errors): (Vec<Annotations>, Vec<Vec<AnnotationError>>) = owned.iter().map(|i| annotations::parse(i, &defaults)).unzip();
+    let plan = locations::plan(owned, &anns);
+    let code = settings.redirects.code;
     let mut catch_all: Option<HostDefault> = None;
-    for ing in owned {
-        if let Some(d) = add_ingress(b, ing, &tls_hosts, &super::configmap::annotation_defaults(settings)) {
+    for ((ing, ann), errors) in owned.iter().zip(&anns).zip(errors) {
+        let oref = oref_of(ing);
+        for e in errors {
+            b.diag(e.severity, &oref, e.field, e.reason, e.message);
+        }
+        if let Some(d) = add_ingress(b, ing, &tls_hosts, ann, &plan, code) {
             match &catch_all {
                 None => {
                     served(b, &d.ingress).default_backend = true;
@@ -72,6 +81,7 @@ pub(super) fn process(b: &mut Builder, owned: &[&Ingress], settings: &Settings) 
             }
         }
     }
+    locations::add_www(b, &plan, code);
     catch_all
 }
 
@@ -130,22 +140,18 @@ fn reach(b: &mut Builder, ing: &ObjRef, service: &str, ann: &Annotations) -> bac
 
 /// Adds one Ingress's rules. Returns its defaultBackend when it has no rules: a candidate
 /// catch-all for unmatched hosts.
-fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defaults: &annotations::Annotations) -> Option<HostDefault> {
+fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann: &Annotations, plan: &HostPlan, code: u16) -> Option<HostDefault> {
     let oref = Arc::new(oref_of(ing));
     let spec = ing.spec.as_ref()?;
-    let (ann, ann_errors) = annotations::parse(ing, defaults);
-    for e in ann_errors {
-        b.diag(Severity::Warning, &oref, e.field, e.reason, e.message);
-    }
     let rules = spec.rules.as_deref().unwrap_or(&[]);
     let default = match &spec.default_backend {
-        Some(d) => resolve(b, &oref, "spec.defaultBackend", d, &ann).map(|backend| b.host_default(backend, oref.clone(), "")),
+        Some(d) => resolve(b, &oref, "spec.defaultBackend", d, ann).map(|backend| b.host_default(backend, oref.clone(), "")),
         None => None,
     };
     for (i, rule) in rules.iter().enumerate() {
         let host = rule.host.as_deref().map(|h| h.to_ascii_lowercase()).unwrap_or_else(|| "*".to_string());
         let is_tls = tls_hosts.contains(&host);
-        let redirect: Arc<[Filter]> = if is_tls && ann.ssl_redirect { Arc::new([Filter::HttpsRedirect { status: 308 }]) } else { Arc::new([]) };
+        let redirect = locations::host_filters(plan, &host, ann, is_tls, code);
         let has_default = b.vhost(&host, is_tls, &redirect).default.is_some();
         if let Some(d) = &default
             && !has_default
@@ -169,11 +175,19 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
                 }
                 continue;
             }
-            let Some(backend) = resolve(b, &oref, &format!("{field}.backend"), &p.backend, &ann) else { continue };
+            let matches = match locations::path_match(plan, &host, ann, p.path.as_deref(), &p.path_type) {
+                Ok(m) => m,
+                Err(msg) => {
+                    b.diag(Severity::Error, &oref, format!("{field}.path"), Reason::InvalidField, msg);
+                    continue;
+                }
+            };
+            let Some(backend) = resolve(b, &oref, &format!("{field}.backend"), &p.backend, ann) else { continue };
             b.claim(&host, &path, kind, &oref);
             let id = b.next_id();
             let proxy = b.proxy.clone();
             let rule_path = p.path.clone().unwrap_or_else(|| "/".into());
+            let filters = locations::route_filters(plan, &host, ann, is_tls, code, &locations::rule_path_of(p.path.as_deref()), &matches);
             let labels = RouteLabels::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &backend.service);
             let path_type = match p.path_type.as_str() {
                 "Exact" => "Exact",
@@ -182,8 +196,8 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
             };
             b.vhost(&host, is_tls, &redirect).routes.push(Route {
                 id,
-                matches: RouteMatch::path(path, kind),
-                filters: redirect.clone(),
+                matches,
+                filters,
                 backends: Arc::new([WeightedBackend { backend, weight: 100 }]),
                 proxy,
                 rule_path,

@@ -12,6 +12,7 @@ pub mod configmap;
 pub mod diag;
 pub mod explain;
 mod ingress;
+mod locations;
 pub mod status;
 pub mod tls;
 pub mod validate;
@@ -56,6 +57,8 @@ pub struct Settings {
     pub configmap: Option<Key>,
     /// How backends pick endpoints unless an Ingress's annotations say otherwise.
     pub default_policy: crate::config::Policy,
+    /// The redirect settings of the ConfigMap (`http-redirect-code`, `force-ssl-redirect`, ...).
+    pub redirects: annotations::redirect::Global,
 }
 
 impl Settings {
@@ -73,6 +76,7 @@ impl Settings {
             listeners: Vec::new(),
             configmap: None,
             default_policy: Default::default(),
+            redirects: Default::default(),
         }
     }
 }

@@ -63,7 +63,10 @@ pub fn path_error(path: &str, path_type: &str) -> Option<String> {
             }
         }
     }
-    if path.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'{' || b == b'}' || b == b';') {
+    // ImplementationSpecific paths may be expressions (`use-regex`), where `{n}` is a
+    // repetition; nothing is ever templated, so braces are harmless there.
+    let braces = path_type != "ImplementationSpecific" && (path.contains('{') || path.contains('}'));
+    if braces || path.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b';') {
         return Some(format!("{path:?}: must not contain spaces, control characters, '{{', '}}' or ';'"));
     }
     None
@@ -183,6 +186,9 @@ mod tests {
         assert!(path_error("/a%2fb", "Exact").is_some());
         assert!(path_error("", "ImplementationSpecific").is_none());
         assert!(path_error("/a;b", "Prefix").is_some());
+        // Expressions (use-regex) may repeat with braces; other path types may not hold them.
+        assert!(path_error("/foo/bar/[a-z]{3}", "ImplementationSpecific").is_none());
+        assert!(path_error("/a{b}", "Prefix").is_some());
     }
 }
 

@@ -62,6 +62,8 @@ impl VirtualHost {
         self.routes.sort_by(|a, b| {
             let (a, b) = (&a.matches.path, &b.matches.path);
             b.path.len().cmp(&a.path.len()).then_with(|| (a.kind != PathKind::Exact).cmp(&(b.kind != PathKind::Exact)))
+                // Expressions of one length: by path string, descending, as ingress-nginx orders them.
+                .then_with(|| if a.kind == PathKind::Regex && b.kind == PathKind::Regex { b.path.cmp(&a.path) } else { std::cmp::Ordering::Equal })
         });
     }
 }
@@ -194,8 +196,8 @@ impl Config {
                 return Target::HostDefault { vhost, default };
             }
             // A host whose rules do not match falls to the default backend, still redirected
-            // to HTTPS when the host has TLS.
-            if vhost.tls {
+            // to HTTPS when the host has TLS (and through the host's other filters).
+            if vhost.tls || !vhost.filters.is_empty() {
                 return match &self.default_backend {
                     Some(d) => Target::HostDefault { vhost, default: d },
                     None => Target::HostNotFound { vhost },

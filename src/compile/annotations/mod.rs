@@ -10,10 +10,11 @@ pub mod backend;
 pub mod balance;
 pub mod proxy_ssl;
 pub mod redirect;
+pub mod rewrite;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
-use super::diag::Reason;
+use super::diag::{Reason, Severity};
 use crate::config::{BackendProtocol, Policy};
 
 pub use proxy_ssl::ProxySsl;
@@ -22,7 +23,7 @@ pub use proxy_ssl::ProxySsl;
 pub const PREFIXES: [&str; 2] = ["vestibule.dev/", "nginx.ingress.kubernetes.io/"];
 
 /// Every family and the keys (without prefix) it owns.
-pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS)];
+pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS), ("rewrite", rewrite::KEYS)];
 
 /// Whether some family owns `key` (without prefix).
 pub fn is_supported(key: &str) -> bool {
@@ -36,6 +37,8 @@ pub struct Annotations {
     /// `ssl-redirect: "false"` turns the HTTP→HTTPS redirect off for this Ingress.
     pub ssl_redirect: bool,
     pub proxy_ssl: ProxySsl,
+    pub redirect: redirect::Redirects,
+    pub rewrite: rewrite::Rewrite,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -44,6 +47,7 @@ pub struct AnnotationError {
     pub field: String,
     pub message: String,
     pub reason: Reason,
+    pub severity: Severity,
 }
 
 /// The value of `key` under our prefix, else ingress-nginx's, with the full key it was found at.
@@ -64,6 +68,22 @@ pub fn on_off(v: &str) -> Option<bool> {
     }
 }
 
+/// Go's `strconv.ParseBool`, which ingress-nginx uses for most boolean annotations.
+pub fn go_bool(v: &str) -> Option<bool> {
+    match v.trim() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// ingress-nginx's string normalisation: every line trimmed; `None` when nothing is left.
+pub fn string(v: &str) -> Option<String> {
+    let s = v.lines().map(str::trim).collect::<Vec<_>>().join("\n");
+    let s = s.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
 /// What a family reads from: one Ingress's annotations, collecting what could not be used.
 pub struct Reader<'a> {
     pub ingress: &'a Ingress,
@@ -77,7 +97,12 @@ impl<'a> Reader<'a> {
 
     /// Reports the annotation at `full_key` as invalid; the family keeps its default.
     pub fn bad(&mut self, full_key: &str, message: String) {
-        self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::InvalidField });
+        self.bad_with(full_key, Severity::Warning, message);
+    }
+
+    /// `bad`, with the severity given.
+    pub fn bad_with(&mut self, full_key: &str, severity: Severity, message: String) {
+        self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::InvalidField, severity });
     }
 }
 
@@ -89,7 +114,7 @@ fn field(full_key: &str) -> String {
 fn unsupported(ing: &Ingress) -> Vec<AnnotationError> {
     let keys = ing.metadata.annotations.iter().flat_map(|a| a.keys());
     keys.filter(|k| PREFIXES.iter().any(|p| k.strip_prefix(p).is_some_and(|rest| !is_supported(rest))))
-        .map(|k| AnnotationError { field: field(k), message: "not supported by Vestibule; it is ignored".into(), reason: Reason::AnnotationNotSupported })
+        .map(|k| AnnotationError { field: field(k), message: "not supported by Vestibule; it is ignored".into(), reason: Reason::AnnotationNotSupported, severity: Severity::Warning })
         .collect()
 }
 
@@ -102,6 +127,8 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         policy: balance::parse(&mut r, &defaults.policy),
         ssl_redirect: redirect::parse(&mut r, defaults.ssl_redirect),
         proxy_ssl: proxy_ssl::parse(&mut r),
+        redirect: redirect::parse_redirects(&mut r, &defaults.redirect),
+        rewrite: rewrite::parse(&mut r, &defaults.rewrite),
     };
     let mut errors = r.errors;
     errors.extend(unsupported(ing));
@@ -152,7 +179,7 @@ pub(crate) mod tests {
     #[test]
     fn keys_no_family_owns_are_reported_under_our_prefixes_only() {
         let (_, e) = parse_default(&ing(&[
-            ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ("nginx.ingress.kubernetes.io/enable-opentelemetry", "true"),
             ("vestibule.dev/canary", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "vestibule"),
@@ -160,7 +187,7 @@ pub(crate) mod tests {
             ("example.com/rewrite-target", "/"),
         ]));
         let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["metadata.annotations[nginx.ingress.kubernetes.io/rewrite-target]", "metadata.annotations[vestibule.dev/canary]"]);
+        assert_eq!(fields, ["metadata.annotations[nginx.ingress.kubernetes.io/enable-opentelemetry]", "metadata.annotations[vestibule.dev/canary]"]);
         assert!(e.iter().all(|e| e.reason == Reason::AnnotationNotSupported && e.message == "not supported by Vestibule; it is ignored"), "{e:?}");
     }
 

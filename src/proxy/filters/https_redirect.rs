@@ -1,5 +1,10 @@
-//! Plain-HTTP requests to a host with TLS are redirected to HTTPS (ingress-nginx's
-//! `ssl-redirect`, on by default for hosts listed in `spec.tls`).
+//! Plain-HTTP requests are redirected to HTTPS (ingress-nginx's `ssl-redirect`, on by default
+//! for hosts listed in `spec.tls`, and `force-ssl-redirect`).
+//!
+//! As ingress-nginx: the host without its port, the request target as the client sent it, less
+//! one trailing `/` (unless `preserve-trailing-slash`). The port: none, unless
+//! `use-port-in-redirects`, except that when the HTTPS port clients reach is not 443 it is
+//! always named, so that the redirect still lands on Vestibule.
 
 use http::{Request, Response, StatusCode};
 
@@ -7,26 +12,33 @@ use super::super::context::Ctx;
 use super::super::respond::{self, RespBody};
 use super::super::router;
 
-pub fn on_request<B>(status: u16, ctx: &Ctx<'_>, req: &Request<B>) -> Option<Response<RespBody>> {
+pub fn on_request<B>(status: u16, preserve_trailing_slash: bool, use_port: bool, ctx: &Ctx<'_>, req: &Request<B>) -> Option<Response<RespBody>> {
     if ctx.conn.tls {
         return None;
     }
     let host = router::request_host(req);
     let port = ctx.shared.https_port();
-    let authority = if port == 443 { host } else { format!("{host}:{port}") };
-    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let authority = if port == 443 && !use_port { host } else { format!("{host}:{port}") };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::PERMANENT_REDIRECT);
-    Some(respond::redirect(status, &location(&authority, pq), &ctx.request_id))
+    Some(respond::redirect(status, &location(&authority, ctx.request_uri(), preserve_trailing_slash), &ctx.request_id))
 }
 
-fn location(authority: &str, path_and_query: &str) -> String {
-    format!("https://{authority}{path_and_query}")
+fn location(authority: &str, request_uri: &str, preserve_trailing_slash: bool) -> String {
+    let uri = if preserve_trailing_slash { request_uri } else { request_uri.strip_suffix('/').unwrap_or(request_uri) };
+    format!("https://{authority}{uri}")
 }
 
 #[cfg(test)]
 mod tests {
+    use super::location;
+
     #[test]
-    fn location_keeps_path_and_query() {
-        assert_eq!(super::location("a.example:8443", "/x?y=1"), "https://a.example:8443/x?y=1");
+    fn location_keeps_path_and_query_less_one_trailing_slash() {
+        assert_eq!(location("a.example:8443", "/x?y=1", false), "https://a.example:8443/x?y=1");
+        let cases = [("/", "https://h"), ("/a/", "https://h/a"), ("/a//", "https://h/a/"), ("/a/?x=1", "https://h/a/?x=1")];
+        for (uri, want) in cases {
+            assert_eq!(location("h", uri, false), want, "{uri}");
+        }
+        assert_eq!(location("h", "/", true), "https://h/");
     }
 }

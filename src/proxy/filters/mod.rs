@@ -3,6 +3,8 @@
 //! filters change the answer on its way back. Each filter is one file.
 
 mod https_redirect;
+mod redirect;
+mod rewrite;
 
 use http::{Request, Response};
 
@@ -14,7 +16,11 @@ use crate::config::Filter;
 pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) -> Option<Response<RespBody>> {
     for f in filters {
         let answer = match f {
-            Filter::HttpsRedirect { status } => https_redirect::on_request(*status, ctx, req),
+            Filter::HttpsRedirect { status, preserve_trailing_slash, use_port } => https_redirect::on_request(*status, *preserve_trailing_slash, *use_port, ctx, req),
+            Filter::Rewrite { pattern, target, prefix } => rewrite::on_request(pattern, target, prefix.as_deref(), ctx, req),
+            Filter::AppRoot { root } => redirect::app_root(root, ctx, req),
+            Filter::FixedRedirect { status, location } => redirect::fixed(*status, location, ctx),
+            Filter::WwwRedirect { to_host, status } => redirect::www(to_host, *status, ctx),
         };
         if answer.is_some() {
             return answer;
@@ -29,6 +35,7 @@ pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, resp: Response<RespBody>)
         match f {
             // Acts on requests only.
             Filter::HttpsRedirect { .. } => {}
+            Filter::Rewrite { .. } | Filter::AppRoot { .. } | Filter::FixedRedirect { .. } | Filter::WwwRedirect { .. } => {}
         }
     }
     resp
