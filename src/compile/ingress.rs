@@ -14,7 +14,7 @@ use super::{Reason, Settings, Severity, class, route_path, validate};
 use crate::config::{Backend, Filter, HostDefault, Route, RouteLabels, RouteMatch, WeightedBackend};
 use crate::store::{ObjRef, Store};
 
-fn oref_of(ing: &Ingress) -> ObjRef {
+pub(super) fn oref_of(ing: &Ingress) -> ObjRef {
     ObjRef::new("Ingress", ing.metadata.namespace.as_deref().unwrap_or(""), ing.metadata.name.as_deref().unwrap_or(""))
 }
 
@@ -57,8 +57,9 @@ pub(super) fn owned<'s>(b: &mut Builder, store: &'s Store, settings: &Settings) 
 pub(super) fn process(b: &mut Builder, owned: &[&Ingress], settings: &Settings) -> Option<HostDefault> {
     let tls_hosts = tls_hosts(owned);
     let mut catch_all: Option<HostDefault> = None;
+    let defaults = super::configmap::annotation_defaults(settings);
     for ing in owned {
-        if let Some(d) = add_ingress(b, ing, &tls_hosts, &super::configmap::annotation_defaults(settings)) {
+        if let Some(d) = add_ingress(b, ing, &tls_hosts, &defaults) {
             match &catch_all {
                 None => {
                     served(b, &d.ingress).default_backend = true;
@@ -72,7 +73,20 @@ pub(super) fn process(b: &mut Builder, owned: &[&Ingress], settings: &Settings) 
             }
         }
     }
+    // Canaries create no routes: they join the mainlines built above (oldest canary first).
+    for ing in owned {
+        super::canary::merge(b, ing, owned, &defaults, &mut catch_all);
+    }
     catch_all
+}
+
+/// The pathType as written, for route data and canary matching.
+pub(super) fn path_type_of(t: &str) -> &'static str {
+    match t {
+        "Exact" => "Exact",
+        "Prefix" => "Prefix",
+        _ => "ImplementationSpecific",
+    }
 }
 
 /// The status of an Ingress `owned` accepted.
@@ -96,7 +110,7 @@ fn tls_hosts(owned: &[&Ingress]) -> HashSet<String> {
 }
 
 /// Resolves an Ingress backend; `None` when it can never route (a resource backend).
-fn resolve(b: &mut Builder, ing: &ObjRef, field: &str, backend: &IngressBackend, ann: &Annotations) -> Option<Arc<Backend>> {
+pub(super) fn resolve(b: &mut Builder, ing: &ObjRef, field: &str, backend: &IngressBackend, ann: &Annotations) -> Option<Arc<Backend>> {
     let Some(svc) = &backend.service else {
         b.diag(Severity::Warning, ing, field, Reason::Unsupported, "resource backends are not supported; this backend is skipped");
         return None;
@@ -137,6 +151,10 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
     for e in ann_errors {
         b.diag(Severity::Warning, &oref, e.field, e.reason, e.message);
     }
+    if ann.canary.is_some() {
+        // A canary serves through its mainline's routes (`canary::merge`), never its own.
+        return None;
+    }
     let rules = spec.rules.as_deref().unwrap_or(&[]);
     let default = match &spec.default_backend {
         Some(d) => resolve(b, &oref, "spec.defaultBackend", d, &ann).map(|backend| b.host_default(backend, oref.clone(), "")),
@@ -175,11 +193,14 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
             let proxy = b.proxy.clone();
             let rule_path = p.path.clone().unwrap_or_else(|| "/".into());
             let labels = RouteLabels::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &backend.service);
-            let path_type = match p.path_type.as_str() {
-                "Exact" => "Exact",
-                "Prefix" => "Prefix",
-                _ => "ImplementationSpecific",
-            };
+            let path_type = path_type_of(&p.path_type);
+            // The cookie's Path defaults to the Ingress path as written.
+            let affinity = ann.affinity.affinity.clone().map(|mut a| {
+                if a.path.is_empty() {
+                    a.path = rule_path.clone();
+                }
+                Arc::new(a)
+            });
             b.vhost(&host, is_tls, &redirect).routes.push(Route {
                 id,
                 matches: RouteMatch::path(path, kind),
@@ -190,6 +211,8 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
                 path_type,
                 ingress: oref.clone(),
                 labels,
+                canary: None,
+                affinity,
             });
             served(b, &oref).hosts.insert(host.clone());
         }

@@ -6,8 +6,10 @@
 //! invalid value is reported and the default is used. A key under either prefix that no family
 //! owns is reported as not supported, never silently ignored.
 
+pub mod affinity;
 pub mod backend;
 pub mod balance;
+pub mod canary;
 pub mod proxy_ssl;
 pub mod redirect;
 
@@ -22,7 +24,7 @@ pub use proxy_ssl::ProxySsl;
 pub const PREFIXES: [&str; 2] = ["vestibule.dev/", "nginx.ingress.kubernetes.io/"];
 
 /// Every family and the keys (without prefix) it owns.
-pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS)];
+pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS), ("canary", canary::KEYS), ("affinity", affinity::KEYS)];
 
 /// Whether some family owns `key` (without prefix).
 pub fn is_supported(key: &str) -> bool {
@@ -36,6 +38,9 @@ pub struct Annotations {
     /// `ssl-redirect: "false"` turns the HTTP→HTTPS redirect off for this Ingress.
     pub ssl_redirect: bool,
     pub proxy_ssl: ProxySsl,
+    /// Set when the Ingress is a canary (`canary: "true"`).
+    pub canary: Option<crate::config::CanaryRule>,
+    pub affinity: affinity::AffinityAnn,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -102,6 +107,8 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         policy: balance::parse(&mut r, &defaults.policy),
         ssl_redirect: redirect::parse(&mut r, defaults.ssl_redirect),
         proxy_ssl: proxy_ssl::parse(&mut r),
+        canary: canary::parse(&mut r),
+        affinity: affinity::parse(&mut r),
     };
     let mut errors = r.errors;
     errors.extend(unsupported(ing));
@@ -153,14 +160,14 @@ pub(crate) mod tests {
     fn keys_no_family_owns_are_reported_under_our_prefixes_only() {
         let (_, e) = parse_default(&ing(&[
             ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
-            ("vestibule.dev/canary", "true"),
+            ("vestibule.dev/canary-unknown", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "vestibule"),
             ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
             ("example.com/rewrite-target", "/"),
         ]));
         let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["metadata.annotations[nginx.ingress.kubernetes.io/rewrite-target]", "metadata.annotations[vestibule.dev/canary]"]);
+        assert_eq!(fields, ["metadata.annotations[nginx.ingress.kubernetes.io/rewrite-target]", "metadata.annotations[vestibule.dev/canary-unknown]"]);
         assert!(e.iter().all(|e| e.reason == Reason::AnnotationNotSupported && e.message == "not supported by Vestibule; it is ignored"), "{e:?}");
     }
 
