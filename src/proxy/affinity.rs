@@ -67,11 +67,11 @@ impl<'a> Sticky<'a> {
     }
 
     /// A new endpoint among `untried` and the key that names it.
-    fn new_pick(&self, bound: &Bound, policy: &Policy, hash_key: Option<&[u8]>, untried: &[usize]) -> (usize, Option<u64>) {
+    /// `order`: the backend's own balancing order for this request (persistent mode).
+    fn new_pick(&self, bound: &Bound, order: &[usize], untried: &[usize]) -> (usize, Option<u64>) {
         match self.aff.mode {
             AffinityMode::Persistent => {
-                let order = bound.order(policy, hash_key, bound.states.len());
-                let at = order.into_iter().find(|i| untried.contains(i)).unwrap_or(untried[0]);
+                let at = order.iter().copied().find(|i| untried.contains(i)).unwrap_or(untried[0]);
                 (at, Some(endpoint_key(&self.backend.name, bound.states[at].addr)))
             }
             AffinityMode::Balanced => {
@@ -105,12 +105,17 @@ impl<'a> Sticky<'a> {
             }
             out.push((at, None));
         }
+        // One balancing decision per request (each call moves the round-robin cursor).
+        let order = match self.aff.mode {
+            AffinityMode::Persistent => bound.order(policy, hash_key, n),
+            AffinityMode::Balanced => Vec::new(),
+        };
         while out.len() < tries.min(healthy.len()) {
             let untried: Vec<usize> = healthy.iter().copied().filter(|i| !out.iter().any(|(j, _)| j == i)).collect();
             if untried.is_empty() {
                 break;
             }
-            out.push(self.new_pick(bound, policy, hash_key, &untried));
+            out.push(self.new_pick(bound, &order, &untried));
         }
         out
     }
