@@ -68,9 +68,14 @@ pub fn parse(r: &mut Reader) -> Option<CanaryRule> {
         }
         return None;
     }
-    let header = basic(r, "canary-by-header").and_then(|h| match http::HeaderName::from_bytes(h.as_bytes()) {
-        Ok(n) => Some(n),
-        Err(_) => None,
+    let header = basic(r, "canary-by-header").and_then(|h| {
+        let name = http::HeaderName::from_bytes(h.as_bytes()).ok();
+        if name.is_none()
+            && let Some((k, _)) = r.get("canary-by-header")
+        {
+            r.bad(&k, format!("{h:?} is not a header name; it is ignored"));
+        }
+        name
     });
     let header_value = basic(r, "canary-by-header-value");
     let header_pattern = value(r, "canary-by-header-pattern").map(|(k, v)| match Pattern::new(v) {
