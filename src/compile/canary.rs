@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::annotations::{self, Annotations};
 use super::builder::Builder;
-use super::ingress::{oref_of, path_type_of, resolve};
+use super::ingress::{oref_of, path_type_of, resolve, served};
 use super::{Reason, Severity};
 use crate::config::{Affinity, Backend, Canary, CanaryRule, HostDefault};
 use crate::store::ObjRef;
@@ -63,6 +63,7 @@ pub(super) fn merge(b: &mut Builder, ing: &Ingress, owned: &[&Ingress], defaults
             let canary = make(rule.clone(), backend, &ann, main_affinity, &oref);
             if let Some(route) = b.route_mut(&host, &rule_path, path_type) {
                 route.canary = Some(canary);
+                served(b, &oref).hosts.insert(host.clone());
             }
         }
     }

@@ -90,7 +90,7 @@ pub(super) fn path_type_of(t: &str) -> &'static str {
 }
 
 /// The status of an Ingress `owned` accepted.
-fn served<'b>(b: &'b mut Builder, oref: &ObjRef) -> &'b mut IngressStatus {
+pub(super) fn served<'b>(b: &'b mut Builder, oref: &ObjRef) -> &'b mut IngressStatus {
     b.status.ingresses.entry((oref.namespace.clone(), oref.name.clone())).or_insert_with(|| IngressStatus::new(Ownership::Ours))
 }
 
