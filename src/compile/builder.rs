@@ -52,7 +52,7 @@ impl<'a> Builder<'a> {
 
     pub fn host_default(&mut self, backend: Arc<Backend>, owner: Arc<ObjRef>, host: &str) -> HostDefault {
         let labels = RouteLabels::new(host, "", &owner, &backend.service);
-        HostDefault { id: self.next_id(), backend, ingress: owner, proxy: self.proxy.clone(), labels }
+        HostDefault { id: self.next_id(), backend, ingress: owner, proxy: self.proxy.clone(), labels, canary: None }
     }
 
     /// Records a diagnostic found outside the builder (the ConfigMap's).
@@ -82,6 +82,11 @@ impl<'a> Builder<'a> {
     /// Claims a host, path and kind for `owner`, unless someone already has.
     pub fn claim(&mut self, host: &str, path: &str, kind: PathKind, owner: &Arc<ObjRef>) {
         self.claimed.entry((host.to_string(), path.to_string(), kind)).or_insert_with(|| owner.clone());
+    }
+
+    /// The route of `host` whose path and pathType are written as given (canaries join it).
+    pub fn route_mut(&mut self, host: &str, rule_path: &str, path_type: &str) -> Option<&mut crate::config::Route> {
+        self.vhosts.get_mut(host)?.routes.iter_mut().find(|r| r.rule_path == rule_path && r.path_type == path_type)
     }
 
     /// Places the virtual hosts into `config` (routes sorted; exact, wildcard or hostless),

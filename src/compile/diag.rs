@@ -45,6 +45,9 @@ pub enum Reason {
     /// An annotation under `nginx.ingress.kubernetes.io/` or `vestibule.dev/` that Vestibule
     /// does not implement; it is ignored.
     AnnotationNotSupported,
+    /// A canary Ingress has no mainline Ingress with the same host, path and pathType (or the
+    /// mainline already has a canary); that canary path serves nothing.
+    CanaryWithoutMainline,
 }
 
 impl Reason {
@@ -64,6 +67,7 @@ impl Reason {
             Reason::Deprecated => "Deprecated",
             Reason::ConfigMapNotFound => "ConfigMapNotFound",
             Reason::AnnotationNotSupported => "AnnotationNotSupported",
+            Reason::CanaryWithoutMainline => "CanaryWithoutMainline",
         }
     }
 }

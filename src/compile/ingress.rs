@@ -15,7 +15,7 @@ use super::{Reason, Settings, Severity, class, route_path, validate};
 use crate::config::{Backend, HostDefault, Route, RouteLabels, WeightedBackend};
 use crate::store::{ObjRef, Store};
 
-fn oref_of(ing: &Ingress) -> ObjRef {
+pub(super) fn oref_of(ing: &Ingress) -> ObjRef {
     ObjRef::new("Ingress", ing.metadata.namespace.as_deref().unwrap_or(""), ing.metadata.name.as_deref().unwrap_or(""))
 }
 
@@ -82,11 +82,24 @@ pub(super) fn process(b: &mut Builder, owned: &[&Ingress], settings: &Settings) 
         }
     }
     locations::add_www(b, &plan, code);
+    // Canaries create no routes: they join the mainlines built above (oldest canary first).
+    for ing in owned {
+        super::canary::merge(b, ing, owned, &defaults, &mut catch_all);
+    }
     catch_all
 }
 
+/// The pathType as written, for route data and canary matching.
+pub(super) fn path_type_of(t: &str) -> &'static str {
+    match t {
+        "Exact" => "Exact",
+        "Prefix" => "Prefix",
+        _ => "ImplementationSpecific",
+    }
+}
+
 /// The status of an Ingress `owned` accepted.
-fn served<'b>(b: &'b mut Builder, oref: &ObjRef) -> &'b mut IngressStatus {
+pub(super) fn served<'b>(b: &'b mut Builder, oref: &ObjRef) -> &'b mut IngressStatus {
     b.status.ingresses.entry((oref.namespace.clone(), oref.name.clone())).or_insert_with(|| IngressStatus::new(Ownership::Ours))
 }
 
@@ -106,7 +119,7 @@ fn tls_hosts(owned: &[&Ingress]) -> HashSet<String> {
 }
 
 /// Resolves an Ingress backend; `None` when it can never route (a resource backend).
-fn resolve(b: &mut Builder, ing: &ObjRef, field: &str, backend: &IngressBackend, ann: &Annotations) -> Option<Arc<Backend>> {
+pub(super) fn resolve(b: &mut Builder, ing: &ObjRef, field: &str, backend: &IngressBackend, ann: &Annotations) -> Option<Arc<Backend>> {
     let Some(svc) = &backend.service else {
         b.diag(Severity::Warning, ing, field, Reason::Unsupported, "resource backends are not supported; this backend is skipped");
         return None;
@@ -143,6 +156,10 @@ fn reach(b: &mut Builder, ing: &ObjRef, service: &str, ann: &Annotations) -> bac
 fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann: &Annotations, plan: &HostPlan, code: u16) -> Option<HostDefault> {
     let oref = Arc::new(oref_of(ing));
     let spec = ing.spec.as_ref()?;
+    if ann.canary.is_some() {
+        // A canary serves through its mainline's routes (`canary::merge`), never its own.
+        return None;
+    }
     let rules = spec.rules.as_deref().unwrap_or(&[]);
     let default = match &spec.default_backend {
         Some(d) => resolve(b, &oref, "spec.defaultBackend", d, ann).map(|backend| b.host_default(backend, oref.clone(), "")),
@@ -189,11 +206,14 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
             let rule_path = p.path.clone().unwrap_or_else(|| "/".into());
             let filters = locations::route_filters(plan, &host, ann, is_tls, code, &locations::rule_path_of(p.path.as_deref()), &matches);
             let labels = RouteLabels::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &backend.service);
-            let path_type = match p.path_type.as_str() {
-                "Exact" => "Exact",
-                "Prefix" => "Prefix",
-                _ => "ImplementationSpecific",
-            };
+            let path_type = path_type_of(&p.path_type);
+            // The cookie's Path defaults to the Ingress path as written.
+            let affinity = ann.affinity.affinity.clone().map(|mut a| {
+                if a.path.is_empty() {
+                    a.path = rule_path.clone();
+                }
+                Arc::new(a)
+            });
             b.vhost(&host, is_tls, &redirect).routes.push(Route {
                 id,
                 matches,
@@ -204,6 +224,8 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
                 path_type,
                 ingress: oref.clone(),
                 labels,
+                canary: None,
+                affinity,
             });
             served(b, &oref).hosts.insert(host.clone());
         }

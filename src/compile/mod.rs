@@ -7,6 +7,7 @@
 pub mod annotations;
 pub mod backend;
 mod builder;
+mod canary;
 pub mod class;
 pub mod configmap;
 pub mod diag;

@@ -7,7 +7,9 @@
 //! stable identity, and per-configuration tables indexed by the dense `id`s of routes and
 //! backends.
 
+pub mod affinity;
 pub mod backend;
+pub mod canary;
 pub mod filter;
 pub mod listener;
 pub mod path;
@@ -21,6 +23,8 @@ pub use backend::{Backend, BackendProtocol, HashKey, HashPart, Policy, UpstreamT
 pub use listener::{ListenerProtocol, ListenerSpec};
 pub use route::{Filter, HeaderMatch, PathKind, PathMatch, ProxySettings, QueryMatch, RequestFacts, Route, RouteLabels, RouteMatch};
 pub use tls::{TlsCert, TlsCerts};
+pub use affinity::{Affinity, AffinityMode, SameSite};
+pub use canary::{Canary, CanaryRule, HeaderPattern};
 
 use crate::store::ObjRef;
 
@@ -33,6 +37,8 @@ pub struct HostDefault {
     pub ingress: Arc<ObjRef>,
     pub proxy: Arc<ProxySettings>,
     pub labels: RouteLabels,
+    /// A canary Ingress's alternative backend for the catch-all default.
+    pub canary: Option<Arc<Canary>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -139,6 +145,23 @@ impl<'a> Target<'a> {
         }
     }
 
+    /// The canary alternative of the matched route or default, if any.
+    pub fn canary(&self) -> Option<&'a Arc<Canary>> {
+        match self {
+            Target::Route { route, .. } => route.canary.as_ref(),
+            Target::HostDefault { default, .. } | Target::Default(default) => default.canary.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The session affinity of the matched route, if any.
+    pub fn affinity(&self) -> Option<&'a Arc<Affinity>> {
+        match self {
+            Target::Route { route, .. } => route.affinity.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Whether plain HTTP to this target is redirected to HTTPS.
     pub fn ssl_redirect(&self) -> bool {
         self.filters().iter().any(|f| matches!(f, Filter::HttpsRedirect { .. }))
@@ -182,8 +205,11 @@ impl Config {
     /// Every backend any route or default uses (repeats included).
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.vhosts()
-            .flat_map(|v| v.routes.iter().flat_map(|r| r.backends.iter().map(|w| &w.backend)).chain(v.default.iter().map(|d| &d.backend)))
-            .chain(self.default_backend.iter().map(|d| &d.backend))
+            .flat_map(|v| {
+                let routes = v.routes.iter().flat_map(|r| r.backends.iter().map(|w| &w.backend).chain(r.canary.iter().map(|c| &c.backend)));
+                routes.chain(v.default.iter().flat_map(|d| std::iter::once(&d.backend).chain(d.canary.iter().map(|c| &c.backend))))
+            })
+            .chain(self.default_backend.iter().flat_map(|d| std::iter::once(&d.backend).chain(d.canary.iter().map(|c| &c.backend))))
     }
 
     /// Routes a request by host (lowercase, no port) and its facts.

@@ -200,6 +200,10 @@ pub struct Route {
     /// The object this route comes from.
     pub ingress: Arc<ObjRef>,
     pub labels: RouteLabels,
+    /// The alternative backend a canary Ingress on the same host, path and pathType adds.
+    pub canary: Option<Arc<super::Canary>>,
+    /// Cookie session affinity (`affinity: cookie`).
+    pub affinity: Option<Arc<super::Affinity>>,
 }
 
 impl Route {

@@ -186,6 +186,13 @@ impl Bound {
         Bound { states, cursor: registry.cursor(&backend.name), ring }
     }
 
+    /// The endpoints not ejected now (all of them when every one is).
+    pub fn healthy(&self) -> Vec<usize> {
+        let now = now_ns();
+        let healthy: Vec<usize> = (0..self.states.len()).filter(|i| !self.states[*i].ejected(now)).collect();
+        if healthy.is_empty() { (0..self.states.len()).collect() } else { healthy }
+    }
+
     /// The endpoints to try for one request, best first, at most `tries` of them. Ejected
     /// endpoints are skipped unless every endpoint is ejected.
     pub fn order(&self, policy: &Policy, key: Option<&[u8]>, tries: usize) -> Vec<usize> {

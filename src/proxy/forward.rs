@@ -11,6 +11,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full};
 
+use super::affinity::Sticky;
 use super::balance::{self, Bound};
 use super::body::{self, ChainBody, ClientBody, InFlight, LimitedBody, PREBUFFER, Prebuffered, Progress, Tracked};
 use super::context::Ctx;
@@ -25,6 +26,8 @@ pub struct Upstream<'a> {
     pub backend: &'a Arc<Backend>,
     pub proxy: &'a ProxySettings,
     pub bound: &'a Bound,
+    /// Cookie session affinity, when the route has it.
+    pub affinity: Option<&'a crate::config::Affinity>,
 }
 
 /// A request ready to send: the first copy, and what is needed to send it again.
@@ -63,11 +66,12 @@ pub async fn forward<B: ClientBody>(ctx: &Ctx<'_>, up: Upstream<'_>, req: Reques
     if body::content_length(&req).is_some_and(|n| n > up.proxy.body_limit) {
         return ctx.fail(StatusCode::PAYLOAD_TOO_LARGE);
     }
+    let sticky = up.affinity.map(|a| Sticky::read(a, backend, req.headers(), ctx.conn.tls));
     let prepared = match prepare(ctx, &up, req, websocket, progress).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    send(ctx, &up, prepared, progress, outcome).await
+    send(ctx, &up, prepared, sticky.as_ref(), progress, outcome).await
 }
 
 /// Rewrites the head and reads small bodies (and chunked HTTP/1.1 bodies, up to a point) before
@@ -129,10 +133,20 @@ enum Attempt {
 }
 
 /// Sends the request to endpoints in balancing order until one answers or the tries run out.
-async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
-    let order = up.bound.order(&up.backend.policy, p.hash_key.as_deref(), up.proxy.upstream_tries);
+/// With affinity, the cookie's endpoint comes first, and a new pick issues a cookie.
+async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, sticky: Option<&Sticky<'_>>, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
+    let (policy, tries) = (&up.backend.policy, up.proxy.upstream_tries);
+    let order: Vec<(usize, Option<u64>)> = match sticky {
+        Some(s) => s.plan(up.bound, policy, p.hash_key.as_deref(), tries),
+        None => up.bound.order(policy, p.hash_key.as_deref(), tries).into_iter().map(|i| (i, None)).collect(),
+    };
+    let issue = |resp: &mut Response<RespBody>, key: Option<u64>| {
+        if let (Some(s), Some(k)) = (sticky, key) {
+            s.issue(resp, k);
+        }
+    };
     let mut last = StatusCode::BAD_GATEWAY;
-    for (attempt, &idx) in order.iter().enumerate() {
+    for (attempt, &(idx, key)) in order.iter().enumerate() {
         let state = up.bound.states[idx].clone();
         if attempt > 0 {
             ctx.shared.metrics.retries.inc();
@@ -156,14 +170,18 @@ async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, progress: &Arc<
             u.addr = Some(state.addr);
         }
         if let Some(client_upgrade) = p.client_upgrade.take() {
-            let resp = super::upgrade::proxy_upgrade(ctx, up, state.addr, req_now, client_upgrade).await;
+            let mut resp = super::upgrade::proxy_upgrade(ctx, up, state.addr, req_now, client_upgrade).await;
             if let Some(u) = outcome.upstream.as_mut() {
                 u.status = Some(resp.status().as_u16());
             }
+            issue(&mut resp, key);
             return resp;
         }
         match try_endpoint(ctx, up, &state, req_now, p.replay.is_some(), p.deadline, progress, outcome).await {
-            Attempt::Answered(resp) => return resp,
+            Attempt::Answered(mut resp) => {
+                issue(&mut resp, key);
+                return resp;
+            }
             Attempt::Next(back, status) => {
                 last = status;
                 p.first = back;

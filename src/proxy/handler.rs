@@ -75,8 +75,11 @@ async fn pipeline<B: ClientBody>(shared: &Arc<Shared>, conn: &ConnInfo, mut req:
     }
     let resp = match target.backend() {
         None => ctx.fail(StatusCode::NOT_FOUND),
-        Some(backend) => {
-            let up = Upstream { backend, proxy: target.proxy(&live.config), bound: live.bound(backend, &shared.registry) };
+        Some(main) => {
+            // The canary, when the route has one and the request goes to it.
+            let choice = super::split::choose(main, target.affinity(), target.canary(), req.headers());
+            let backend = choice.backend;
+            let up = Upstream { backend, proxy: target.proxy(&live.config), bound: live.bound(backend, &shared.registry), affinity: choice.affinity };
             forward::forward(&ctx, up, req, websocket, progress, outcome).await
         }
     };

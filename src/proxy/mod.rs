@@ -3,6 +3,7 @@
 //! It reads `config`, never `compile` or a source.
 
 pub mod admit;
+pub mod affinity;
 pub mod balance;
 pub mod body;
 pub mod context;
@@ -19,6 +20,7 @@ pub mod respond;
 pub mod router;
 pub mod sni;
 pub mod sniff;
+pub mod split;
 pub mod tunnel;
 pub mod upgrade;
 pub mod upstream;

@@ -6,8 +6,10 @@
 //! invalid value is reported and the default is used. A key under either prefix that no family
 //! owns is reported as not supported, never silently ignored.
 
+pub mod affinity;
 pub mod backend;
 pub mod balance;
+pub mod canary;
 pub mod proxy_ssl;
 pub mod redirect;
 pub mod rewrite;
@@ -23,7 +25,15 @@ pub use proxy_ssl::ProxySsl;
 pub const PREFIXES: [&str; 2] = ["vestibule.dev/", "nginx.ingress.kubernetes.io/"];
 
 /// Every family and the keys (without prefix) it owns.
-pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS), ("rewrite", rewrite::KEYS)];
+pub const REGISTRY: &[(&str, &[&str])] = &[
+    ("backend", backend::KEYS),
+    ("balance", balance::KEYS),
+    ("redirect", redirect::KEYS),
+    ("proxy_ssl", proxy_ssl::KEYS),
+    ("rewrite", rewrite::KEYS),
+    ("canary", canary::KEYS),
+    ("affinity", affinity::KEYS),
+];
 
 /// Whether some family owns `key` (without prefix).
 pub fn is_supported(key: &str) -> bool {
@@ -39,6 +49,9 @@ pub struct Annotations {
     pub proxy_ssl: ProxySsl,
     pub redirect: redirect::Redirects,
     pub rewrite: rewrite::Rewrite,
+    /// Set when the Ingress is a canary (`canary: "true"`).
+    pub canary: Option<crate::config::CanaryRule>,
+    pub affinity: affinity::AffinityAnn,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -129,6 +142,8 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         proxy_ssl: proxy_ssl::parse(&mut r),
         redirect: redirect::parse_redirects(&mut r, &defaults.redirect),
         rewrite: rewrite::parse(&mut r, &defaults.rewrite),
+        canary: canary::parse(&mut r),
+        affinity: affinity::parse(&mut r),
     };
     let mut errors = r.errors;
     errors.extend(unsupported(ing));
@@ -180,14 +195,14 @@ pub(crate) mod tests {
     fn keys_no_family_owns_are_reported_under_our_prefixes_only() {
         let (_, e) = parse_default(&ing(&[
             ("nginx.ingress.kubernetes.io/enable-opentelemetry", "true"),
-            ("vestibule.dev/canary", "true"),
+            ("vestibule.dev/canary-unknown", "true"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
             ("kubernetes.io/ingress.class", "vestibule"),
             ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
             ("example.com/rewrite-target", "/"),
         ]));
         let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["metadata.annotations[nginx.ingress.kubernetes.io/enable-opentelemetry]", "metadata.annotations[vestibule.dev/canary]"]);
+        assert_eq!(fields, ["metadata.annotations[nginx.ingress.kubernetes.io/enable-opentelemetry]", "metadata.annotations[vestibule.dev/canary-unknown]"]);
         assert!(e.iter().all(|e| e.reason == Reason::AnnotationNotSupported && e.message == "not supported by Vestibule; it is ignored"), "{e:?}");
     }
 
