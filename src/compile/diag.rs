@@ -45,6 +45,9 @@ pub enum Reason {
     /// An annotation under `nginx.ingress.kubernetes.io/` or `vestibule.dev/` that Vestibule
     /// does not implement; it is ignored.
     AnnotationNotSupported,
+    /// A snippet annotation (`*-snippet`): Vestibule never executes text from an object, so it
+    /// has no effect; the rest of the Ingress is served.
+    SnippetRefused,
 }
 
 impl Reason {
@@ -64,6 +67,7 @@ impl Reason {
             Reason::Deprecated => "Deprecated",
             Reason::ConfigMapNotFound => "ConfigMapNotFound",
             Reason::AnnotationNotSupported => "AnnotationNotSupported",
+            Reason::SnippetRefused => "SnippetRefused",
         }
     }
 }

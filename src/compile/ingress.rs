@@ -135,7 +135,7 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
     let spec = ing.spec.as_ref()?;
     let (ann, ann_errors) = annotations::parse(ing, defaults);
     for e in ann_errors {
-        b.diag(Severity::Warning, &oref, e.field, e.reason, e.message);
+        b.diag(e.severity, &oref, e.field, e.reason, e.message);
     }
     let rules = spec.rules.as_deref().unwrap_or(&[]);
     let default = match &spec.default_backend {

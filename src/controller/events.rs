@@ -74,6 +74,7 @@ fn hint(reason: Reason) -> &'static str {
         Reason::Deprecated => "Use networking.k8s.io/v1.",
         Reason::ConfigMapNotFound => "Create the ConfigMap, or correct --configmap.",
         Reason::AnnotationNotSupported => "Remove the annotation, or check the README for the annotations Vestibule implements.",
+        Reason::SnippetRefused => "Remove the snippet and express it with annotations Vestibule implements (docs/annotations.md).",
     }
 }
 

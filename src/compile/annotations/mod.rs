@@ -10,10 +10,11 @@ pub mod backend;
 pub mod balance;
 pub mod proxy_ssl;
 pub mod redirect;
+pub mod snippet;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
-use super::diag::Reason;
+use super::diag::{Reason, Severity};
 use crate::config::{BackendProtocol, Policy};
 
 pub use proxy_ssl::ProxySsl;
@@ -22,11 +23,18 @@ pub use proxy_ssl::ProxySsl;
 pub const PREFIXES: [&str; 2] = ["vestibule.dev/", "nginx.ingress.kubernetes.io/"];
 
 /// Every family and the keys (without prefix) it owns.
-pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS)];
+pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS), ("snippet", snippet::KEYS)];
 
-/// Whether some family owns `key` (without prefix).
+/// Whether Vestibule honours `key` (without prefix): some family owns it and applies it.
+/// Snippets are owned (they are refused, not merely unknown) but never honoured.
 pub fn is_supported(key: &str) -> bool {
-    REGISTRY.iter().any(|(_, keys)| keys.contains(&key))
+    is_owned(key) && !snippet::owns(key)
+}
+
+/// Whether some family owns `key` (without prefix): it is applied, or refused with a reason of
+/// its own; keys nobody owns are reported as not supported.
+pub fn is_owned(key: &str) -> bool {
+    REGISTRY.iter().any(|(_, keys)| keys.contains(&key)) || snippet::owns(key)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,6 +52,8 @@ pub struct AnnotationError {
     pub field: String,
     pub message: String,
     pub reason: Reason,
+    /// Warning for a value that fell back to its default; Error for one that is refused.
+    pub severity: Severity,
 }
 
 /// The value of `key` under our prefix, else ingress-nginx's, with the full key it was found at.
@@ -77,7 +87,12 @@ impl<'a> Reader<'a> {
 
     /// Reports the annotation at `full_key` as invalid; the family keeps its default.
     pub fn bad(&mut self, full_key: &str, message: String) {
-        self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::InvalidField });
+        self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::InvalidField, severity: Severity::Warning });
+    }
+
+    /// Refuses the annotation at `full_key` (an Error): it has no effect.
+    pub fn refuse(&mut self, full_key: &str, message: String) {
+        self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::SnippetRefused, severity: Severity::Error });
     }
 }
 
@@ -88,8 +103,8 @@ fn field(full_key: &str) -> String {
 /// Keys under our prefixes that no family owns, in key order.
 fn unsupported(ing: &Ingress) -> Vec<AnnotationError> {
     let keys = ing.metadata.annotations.iter().flat_map(|a| a.keys());
-    keys.filter(|k| PREFIXES.iter().any(|p| k.strip_prefix(p).is_some_and(|rest| !is_supported(rest))))
-        .map(|k| AnnotationError { field: field(k), message: "not supported by Vestibule; it is ignored".into(), reason: Reason::AnnotationNotSupported })
+    keys.filter(|k| PREFIXES.iter().any(|p| k.strip_prefix(p).is_some_and(|rest| !is_owned(rest))))
+        .map(|k| AnnotationError { field: field(k), message: "not supported by Vestibule; it is ignored".into(), reason: Reason::AnnotationNotSupported, severity: Severity::Warning })
         .collect()
 }
 
@@ -103,6 +118,7 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         ssl_redirect: redirect::parse(&mut r, defaults.ssl_redirect),
         proxy_ssl: proxy_ssl::parse(&mut r),
     };
+    snippet::parse(&mut r);
     let mut errors = r.errors;
     errors.extend(unsupported(ing));
     (a, errors)
