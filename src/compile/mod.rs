@@ -11,6 +11,7 @@ pub mod class;
 pub mod configmap;
 pub mod diag;
 pub mod explain;
+pub mod http_settings;
 mod ingress;
 pub mod status;
 pub mod tls;
@@ -56,6 +57,8 @@ pub struct Settings {
     pub configmap: Option<Key>,
     /// How backends pick endpoints unless an Ingress's annotations say otherwise.
     pub default_policy: crate::config::Policy,
+    /// Forwarded headers, request ID, `Server` header (ConfigMap only).
+    pub http: crate::config::http::HttpSettings,
 }
 
 impl Settings {
@@ -73,6 +76,7 @@ impl Settings {
             listeners: Vec::new(),
             configmap: None,
             default_policy: Default::default(),
+            http: Default::default(),
         }
     }
 }
@@ -122,5 +126,6 @@ pub fn compile(store: &Store, flags: &Settings) -> Compiled {
     tls::ingress_certs(&mut b, &owned, &mut config.tls);
     config.default_backend = global_default;
     config.listeners = settings.listeners.clone();
+    config.http = Arc::new(settings.http.clone());
     b.finish(config)
 }
