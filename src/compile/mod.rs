@@ -12,6 +12,7 @@ pub mod configmap;
 pub mod diag;
 pub mod explain;
 pub mod http_settings;
+pub mod migration;
 mod ingress;
 pub mod status;
 pub mod tls;
