@@ -160,3 +160,69 @@ async fn server_tokens_changes_live() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A writer the access log fills, read by the test.
+#[derive(Clone, Default)]
+struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trusted_client_address_is_what_the_access_log_and_hashing_use() {
+    init_tracing();
+    let pods = [echo("h0").await, echo("h1").await, echo("h2").await];
+    let addrs: Vec<std::net::SocketAddr> = pods.iter().map(|p| p.addr).collect();
+    let cm = ConfigMap::new(CM.0, CM.1).data("use-forwarded-headers", "true");
+    let ing = Ingress::new("default", "hashed").annotation("nginx.ingress.kubernetes.io/upstream-hash-by", "$remote_addr").host_path("hash.test", "/", "Prefix", "web", 80);
+    // One slice per endpoint: a slice has one port for all its addresses.
+    let mut docs = vec![service_yaml("default", "web"), ing.to_yaml(), cm.to_yaml()];
+    for a in &addrs {
+        docs.push(EndpointSlice::new("default", &format!("web-{}", a.port()), "web").port("http", a.port()).endpoint(Endpoint::at(a.ip())).to_yaml());
+    }
+    let m = manifest(docs);
+    let sink = Sink::default();
+    let w = sink.clone();
+    let h = start_with(&m, move |o| {
+        o.configmap = Some((CM.0.into(), CM.1.into()));
+        o.access_log = vestibule::serve::AccessLogTarget::Writer(vestibule::accesslog::Format::Json, std::sync::Mutex::new(Some(Box::new(w))));
+    })
+    .await;
+    let via = |ip: String| {
+        let h = &h;
+        async move {
+            let resp = h.client.get(h.http("/")).header("host", "hash.test").header("x-forwarded-for", ip.as_str()).send().await.unwrap();
+            let j: Value = resp.json().await.unwrap();
+            assert_eq!(j["headers"]["x-real-ip"], ip.as_str(), "{j:#}");
+            j["service"].as_str().unwrap().to_string()
+        }
+    };
+    let mut owner = std::collections::BTreeMap::new();
+    for i in 1..=16 {
+        let ip = format!("198.51.100.{i}");
+        let first = via(ip.clone()).await;
+        assert_eq!(via(ip.clone()).await, first, "{ip} sticks to one endpoint");
+        owner.insert(ip, first);
+    }
+    let used: std::collections::BTreeSet<&String> = owner.values().collect();
+    assert!(used.len() > 1, "forwarded client addresses, not the one TCP peer, are hashed: {owner:?}");
+    // The access log names the forwarded client, not 127.0.0.1.
+    let start = Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
+        let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if lines.len() >= 32 {
+            assert!(lines.iter().all(|l| l["remote_addr"].as_str().is_some_and(|a| a.starts_with("198.51.100."))), "{text}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "32 access log lines expected:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
