@@ -3,6 +3,7 @@
 //! (ours) and, when it is present, on the shared corpus of real-world manifests (read in
 //! place, never copied into the repository).
 
+#[allow(unused_imports)]
 mod common;
 
 use std::collections::BTreeSet;
