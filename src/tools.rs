@@ -52,6 +52,15 @@ pub fn check(args: CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         };
         writeln!(out, "{level}: {d}")?;
     }
+    let mut report = compile::migration::Report::of(&store);
+    for e in &errors {
+        if let (Some(obj), Some(annotations)) = (&e.object, &e.annotations) {
+            report.add(obj.clone(), annotations, true);
+        }
+    }
+    for line in report.lines() {
+        writeln!(out, "{line}")?;
+    }
     writeln!(out, "{} objects, {} ingresses: {n_err} error(s), {n_warn} warning(s)", store.len(), store.ingresses.len())?;
     Ok(if n_err > 0 || (args.strict && n_warn > 0) { 1 } else { 0 })
 }

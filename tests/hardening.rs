@@ -605,11 +605,13 @@ async fn proxy_protocol_v1_and_v2_give_the_client_address() {
     let v16 = proxied_request(&h, b"PROXY TCP6 2001:db8::8 2001:db8::1 5555 80\r\n").await;
     assert_eq!(echoed(&v16)["headers"]["x-real-ip"], "2001:db8::8");
 
-    // A client's own X-Forwarded-For is kept, with the PROXY address appended.
+    // A client's own X-Forwarded-For is not trusted (ingress-nginx's default): X-Forwarded-For
+    // is the PROXY address alone; the client's value travels as X-Original-Forwarded-For.
     let mut req = b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 80\r\n".to_vec();
     req.extend_from_slice(b"GET /pp HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 192.0.2.1\r\nConnection: close\r\n\r\n");
     let x = exchange(h.running.http, &req, IO_TIMEOUT).await;
-    assert_eq!(echoed(&x)["headers"]["x-forwarded-for"], "192.0.2.1, 203.0.113.7");
+    assert_eq!(echoed(&x)["headers"]["x-forwarded-for"], "203.0.113.7");
+    assert_eq!(echoed(&x)["headers"]["x-original-forwarded-for"], "192.0.2.1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

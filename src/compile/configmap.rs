@@ -110,7 +110,14 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
     }
     redirects(data, &mut s, &mut warn);
 
-    for key in data.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+    super::http_settings::apply(data, &mut s.http, &mut warn);
+    if s.http.allow_snippet_annotations {
+        let msg = "allow-snippet-annotations is accepted, but Vestibule never executes snippets: every *-snippet annotation stays refused";
+        diags.push(Diagnostic::new(Severity::Info, &obj, "data.allow-snippet-annotations", Reason::SnippetRefused, msg));
+    }
+
+    let known = |k: &str| KEYS.contains(&k) || super::http_settings::KEYS.contains(&k);
+    for key in data.keys().filter(|k| !known(k)) {
         diags.push(Diagnostic::new(Severity::Info, &obj, format!("data.{key}"), Reason::Unsupported, format!("{key:?} is not supported by Vestibule; it is ignored")));
     }
     (s, diags)
@@ -160,7 +167,7 @@ fn seconds(v: &str) -> Result<Duration, String> {
 }
 
 /// The booleans ingress-nginx reads from its ConfigMap (Go's `strconv.ParseBool`).
-fn boolean(v: &str) -> Option<bool> {
+pub(super) fn boolean(v: &str) -> Option<bool> {
     match v.trim() {
         "true" | "True" | "TRUE" | "t" | "T" | "1" => Some(true),
         "false" | "False" | "FALSE" | "f" | "F" | "0" => Some(false),
@@ -269,6 +276,10 @@ mod tests {
             ("empty hash is none", vec![("upstream-hash-by", "")], Box::new(|_| {}), vec![]),
             ("hash invalid keeps load-balance", vec![("load-balance", "ewma"), ("upstream-hash-by", "$(rm -rf /)")], Box::new(|o| o.policy = Policy::LeastRequest), vec![(Severity::Warning, "data.upstream-hash-by")]),
             ("unknown key", vec![("enable-brotli", "true")], Box::new(|_| {}), vec![(Severity::Info, "data.enable-brotli")]),
+            ("forwarded headers", vec![("use-forwarded-headers", "true"), ("server-tokens", "false")], Box::new(|_| {}), vec![]),
+            ("server-tokens invalid", vec![("server-tokens", "sometimes")], Box::new(|_| {}), vec![(Severity::Warning, "data.server-tokens")]),
+            ("risk level invalid", vec![("annotations-risk-level", "Extreme")], Box::new(|_| {}), vec![(Severity::Warning, "data.annotations-risk-level")]),
+            ("snippets allowed is only noted", vec![("allow-snippet-annotations", "true")], Box::new(|_| {}), vec![(Severity::Info, "data.allow-snippet-annotations")]),
         ];
         let mut failures = Vec::new();
         for (name, data, expect, want_diags) in cases {

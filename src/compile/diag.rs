@@ -48,6 +48,9 @@ pub enum Reason {
     /// A canary Ingress has no mainline Ingress with the same host, path and pathType (or the
     /// mainline already has a canary); that canary path serves nothing.
     CanaryWithoutMainline,
+    /// A snippet annotation (`*-snippet`): Vestibule never executes text from an object, so it
+    /// has no effect; the rest of the Ingress is served.
+    SnippetRefused,
 }
 
 impl Reason {
@@ -68,6 +71,7 @@ impl Reason {
             Reason::ConfigMapNotFound => "ConfigMapNotFound",
             Reason::AnnotationNotSupported => "AnnotationNotSupported",
             Reason::CanaryWithoutMainline => "CanaryWithoutMainline",
+            Reason::SnippetRefused => "SnippetRefused",
         }
     }
 }

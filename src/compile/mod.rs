@@ -12,6 +12,8 @@ pub mod class;
 pub mod configmap;
 pub mod diag;
 pub mod explain;
+pub mod http_settings;
+pub mod migration;
 mod ingress;
 mod locations;
 pub mod status;
@@ -60,6 +62,8 @@ pub struct Settings {
     pub default_policy: crate::config::Policy,
     /// The redirect settings of the ConfigMap (`http-redirect-code`, `force-ssl-redirect`, ...).
     pub redirects: annotations::redirect::Global,
+    /// Forwarded headers, request ID, `Server` header (ConfigMap only).
+    pub http: crate::config::http::HttpSettings,
 }
 
 impl Settings {
@@ -78,6 +82,7 @@ impl Settings {
             configmap: None,
             default_policy: Default::default(),
             redirects: Default::default(),
+            http: Default::default(),
         }
     }
 }
@@ -127,5 +132,6 @@ pub fn compile(store: &Store, flags: &Settings) -> Compiled {
     tls::ingress_certs(&mut b, &owned, &mut config.tls);
     config.default_backend = global_default;
     config.listeners = settings.listeners.clone();
+    config.http = Arc::new(settings.http.clone());
     b.finish(config)
 }

@@ -11,6 +11,7 @@ pub mod affinity;
 pub mod backend;
 pub mod canary;
 pub mod filter;
+pub mod http;
 pub mod listener;
 pub mod path;
 pub mod route;
@@ -92,6 +93,8 @@ pub struct Config {
     /// How many route ids (routes and host defaults) and backend ids were handed out.
     pub route_count: usize,
     pub backend_count: usize,
+    /// Forwarded headers, request ID and `Server` header (ConfigMap).
+    pub http: Arc<http::HttpSettings>,
 }
 
 /// What the router decided for one request.
@@ -180,6 +183,7 @@ impl Config {
             proxy: Arc::new(ProxySettings::default()),
             route_count: 0,
             backend_count: 0,
+            http: Arc::default(),
         }
     }
 
@@ -238,7 +242,7 @@ impl Config {
 
     /// Routes by host and path alone (tools that have no request).
     pub fn route_path(&self, host: &str, path: &str) -> Target<'_> {
-        let headers = http::HeaderMap::new();
-        self.route(host, &RequestFacts { path, method: &http::Method::GET, headers: &headers, query: "" })
+        let headers = ::http::HeaderMap::new();
+        self.route(host, &RequestFacts { path, method: &::http::Method::GET, headers: &headers, query: "" })
     }
 }

@@ -75,6 +75,7 @@ fn hint(reason: Reason) -> &'static str {
         Reason::ConfigMapNotFound => "Create the ConfigMap, or correct --configmap.",
         Reason::AnnotationNotSupported => "Remove the annotation, or check the README for the annotations Vestibule implements.",
         Reason::CanaryWithoutMainline => "Give the canary the same host, path and pathType as a non-canary Ingress, with one canary per rule.",
+        Reason::SnippetRefused => "Remove the snippet and express it with annotations Vestibule implements (docs/annotations.md).",
     }
 }
 

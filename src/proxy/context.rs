@@ -1,5 +1,6 @@
 //! The one per-request context that flows through the phases.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -9,6 +10,7 @@ use super::Shared;
 use super::handler::ConnInfo;
 use super::ids::new_request_id;
 use super::respond::{self, RespBody, X_REQUEST_ID};
+use crate::config::http::HttpSettings;
 
 pub struct Ctx<'a> {
     pub shared: &'a Arc<Shared>,
@@ -21,15 +23,26 @@ pub struct Ctx<'a> {
     pub grpc: bool,
     /// The target as the client sent it, before any filter rewrote the request.
     pub original_uri: http::Uri,
+    /// The client address (nginx's `$remote_addr`): the connection's, or the forwarded-for
+    /// header's when the ConfigMap trusts it. X-Real-IP, hashing and the access log use it.
+    pub client_ip: IpAddr,
+    /// The ConfigMap's forwarded-header, request-ID and Server settings.
+    pub http: Arc<HttpSettings>,
+    /// Whether `request_id` goes upstream: the client sent it, or `generate-request-id` is on.
+    pub send_request_id: bool,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new<B>(shared: &'a Arc<Shared>, conn: &'a ConnInfo, req: &Request<B>) -> Self {
-        let request_id = match req.headers().get(&X_REQUEST_ID) {
-            Some(v) if !v.is_empty() && v.len() <= 200 => v.clone(),
-            _ => new_request_id(),
+        let http = shared.live().config.http.clone();
+        let (request_id, send_request_id) = match req.headers().get(&X_REQUEST_ID) {
+            Some(v) if !v.is_empty() && v.len() <= 200 => (v.clone(), true),
+            // Made up anyway: error pages and the access log carry it.
+            _ => (new_request_id(), http.generate_request_id),
         };
-        Ctx { shared, conn, request_id, head: req.method() == Method::HEAD, grpc: respond::is_grpc(req), original_uri: req.uri().clone() }
+        let client_ip = super::forwarded::client_addr(conn, req.headers(), &http);
+        let (head, grpc, original_uri) = (req.method() == Method::HEAD, respond::is_grpc(req), req.uri().clone());
+        Ctx { shared, conn, request_id, head, grpc, original_uri, client_ip, http, send_request_id }
     }
 
     /// The path and query as the client sent them (nginx's `$request_uri`).

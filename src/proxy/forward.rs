@@ -81,7 +81,7 @@ async fn prepare<B: ClientBody>(ctx: &Ctx<'_>, up: &Upstream<'_>, mut req: Reque
     let deadline = ctx.grpc.then(|| respond::grpc_timeout(&req)).flatten();
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let hash_key = match &up.backend.policy {
-        Policy::Hash(k) => Some(balance::hash_input(k, &req, ctx.conn.client_ip())),
+        Policy::Hash(k) => Some(balance::hash_input(k, &req, ctx.client_ip)),
         _ => None,
     };
     let buffer_first = !websocket
@@ -91,7 +91,7 @@ async fn prepare<B: ClientBody>(ctx: &Ctx<'_>, up: &Upstream<'_>, mut req: Reque
             None => req.version() < Version::HTTP_2 && req.headers().contains_key(header::TRANSFER_ENCODING),
         };
     let (mut parts, body) = req.into_parts();
-    forwarded::rewrite(&mut parts, ctx.conn, &ctx.request_id, up.backend.protocol, websocket, ctx.grpc);
+    forwarded::rewrite(&mut parts, ctx, up.backend.protocol, websocket);
 
     // The body: buffered (replayable), or streamed (sent at most once).
     let limit = up.proxy.body_limit;

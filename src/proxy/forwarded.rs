@@ -6,11 +6,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Uri, Version};
 
+use std::net::IpAddr;
+
+use super::context::Ctx;
 use super::handler::ConnInfo;
 use super::respond::X_REQUEST_ID;
 use crate::config::BackendProtocol;
+use crate::config::http::HttpSettings;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
@@ -39,44 +42,109 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 
-/// Rewrites `parts` for the upstream request. `websocket` keeps the (already vetted) upgrade.
-pub fn rewrite(parts: &mut Parts, conn: &ConnInfo, request_id: &HeaderValue, protocol: BackendProtocol, websocket: bool, grpc: bool) {
-    let original_host = match parts.headers.get(header::HOST) {
+/// Every value of `name` as one comma-separated string (how nginx's `$http_*` reads a header
+/// sent more than once), or `None` when absent or empty.
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// The client address (nginx's `$remote_addr`): the PROXY protocol's or TCP peer's, unless the
+/// ConfigMap trusts the forwarded-for header (`use-forwarded-headers` or `enable-real-ip`).
+/// Every source is trusted (ingress-nginx's default `proxy-real-ip-cidr: 0.0.0.0/0`), so the
+/// header's leftmost address wins; the walk from the right stops at an entry that is not an
+/// address, as nginx's realip does.
+pub fn client_addr(conn: &ConnInfo, headers: &HeaderMap, http: &HttpSettings) -> IpAddr {
+    let peer = conn.client_ip();
+    if !http.real_ip_from_header() {
+        return peer;
+    }
+    let Some(list) = joined(headers, &http.forwarded_for_header) else { return peer };
+    let mut found = peer;
+    for entry in list.rsplit(',') {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) => found = ip.to_canonical(),
+            Err(_) => break,
+        }
+    }
+    found
+}
+
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Sets `name` to `v` when there is a value, else removes what the client sent under it (as
+/// nginx's `proxy_set_header` with an empty value does).
+fn set_or_remove(headers: &mut HeaderMap, name: &'static str, v: Option<String>) {
+    headers.remove(name);
+    if let Some(v) = v {
+        headers.insert(HeaderName::from_static(name), value(&v));
+    }
+}
+
+/// Rewrites `parts` for the upstream request, as ingress-nginx's location does: the client's
+/// `X-Forwarded-*` are replaced unless `use-forwarded-headers` trusts them, and travel as
+/// `X-Original-Forwarded-*`. `websocket` keeps the (already vetted) upgrade.
+pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, websocket: bool) {
+    let (conn, http) = (ctx.conn, &*ctx.http);
+    let client_host = match parts.headers.get(header::HOST) {
         Some(h) => h.clone(),
         None => match parts.uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).unwrap_or_else(|_| HeaderValue::from_static("")),
+            Some(a) => value(a.as_str()),
             None => HeaderValue::from_static(""),
         },
     };
+    let trusted = |name: &HeaderName| if http.use_forwarded_headers { parts.headers.get(name).filter(|v| !v.is_empty()).cloned() } else { None };
+    // nginx's $best_http_host: with trusted headers, the first X-Forwarded-Host element.
+    let forwarded_host = trusted(&X_FORWARDED_HOST).and_then(|v| v.to_str().ok().and_then(|s| s.split(',').next()).map(|s| value(s.trim()))).filter(|v| !v.is_empty());
+    let host = forwarded_host.unwrap_or(client_host);
+    let proto = trusted(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    // $pass_port: the HTTPS listener is reported as 443, the port clients use in front of it.
+    let port = trusted(&X_FORWARDED_PORT).unwrap_or_else(|| HeaderValue::from(if conn.tls { 443 } else { conn.local.port() }));
+    let original_for = joined(&parts.headers, &http.forwarded_for_header);
+    let original_host = joined(&parts.headers, &http.forwarded_host_header);
+    let full_xff = (http.use_forwarded_headers && http.compute_full_forwarded_for).then(|| {
+        let peer = conn.client_ip();
+        match joined(&parts.headers, "x-forwarded-for") {
+            Some(xff) => format!("{xff}, {peer}"),
+            None => peer.to_string(),
+        }
+    });
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
+    // httpoxy: a Proxy header must never reach an application that reads it as HTTP_PROXY.
+    headers.remove("proxy");
     if let (true, Some(u)) = (websocket, upgrade_value) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
     }
-    if grpc {
+    if ctx.grpc {
         // gRPC needs trailers end to end.
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if !original_host.is_empty() {
-        headers.insert(header::HOST, original_host.clone());
+    if !host.is_empty() {
+        headers.insert(header::HOST, host.clone());
     }
-    let client_ip = conn.client_ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client_ip}"),
-        _ => client_ip.clone(),
-    };
-    headers.remove(&X_FORWARDED_FOR);
-    headers.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_str(&xff).unwrap_or_else(|_| HeaderValue::from_static("")));
-    headers.insert(X_REAL_IP.clone(), HeaderValue::from_str(&client_ip).expect("an IP is a valid header value"));
-    let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
+    let client_ip = ctx.client_ip.to_string();
+    set_or_remove(headers, "x-forwarded-for", Some(full_xff.unwrap_or_else(|| client_ip.clone())));
+    headers.insert(X_REAL_IP.clone(), value(&client_ip));
     headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
     headers.insert(X_FORWARDED_SCHEME.clone(), proto.clone());
     headers.insert(X_SCHEME.clone(), proto);
-    headers.insert(X_FORWARDED_HOST.clone(), original_host.clone());
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(conn.local.port()));
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    headers.insert(X_FORWARDED_PORT.clone(), port);
+    set_or_remove(headers, "x-original-forwarded-for", original_for);
+    set_or_remove(headers, "x-original-forwarded-host", original_host);
+    if http.proxy_add_original_uri_header {
+        headers.insert(HeaderName::from_static("x-original-uri"), value(ctx.request_uri()));
+    }
+    headers.remove(&X_REQUEST_ID);
+    if ctx.send_request_id {
+        headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    }
+    let original_host = host;
     if protocol.http2() {
         // HTTP/2 carries the authority in the URI; Host must not be sent twice.
         headers.remove(header::HOST);

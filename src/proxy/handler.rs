@@ -44,22 +44,24 @@ impl ConnInfo {
 
 /// Answers one request, and records it in metrics and the access log once its response ends.
 pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<B>) -> Result<Response<RespBody>, Infallible> {
+    let ctx = Ctx::new(&shared, &conn, &req);
     let started = Started {
         at: Instant::now(),
         method: metrics::method_label(req.method()),
         request_length: log::head_length(&req),
         log: LogRequest::of(&shared, &req),
-        remote: conn.client_ip(),
+        remote: ctx.client_ip,
     };
     let progress = Progress::new();
     let mut outcome = Outcome::default();
-    let resp = pipeline(&shared, &conn, req, &progress, &mut outcome).await;
+    let mut resp = pipeline(&ctx, req, &progress, &mut outcome).await;
+    respond::server_header(resp.headers_mut(), ctx.http.server_tokens);
     Ok(log::observe(&shared, started, progress, outcome, resp))
 }
 
 /// Head checks, route, request filters, upstream, response filters.
-async fn pipeline<B: ClientBody>(shared: &Arc<Shared>, conn: &ConnInfo, mut req: Request<B>, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
-    let ctx = Ctx::new(shared, conn, &req);
+async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
+    let shared = ctx.shared;
     let websocket = match head::check(&mut req) {
         Ok(u) => u == Upgrade::WebSocket,
         Err(refusal) => return respond::refuse(refusal, &ctx.request_id, ctx.head),
@@ -70,8 +72,8 @@ async fn pipeline<B: ClientBody>(shared: &Arc<Shared>, conn: &ConnInfo, mut req:
         outcome.stats = target.route_id().map(|(id, labels)| live.stats(id, labels, &shared.metrics).clone());
     }
     let filters = target.filters();
-    if let Some(answer) = filters::on_request(filters, &ctx, &mut req) {
-        return filters::on_response(filters, &ctx, answer);
+    if let Some(answer) = filters::on_request(filters, ctx, &mut req) {
+        return filters::on_response(filters, ctx, answer);
     }
     let resp = match target.backend() {
         None => ctx.fail(StatusCode::NOT_FOUND),
@@ -80,8 +82,8 @@ async fn pipeline<B: ClientBody>(shared: &Arc<Shared>, conn: &ConnInfo, mut req:
             let choice = super::split::choose(main, target.affinity(), target.canary(), req.headers());
             let backend = choice.backend;
             let up = Upstream { backend, proxy: target.proxy(&live.config), bound: live.bound(backend, &shared.registry), affinity: choice.affinity };
-            forward::forward(&ctx, up, req, websocket, progress, outcome).await
+            forward::forward(ctx, up, req, websocket, progress, outcome).await
         }
     };
-    filters::on_response(filters, &ctx, resp)
+    filters::on_response(filters, ctx, resp)
 }

@@ -23,11 +23,22 @@ pub fn empty() -> RespBody {
     Empty::<Bytes>::new().map_err(|e: Infallible| match e {}).boxed_unsync()
 }
 
+/// The headers every response of Vestibule's leaves with. No `Server` header: that is
+/// `server_header`'s, once per response, as the ConfigMap's `server-tokens` says.
 pub fn finish_headers(headers: &mut HeaderMap, request_id: &HeaderValue) {
-    headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
     headers.insert(header::DATE, date_value());
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
+}
+
+/// `server-tokens`: ingress-nginx sends no `Server` header by default (an upstream's is removed
+/// too); with `true`, `Server: vestibule`.
+pub fn server_header(headers: &mut HeaderMap, server_tokens: bool) {
+    if server_tokens {
+        headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    } else {
+        headers.remove(header::SERVER);
     }
 }
 

@@ -26,12 +26,15 @@ pub struct ParseError {
     pub object: Option<ObjRef>,
     pub field: Option<String>,
     pub message: String,
+    /// A rejected Ingress's annotations, read from the document as it is: the migration report
+    /// names the ones Vestibule does not honour even when the Ingress itself is not usable.
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl ParseError {
     /// The whole file was not read (not a regular file, too large, not UTF-8...).
     pub fn file(file: &Path, message: String) -> Self {
-        ParseError { file: file.to_path_buf(), document: 0, line: None, column: None, object: None, field: None, message }
+        ParseError { file: file.to_path_buf(), document: 0, line: None, column: None, object: None, field: None, message, annotations: None }
     }
 }
 
@@ -110,7 +113,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn error(&self, line: Option<usize>, column: Option<usize>, object: Option<ObjRef>, field: Option<String>, message: String) -> ParseError {
-        ParseError { file: self.file.to_path_buf(), document: self.document, line, column, object, field, message }
+        ParseError { file: self.file.to_path_buf(), document: self.document, line, column, object, field, message, annotations: None }
     }
 
     /// A serde-saphyr error, placed in the file (its own positions count from the document)
@@ -252,8 +255,10 @@ fn parse_object(ctx: &Ctx, doc: Option<&str>, value: Value, out: &mut Parsed) {
         ("Namespace", "v1") => typed::<Namespace>(ctx, doc, &value, &id).map(Object::Namespace),
         _ => Err(wrong_version("v1")),
     };
+    let annotations = (kind == "Ingress").then(|| string_map(value.pointer("/metadata/annotations")));
+    let with_annotations = |e: ParseError| ParseError { annotations: annotations.clone(), ..e };
     match result {
-        Err(e) => out.errors.push(e),
+        Err(e) => out.errors.push(with_annotations(e)),
         Ok(mut obj) => {
             default_namespace(&mut obj);
             let errors = validate_object(&obj);
@@ -261,11 +266,17 @@ fn parse_object(ctx: &Ctx, doc: Option<&str>, value: Value, out: &mut Parsed) {
                 out.objects.push(obj);
             } else {
                 for e in errors {
-                    out.errors.push(located(ctx, doc, Some(id.clone()), &e.field, e.message));
+                    out.errors.push(with_annotations(located(ctx, doc, Some(id.clone()), &e.field, e.message)));
                 }
             }
         }
     }
+}
+
+/// The string entries of a JSON object (annotations as written; other values are skipped).
+fn string_map(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    let entries = v.and_then(|v| v.as_object()).into_iter().flatten();
+    entries.filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
 }
 
 fn default_namespace(obj: &mut Object) {

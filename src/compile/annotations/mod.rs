@@ -13,6 +13,7 @@ pub mod canary;
 pub mod proxy_ssl;
 pub mod redirect;
 pub mod rewrite;
+pub mod snippet;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -33,11 +34,19 @@ pub const REGISTRY: &[(&str, &[&str])] = &[
     ("rewrite", rewrite::KEYS),
     ("canary", canary::KEYS),
     ("affinity", affinity::KEYS),
+    ("snippet", snippet::KEYS),
 ];
 
-/// Whether some family owns `key` (without prefix).
+/// Whether Vestibule honours `key` (without prefix): some family owns it and applies it.
+/// Snippets are owned (they are refused, not merely unknown) but never honoured.
 pub fn is_supported(key: &str) -> bool {
-    REGISTRY.iter().any(|(_, keys)| keys.contains(&key))
+    is_owned(key) && !snippet::owns(key)
+}
+
+/// Whether some family owns `key` (without prefix): it is applied, or refused with a reason of
+/// its own; keys nobody owns are reported as not supported.
+pub fn is_owned(key: &str) -> bool {
+    REGISTRY.iter().any(|(_, keys)| keys.contains(&key)) || snippet::owns(key)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -60,6 +69,7 @@ pub struct AnnotationError {
     pub field: String,
     pub message: String,
     pub reason: Reason,
+    /// Warning for a value that fell back to its default; Error for one that is refused.
     pub severity: Severity,
 }
 
@@ -117,6 +127,11 @@ impl<'a> Reader<'a> {
     pub fn bad_with(&mut self, full_key: &str, severity: Severity, message: String) {
         self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::InvalidField, severity });
     }
+
+    /// Refuses the annotation at `full_key` (an Error): it has no effect.
+    pub fn refuse(&mut self, full_key: &str, message: String) {
+        self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::SnippetRefused, severity: Severity::Error });
+    }
 }
 
 fn field(full_key: &str) -> String {
@@ -126,7 +141,7 @@ fn field(full_key: &str) -> String {
 /// Keys under our prefixes that no family owns, in key order.
 fn unsupported(ing: &Ingress) -> Vec<AnnotationError> {
     let keys = ing.metadata.annotations.iter().flat_map(|a| a.keys());
-    keys.filter(|k| PREFIXES.iter().any(|p| k.strip_prefix(p).is_some_and(|rest| !is_supported(rest))))
+    keys.filter(|k| PREFIXES.iter().any(|p| k.strip_prefix(p).is_some_and(|rest| !is_owned(rest))))
         .map(|k| AnnotationError { field: field(k), message: "not supported by Vestibule; it is ignored".into(), reason: Reason::AnnotationNotSupported, severity: Severity::Warning })
         .collect()
 }
@@ -145,6 +160,7 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         canary: canary::parse(&mut r),
         affinity: affinity::parse(&mut r),
     };
+    snippet::parse(&mut r);
     let mut errors = r.errors;
     errors.extend(unsupported(ing));
     (a, errors)

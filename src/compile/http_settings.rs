@@ -1,0 +1,107 @@
+//! The controller ConfigMap keys for forwarded headers, the request ID, the `Server` header and
+//! the snippet gates, under ingress-nginx's names and defaults. `configmap.rs` calls `apply`
+//! with the ConfigMap's data; the result travels in `Config::http` to the data plane.
+
+use std::collections::BTreeMap;
+
+use http::HeaderName;
+
+use crate::config::http::{HttpSettings, RiskLevel};
+
+pub const KEYS: &[&str] = &[
+    "use-forwarded-headers",
+    "forwarded-for-header",
+    "forwarded-host-header",
+    "compute-full-forwarded-for",
+    "enable-real-ip",
+    "proxy-add-original-uri-header",
+    "generate-request-id",
+    "server-tokens",
+    "allow-snippet-annotations",
+    "annotations-risk-level",
+];
+
+/// Applies the keys of `data` over `s`; `warn(key, why)` for a value that cannot be used (the
+/// previous value stays).
+pub fn apply(data: &BTreeMap<String, String>, s: &mut HttpSettings, warn: &mut dyn FnMut(&str, String)) {
+    let flags: [(&str, &mut bool); 7] = [
+        ("use-forwarded-headers", &mut s.use_forwarded_headers),
+        ("compute-full-forwarded-for", &mut s.compute_full_forwarded_for),
+        ("enable-real-ip", &mut s.enable_real_ip),
+        ("proxy-add-original-uri-header", &mut s.proxy_add_original_uri_header),
+        ("generate-request-id", &mut s.generate_request_id),
+        ("server-tokens", &mut s.server_tokens),
+        ("allow-snippet-annotations", &mut s.allow_snippet_annotations),
+    ];
+    for (key, slot) in flags {
+        let Some(v) = data.get(key) else { continue };
+        match super::configmap::boolean(v) {
+            Some(b) => *slot = b,
+            None => warn(key, format!("{v:?}: must be \"true\" or \"false\"")),
+        }
+    }
+    for (key, slot) in [("forwarded-for-header", &mut s.forwarded_for_header), ("forwarded-host-header", &mut s.forwarded_host_header)] {
+        let Some(v) = data.get(key) else { continue };
+        match HeaderName::from_bytes(v.trim().as_bytes()) {
+            Ok(name) => *slot = name.as_str().to_string(),
+            Err(_) => warn(key, format!("{v:?}: must be a header name")),
+        }
+    }
+    if let Some(v) = data.get("annotations-risk-level") {
+        // ingress-nginx reads an unknown level as Low; Vestibule says so instead of guessing.
+        match risk(v) {
+            Some(r) => s.annotations_risk_level = r,
+            None => warn("annotations-risk-level", format!("{v:?}: must be Low, Medium, High or Critical")),
+        }
+    }
+}
+
+fn risk(v: &str) -> Option<RiskLevel> {
+    Some(match v.trim().to_ascii_lowercase().as_str() {
+        "low" => RiskLevel::Low,
+        "medium" => RiskLevel::Medium,
+        "high" => RiskLevel::High,
+        "critical" => RiskLevel::Critical,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(pairs: &[(&str, &str)]) -> (HttpSettings, Vec<String>) {
+        let data = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = HttpSettings::default();
+        let mut bad = Vec::new();
+        apply(&data, &mut s, &mut |k, _| bad.push(k.to_string()));
+        (s, bad)
+    }
+
+    #[test]
+    fn defaults_are_ingress_nginx_defaults() {
+        let s = HttpSettings::default();
+        assert!(!s.use_forwarded_headers && !s.compute_full_forwarded_for && !s.enable_real_ip && !s.server_tokens);
+        assert!(s.generate_request_id && !s.allow_snippet_annotations && !s.proxy_add_original_uri_header);
+        assert_eq!((s.forwarded_for_header.as_str(), s.annotations_risk_level), ("x-forwarded-for", RiskLevel::High));
+    }
+
+    #[test]
+    fn values_and_invalid_values() {
+        let (s, bad) = run(&[
+            ("use-forwarded-headers", "true"),
+            ("compute-full-forwarded-for", "1"),
+            ("generate-request-id", "False"),
+            ("server-tokens", "T"),
+            ("forwarded-for-header", "CF-Connecting-IP"),
+            ("annotations-risk-level", "critical"),
+            ("allow-snippet-annotations", "true"),
+        ]);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert!(s.use_forwarded_headers && s.compute_full_forwarded_for && !s.generate_request_id && s.server_tokens && s.allow_snippet_annotations);
+        assert_eq!((s.forwarded_for_header.as_str(), s.annotations_risk_level), ("cf-connecting-ip", RiskLevel::Critical));
+        let (s, bad) = run(&[("server-tokens", "yes please"), ("forwarded-for-header", "not a header"), ("annotations-risk-level", "extreme"), ("enable-real-ip", "")]);
+        assert_eq!(bad, ["enable-real-ip", "server-tokens", "forwarded-for-header", "annotations-risk-level"]);
+        assert_eq!(s, HttpSettings::default(), "invalid values keep the previous settings");
+    }
+}

@@ -1,0 +1,65 @@
+//! Global HTTP settings from the controller ConfigMap that shape every proxied request: which
+//! forwarded headers are trusted, the request ID, the `Server` header. ingress-nginx's keys and
+//! defaults; see `compile/http_settings.rs` for how they are read.
+
+/// The highest annotation risk ingress-nginx accepts (`annotations-risk-level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum RiskLevel {
+    Low,
+    Medium,
+    #[default]
+    High,
+    Critical,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `use-forwarded-headers`: trust the client's `X-Forwarded-*` (Vestibule is behind another
+    /// proxy). Off: they are replaced, and the client's values only travel as
+    /// `X-Original-Forwarded-*`.
+    pub use_forwarded_headers: bool,
+    /// `forwarded-for-header`, lowercase: where the client address is read from when trusted.
+    pub forwarded_for_header: String,
+    /// `forwarded-host-header`, lowercase: echoed upstream as `X-Original-Forwarded-Host`.
+    pub forwarded_host_header: String,
+    /// `compute-full-forwarded-for` (with `use_forwarded_headers`): `X-Forwarded-For` is the
+    /// client's list with the peer appended, not the client address alone.
+    pub compute_full_forwarded_for: bool,
+    /// `enable-real-ip`: the client address comes from `forwarded_for_header` even when the
+    /// other forwarded headers are not trusted.
+    pub enable_real_ip: bool,
+    /// `proxy-add-original-uri-header`: send the target as the client sent it in `X-Original-URI`.
+    pub proxy_add_original_uri_header: bool,
+    /// `generate-request-id`: without a client `X-Request-ID`, make one up and send it upstream.
+    pub generate_request_id: bool,
+    /// `server-tokens`: send a `Server` header on responses (ingress-nginx sends none by default).
+    pub server_tokens: bool,
+    /// `allow-snippet-annotations`: accepted for compatibility; snippets never run either way.
+    pub allow_snippet_annotations: bool,
+    /// `annotations-risk-level`: accepted for compatibility.
+    pub annotations_risk_level: RiskLevel,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            use_forwarded_headers: false,
+            forwarded_for_header: "x-forwarded-for".into(),
+            forwarded_host_header: "x-forwarded-host".into(),
+            compute_full_forwarded_for: false,
+            enable_real_ip: false,
+            proxy_add_original_uri_header: false,
+            generate_request_id: true,
+            server_tokens: false,
+            allow_snippet_annotations: false,
+            annotations_risk_level: RiskLevel::High,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// Whether the client address is read from `forwarded_for_header`.
+    pub fn real_ip_from_header(&self) -> bool {
+        self.use_forwarded_headers || self.enable_real_ip
+    }
+}
