@@ -39,6 +39,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 
+/// Set by the `upstream-vhost` filter: the Host sent upstream instead of the client's (which
+/// `X-Forwarded-Host` keeps).
+#[derive(Debug, Clone)]
+pub struct UpstreamHost(pub HeaderValue);
+
 /// Rewrites `parts` for the upstream request. `websocket` keeps the (already vetted) upgrade.
 pub fn rewrite(parts: &mut Parts, conn: &ConnInfo, request_id: &HeaderValue, protocol: BackendProtocol, websocket: bool, grpc: bool) {
     let original_host = match parts.headers.get(header::HOST) {
@@ -48,6 +53,7 @@ pub fn rewrite(parts: &mut Parts, conn: &ConnInfo, request_id: &HeaderValue, pro
             None => HeaderValue::from_static(""),
         },
     };
+    let upstream_host = parts.extensions.get::<UpstreamHost>().map(|h| h.0.clone()).unwrap_or_else(|| original_host.clone());
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
@@ -59,8 +65,8 @@ pub fn rewrite(parts: &mut Parts, conn: &ConnInfo, request_id: &HeaderValue, pro
         // gRPC needs trailers end to end.
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if !original_host.is_empty() {
-        headers.insert(header::HOST, original_host.clone());
+    if !upstream_host.is_empty() {
+        headers.insert(header::HOST, upstream_host.clone());
     }
     let client_ip = conn.client_ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -81,7 +87,7 @@ pub fn rewrite(parts: &mut Parts, conn: &ConnInfo, request_id: &HeaderValue, pro
         // HTTP/2 carries the authority in the URI; Host must not be sent twice.
         headers.remove(header::HOST);
         let scheme = if protocol.tls() { "https" } else { "http" };
-        let authority = original_host.to_str().ok().filter(|a| !a.is_empty()).unwrap_or("backend");
+        let authority = upstream_host.to_str().ok().filter(|a| !a.is_empty()).unwrap_or("backend");
         let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         parts.uri = Uri::try_from(format!("{scheme}://{authority}{pq}")).unwrap_or_else(|_| Uri::from_static("/"));
         parts.version = Version::HTTP_2;

@@ -6,6 +6,7 @@ pub mod admit;
 pub mod balance;
 pub mod body;
 pub mod context;
+pub mod error_pages;
 pub mod filters;
 pub mod forward;
 pub mod forwarded;

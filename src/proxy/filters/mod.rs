@@ -3,6 +3,13 @@
 //! filters change the answer on its way back. Each filter is one file.
 
 mod https_redirect;
+mod location_denied;
+mod proxy_cookie;
+mod proxy_redirect;
+mod response_headers;
+mod upstream_vhost;
+
+pub mod default_backend_headers;
 
 use http::{Request, Response};
 
@@ -15,6 +22,17 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
     for f in filters {
         let answer = match f {
             Filter::HttpsRedirect { status } => https_redirect::on_request(*status, ctx, req),
+            Filter::LocationDenied { status } => location_denied::on_request(*status, ctx),
+            Filter::UpstreamVhost { host } => {
+                upstream_vhost::on_request(host, req);
+                None
+            }
+            Filter::DefaultBackendHeaders(c) => {
+                default_backend_headers::on_request(c, ctx, req);
+                None
+            }
+            // Act on responses only (error pages: the handler's error-page step).
+            Filter::ResponseHeaders { .. } | Filter::ProxyRedirect { .. } | Filter::ProxyCookie { .. } | Filter::ErrorPages(_) => None,
         };
         if answer.is_some() {
             return answer;
@@ -24,12 +42,23 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
 }
 
 /// Runs the response filters in order on every answer: the backend's and Vestibule's own.
-pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, resp: Response<RespBody>) -> Response<RespBody> {
+pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, mut resp: Response<RespBody>) -> Response<RespBody> {
     for f in filters {
         match f {
-            // Acts on requests only.
-            Filter::HttpsRedirect { .. } => {}
+            // Act on requests only.
+            Filter::HttpsRedirect { .. } | Filter::UpstreamVhost { .. } | Filter::LocationDenied { .. } | Filter::DefaultBackendHeaders(_) | Filter::ErrorPages(_) => {}
+            Filter::ResponseHeaders { headers } => response_headers::on_response(headers, &mut resp),
+            Filter::ProxyRedirect { from, to } => proxy_redirect::on_response(from, to, &mut resp),
+            Filter::ProxyCookie { path, domain } => proxy_cookie::on_response(path.as_ref(), domain.as_ref(), &mut resp),
         }
     }
     resp
+}
+
+/// The route's `custom-http-errors`, if it has them.
+pub fn error_pages(filters: &[Filter]) -> Option<&crate::config::filter::ErrorPages> {
+    filters.iter().find_map(|f| match f {
+        Filter::ErrorPages(p) => Some(p),
+        _ => None,
+    })
 }
