@@ -10,7 +10,7 @@ use super::annotations::{self, Annotations};
 use super::backend::{self, PortRef};
 use super::builder::Builder;
 use super::status::{IngressStatus, Ownership};
-use super::{Reason, Settings, Severity, class, route_path, validate};
+use super::{Reason, Settings, Severity, class, location, route_path, validate};
 use crate::config::{Backend, Filter, HostDefault, Route, RouteLabels, RouteMatch, WeightedBackend};
 use crate::store::{ObjRef, Store};
 
@@ -125,7 +125,7 @@ fn reach(b: &mut Builder, ing: &ObjRef, service: &str, ann: &Annotations) -> bac
     } else {
         None
     };
-    backend::Reach { protocol, policy: ann.policy.clone(), tls, tls_key: protocol.tls().then(|| ssl.clone()) }
+    backend::Reach { protocol, policy: ann.policy.clone(), tls, tls_key: protocol.tls().then(|| ssl.clone()), service_upstream: ann.hosts.service_upstream }
 }
 
 /// Adds one Ingress's rules. Returns its defaultBackend when it has no rules: a candidate
@@ -135,7 +135,7 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
     let spec = ing.spec.as_ref()?;
     let (ann, ann_errors) = annotations::parse(ing, defaults);
     for e in ann_errors {
-        b.diag(Severity::Warning, &oref, e.field, e.reason, e.message);
+        b.diag(e.severity, &oref, e.field, e.reason, e.message);
     }
     let rules = spec.rules.as_deref().unwrap_or(&[]);
     let default = match &spec.default_backend {
@@ -172,9 +172,13 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
             let Some(backend) = resolve(b, &oref, &format!("{field}.backend"), &p.backend, &ann) else { continue };
             b.claim(&host, &path, kind, &oref);
             let id = b.next_id();
-            let proxy = b.proxy.clone();
+            let error_context = location::context(&oref, &backend);
+            let (backend, fallback) = location::fallback(b, &oref, &ann, backend);
+            let service = error_context.service.clone();
+            let filters = location::filters(b, ing, &oref, &ann, &redirect, error_context, fallback);
+            let proxy = location::proxy(b, &ann);
             let rule_path = p.path.clone().unwrap_or_else(|| "/".into());
-            let labels = RouteLabels::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &backend.service);
+            let labels = RouteLabels::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &service);
             let path_type = match p.path_type.as_str() {
                 "Exact" => "Exact",
                 "Prefix" => "Prefix",
@@ -183,7 +187,7 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
             b.vhost(&host, is_tls, &redirect).routes.push(Route {
                 id,
                 matches: RouteMatch::path(path, kind),
-                filters: redirect.clone(),
+                filters,
                 backends: Arc::new([WeightedBackend { backend, weight: 100 }]),
                 proxy,
                 rule_path,
@@ -194,6 +198,8 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
             served(b, &oref).hosts.insert(host.clone());
         }
     }
+    let hosts: Vec<String> = rules.iter().map(|r| r.host.as_deref().map(|h| h.to_ascii_lowercase()).unwrap_or_else(|| "*".to_string())).collect();
+    location::aliases(b, &ann, &hosts);
     // A rule-less Ingress with a defaultBackend is a candidate catch-all for unmatched hosts.
     if rules.is_empty() { default } else { None }
 }

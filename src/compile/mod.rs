@@ -12,6 +12,7 @@ pub mod configmap;
 pub mod diag;
 pub mod explain;
 mod ingress;
+mod location;
 pub mod status;
 pub mod tls;
 pub mod validate;
@@ -56,6 +57,13 @@ pub struct Settings {
     pub configmap: Option<Key>,
     /// How backends pick endpoints unless an Ingress's annotations say otherwise.
     pub default_policy: crate::config::Policy,
+    /// ConfigMap `global-allowed-response-headers`: the header names `custom-headers` may set.
+    pub allowed_response_headers: Vec<String>,
+    /// ConfigMap `custom-http-errors`: the codes replaced by the default backend's answer
+    /// unless an Ingress names its own.
+    pub custom_http_errors: Vec<u16>,
+    /// ConfigMap `service-upstream`: dial Services' ClusterIP unless an Ingress says otherwise.
+    pub service_upstream: bool,
 }
 
 impl Settings {
@@ -73,6 +81,9 @@ impl Settings {
             listeners: Vec::new(),
             configmap: None,
             default_policy: Default::default(),
+            allowed_response_headers: Vec::new(),
+            custom_http_errors: Vec::new(),
+            service_upstream: false,
         }
     }
 }

@@ -263,9 +263,9 @@ mod tests {
     use super::*;
 
     /// The send timeout bounds a stalled body; once the body is sent, the read timeout applies.
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn send_then_read_timeouts() {
-        let (send, read) = (Duration::from_secs(2), Duration::from_secs(10));
+        let (send, read) = (Duration::from_millis(100), Duration::from_millis(400));
         let p = Progress::new();
         let started = Instant::now();
         assert!(with_exchange_timeout(std::future::pending::<()>(), send, read, &p).await.is_none());
@@ -280,11 +280,11 @@ mod tests {
 
         let p = Progress::new();
         let fut = async {
-            tokio::time::sleep(Duration::from_millis(2500)).await;
+            tokio::time::sleep(Duration::from_millis(160)).await;
             7
         };
         let mover = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(60)).await;
             p.touch(1);
         };
         let (out, _) = tokio::join!(with_exchange_timeout(fut, send, read, &p), mover);

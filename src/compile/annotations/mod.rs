@@ -10,10 +10,14 @@ pub mod backend;
 pub mod balance;
 pub mod proxy_ssl;
 pub mod redirect;
+pub mod proxy;
+pub mod hosts;
+pub mod headers;
+pub mod errors;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
-use super::diag::Reason;
+use super::diag::{Reason, Severity};
 use crate::config::{BackendProtocol, Policy};
 
 pub use proxy_ssl::ProxySsl;
@@ -22,7 +26,7 @@ pub use proxy_ssl::ProxySsl;
 pub const PREFIXES: [&str; 2] = ["vestibule.dev/", "nginx.ingress.kubernetes.io/"];
 
 /// Every family and the keys (without prefix) it owns.
-pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS)];
+pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS), ("proxy", proxy::KEYS), ("hosts", hosts::KEYS), ("headers", headers::KEYS), ("errors", errors::KEYS)];
 
 /// Whether some family owns `key` (without prefix).
 pub fn is_supported(key: &str) -> bool {
@@ -36,6 +40,13 @@ pub struct Annotations {
     /// `ssl-redirect: "false"` turns the HTTP→HTTPS redirect off for this Ingress.
     pub ssl_redirect: bool,
     pub proxy_ssl: ProxySsl,
+    /// Limits, timeouts and retries (`proxy-*`), over the global settings.
+    pub proxy: crate::config::ProxySettings,
+    /// `proxy-redirect-*`, `proxy-cookie-*`.
+    pub rewrite_response: proxy::ResponseRewrite,
+    pub hosts: hosts::Hosts,
+    pub custom_headers: headers::CustomHeaders,
+    pub errors: errors::Errors,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -44,6 +55,7 @@ pub struct AnnotationError {
     pub field: String,
     pub message: String,
     pub reason: Reason,
+    pub severity: Severity,
 }
 
 /// The value of `key` under our prefix, else ingress-nginx's, with the full key it was found at.
@@ -77,7 +89,13 @@ impl<'a> Reader<'a> {
 
     /// Reports the annotation at `full_key` as invalid; the family keeps its default.
     pub fn bad(&mut self, full_key: &str, message: String) {
-        self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::InvalidField });
+        self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::InvalidField, severity: Severity::Warning });
+    }
+
+    /// Reports the annotation at `full_key` as invalid where ingress-nginx would drop the whole
+    /// Ingress: an Error, and the annotation is not applied (the rest of the Ingress serves).
+    pub fn invalid(&mut self, full_key: &str, message: String) {
+        self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::InvalidField, severity: Severity::Error });
     }
 }
 
@@ -89,7 +107,7 @@ fn field(full_key: &str) -> String {
 fn unsupported(ing: &Ingress) -> Vec<AnnotationError> {
     let keys = ing.metadata.annotations.iter().flat_map(|a| a.keys());
     keys.filter(|k| PREFIXES.iter().any(|p| k.strip_prefix(p).is_some_and(|rest| !is_supported(rest))))
-        .map(|k| AnnotationError { field: field(k), message: "not supported by Vestibule; it is ignored".into(), reason: Reason::AnnotationNotSupported })
+        .map(|k| AnnotationError { field: field(k), message: "not supported by Vestibule; it is ignored".into(), reason: Reason::AnnotationNotSupported, severity: Severity::Warning })
         .collect()
 }
 
@@ -102,6 +120,11 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         policy: balance::parse(&mut r, &defaults.policy),
         ssl_redirect: redirect::parse(&mut r, defaults.ssl_redirect),
         proxy_ssl: proxy_ssl::parse(&mut r),
+        proxy: proxy::parse(&mut r, &defaults.proxy),
+        rewrite_response: proxy::parse_rewrite(&mut r),
+        hosts: hosts::parse(&mut r, defaults.hosts.service_upstream),
+        custom_headers: headers::parse(&mut r),
+        errors: errors::parse(&mut r, &defaults.errors.codes),
     };
     let mut errors = r.errors;
     errors.extend(unsupported(ing));
