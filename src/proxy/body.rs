@@ -78,17 +78,20 @@ pub async fn with_idle_timeout<F: std::future::Future>(fut: F, timeout: Duration
 pub async fn with_exchange_timeout<F: std::future::Future>(fut: F, send: Duration, read: Duration, progress: &Progress) -> Option<F::Output> {
     tokio::pin!(fut);
     let limit = || if progress.is_body_sent() { read } else { send };
-    let mut deadline = Instant::now() + limit();
+    // Wakes at least this often: the body may finish (and the limit change) while waiting.
+    let tick = send.min(read);
+    let started = Instant::now();
+    let mut wake = started + tick;
     loop {
         tokio::select! {
             out = &mut fut => return Some(out),
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                let next = progress.last() + limit();
-                if next > Instant::now() {
-                    deadline = next;
-                } else {
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                let deadline = progress.last().max(started) + limit();
+                if deadline <= now {
                     return None;
                 }
+                wake = deadline.min(now + tick);
             }
         }
     }
@@ -265,7 +268,7 @@ mod tests {
     /// The send timeout bounds a stalled body; once the body is sent, the read timeout applies.
     #[tokio::test]
     async fn send_then_read_timeouts() {
-        let (send, read) = (Duration::from_millis(100), Duration::from_millis(400));
+        let (send, read) = (Duration::from_millis(200), Duration::from_millis(800));
         let p = Progress::new();
         let started = Instant::now();
         assert!(with_exchange_timeout(std::future::pending::<()>(), send, read, &p).await.is_none());
@@ -280,14 +283,27 @@ mod tests {
 
         let p = Progress::new();
         let fut = async {
-            tokio::time::sleep(Duration::from_millis(160)).await;
+            tokio::time::sleep(Duration::from_millis(260)).await;
             7
         };
         let mover = async {
-            tokio::time::sleep(Duration::from_millis(60)).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
             p.touch(1);
         };
         let (out, _) = tokio::join!(with_exchange_timeout(fut, send, read, &p), mover);
         assert_eq!(out, Some(7), "body progress extends the send timeout");
+
+        // The body is sent while a longer send timeout runs: the shorter read timeout applies.
+        let (send, read) = (Duration::from_millis(1200), Duration::from_millis(200));
+        let p = Progress::new();
+        let started = Instant::now();
+        let sender = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            p.body_sent();
+        };
+        let (out, _) = tokio::join!(with_exchange_timeout(std::future::pending::<()>(), send, read, &p), sender);
+        assert!(out.is_none());
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250) && waited < Duration::from_millis(900), "the read timeout from when the body was sent: {waited:?}");
     }
 }

@@ -236,6 +236,8 @@ async fn try_endpoint(
     let (backend, shared, addr): (&Backend, _, SocketAddr) = (up.backend, ctx.shared, state.addr);
     let read_timeout = up.proxy.read_timeout;
     let exchange_timeout = deadline.map(|d| d.min(read_timeout)).unwrap_or(read_timeout);
+    // A gRPC deadline bounds sending the request too.
+    let send_timeout = deadline.map(|d| d.min(up.proxy.send_timeout)).unwrap_or(up.proxy.send_timeout);
     let mut pending = Some(req);
     for _fresh in 0..3 {
         let Some(r) = pending.take() else { break };
@@ -262,7 +264,7 @@ async fn try_endpoint(
         }
         let guard = InFlight::new(state.clone());
         let sent_at = Instant::now();
-        match body::with_exchange_timeout(c.sender.send(r), up.proxy.send_timeout, exchange_timeout, progress).await {
+        match body::with_exchange_timeout(c.sender.send(r), send_timeout, exchange_timeout, progress).await {
             None => {
                 tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, "upstream timed out");
                 if !replayable || deadline.is_some() {
