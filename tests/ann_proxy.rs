@@ -197,3 +197,21 @@ async fn redirects_and_cookies_rewritten() {
     assert_eq!(r.headers()["location"], "http://internal.example:8080/app/x?y=1", "default leaves the Location as sent");
     assert_eq!(r.headers()["set-cookie"], "sid=1; Path=/one/two; Domain=localhost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_timeout_bounds_a_stalled_body() {
+    let web = echo("web").await;
+    let h = start(&manifest([
+        backend_yaml("default", "web", &[web.addr]),
+        ing("stream", "stream.test", "web", &[("proxy-request-buffering", "off"), ("proxy-send-timeout", "1")]),
+    ]))
+    .await;
+    // Streamed at once (request buffering off), then the body stalls: the echo waits for the
+    // rest, and only proxy-send-timeout ends the request.
+    let started = std::time::Instant::now();
+    let head = b"POST /up HTTP/1.1\r\nHost: stream.test\r\nContent-Length: 100000\r\n\r\n0123456789";
+    let out = raw(h.running.http, head, Duration::from_secs(4)).await;
+    assert!(out.starts_with("HTTP/1.1 504"), "{out}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(3500), "{took:?}");
+}
