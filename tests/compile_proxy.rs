@@ -88,6 +88,12 @@ fn proxy_settings_per_ingress_over_the_configmap() {
     assert_eq!((p.body_limit, p.read_timeout, p.upstream_tries), (2 << 20, Duration::from_secs(30), 3), "no annotation: the ConfigMap's");
     assert!(p.request_buffering && !p.http10);
     assert_eq!(i, p, "invalid values: the global ones");
+    let with_default = Ingress::new("default", "dflt").created(CREATED).annotation(&format!("{N}proxy-read-timeout"), "7").default_backend("web", 80).host_path("d.test", "/x", "Prefix", "web", 80).to_yaml();
+    let c2 = compiled(&[backend("web"), with_default]);
+    match c2.config.route_path("d.test", "/other") {
+        Target::HostDefault { default, .. } => assert_eq!(default.proxy.read_timeout, Duration::from_secs(7), "the Ingress's defaultBackend gets its settings too"),
+        other => panic!("{other:?}"),
+    }
     let got = diags(&c);
     assert_eq!(got.len(), invalid.len(), "{got:?}");
     assert!(got.iter().all(|(s, name, f)| *s == Severity::Warning && name == "invalid" && f.starts_with("metadata.annotations[nginx.ingress.kubernetes.io/proxy-")), "{got:?}");

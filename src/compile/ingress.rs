@@ -139,7 +139,11 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
     }
     let rules = spec.rules.as_deref().unwrap_or(&[]);
     let default = match &spec.default_backend {
-        Some(d) => resolve(b, &oref, "spec.defaultBackend", d, &ann).map(|backend| b.host_default(backend, oref.clone(), "")),
+        Some(d) => resolve(b, &oref, "spec.defaultBackend", d, &ann).map(|backend| {
+            let mut d = b.host_default(backend, oref.clone(), "");
+            d.proxy = location::proxy(b, &ann);
+            d
+        }),
         None => None,
     };
     for (i, rule) in rules.iter().enumerate() {
@@ -150,7 +154,8 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, defa
         if let Some(d) = &default
             && !has_default
         {
-            let hd = b.host_default(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or(""));
+            let mut hd = b.host_default(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or(""));
+            hd.proxy = d.proxy.clone();
             b.vhost(&host, is_tls, &redirect).default = Some(hd);
             served(b, &oref).hosts.insert(host.clone());
         }
