@@ -91,6 +91,7 @@ impl ServeOptions {
             send_timeout: p.read_timeout,
             body_limit: p.body_limit,
             upstream_tries: p.upstream_tries.max(1),
+            ..Default::default()
         };
         let listener = |name: &str, port: u16, protocol| ListenerSpec { name: name.into(), addr: SocketAddr::new(self.bind, port), protocol, proxy_protocol: p.proxy_protocol };
         settings.listeners = vec![listener("http", self.http_port, ListenerProtocol::Http), listener("https", self.https_port, ListenerProtocol::Https)];

@@ -52,6 +52,7 @@ fn word(f: &Filter) -> String {
         Filter::AppRoot { root } => format!("app-root({root})"),
         Filter::FixedRedirect { status, location } => format!("redirect({status} {location})"),
         Filter::WwwRedirect { to_host, status } => format!("www({status} {to_host})"),
+        other => format!("{other:?}"),
     }
 }
 

@@ -72,6 +72,14 @@ impl PortRef {
     }
 }
 
+/// The Service's ClusterIP and port (`service-upstream`), when it has a usable ClusterIP.
+fn cluster_endpoint(svc: &Service, port: &ServicePort) -> Option<SocketAddr> {
+    let ip = svc.spec.as_ref()?.cluster_ip.as_deref()?;
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    let port = validate::endpoint_port(port.port).ok()?;
+    (!ip.is_unspecified() && !ip.is_multicast()).then_some(SocketAddr::new(ip, port))
+}
+
 /// Ready, non-terminating endpoint addresses for one Service port. Ports and addresses that
 /// cannot be dialled are left out (`slice_diagnostics` reports them).
 pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAddr> {
@@ -134,9 +142,11 @@ pub struct Reach {
     pub tls: Option<UpstreamTls>,
     /// What distinguishes two `Reach`es for caching (the TLS settings they came from).
     pub tls_key: Option<ProxySsl>,
+    /// `service-upstream`: the Service's ClusterIP and port as the one endpoint.
+    pub service_upstream: bool,
 }
 
-type CacheKey = (String, String, PortRef, BackendProtocol, Policy, Option<ProxySsl>);
+type CacheKey = (String, String, PortRef, BackendProtocol, Policy, Option<ProxySsl>, bool);
 
 pub struct Resolver<'a> {
     store: &'a Store,
@@ -157,7 +167,7 @@ impl<'a> Resolver<'a> {
 
     /// The backend for `ns/service:port`, and what is wrong with it if requests will get 503.
     pub fn resolve(&mut self, ns: &str, service: &str, port: &PortRef, reach: &Reach) -> (Arc<Backend>, Option<(Reason, String)>) {
-        let key = (ns.to_string(), service.to_string(), port.clone(), reach.protocol, reach.policy.clone(), reach.tls_key.clone());
+        let key = (ns.to_string(), service.to_string(), port.clone(), reach.protocol, reach.policy.clone(), reach.tls_key.clone(), reach.service_upstream);
         if let Some(hit) = self.cache.get(&key) {
             return hit.clone();
         }
@@ -174,7 +184,11 @@ impl<'a> Resolver<'a> {
                             Some((Reason::ServicePortNotFound, format!("Service {ns}/{service} has no port {port_label}; requests answer 503"))),
                         ),
                         Some(sp) => {
-                            let eps = endpoints(self.slices.slices(ns, service), sp);
+                            let eps = match cluster_endpoint(svc, sp).filter(|_| reach.service_upstream) {
+                                Some(ep) => vec![ep],
+                                // Headless or without ClusterIP: the endpoints, as ingress-nginx.
+                                None => endpoints(self.slices.slices(ns, service), sp),
+                            };
                             if eps.is_empty() {
                                 (Vec::new(), Some((Reason::NoReadyEndpoints, format!("Service {ns}/{service} port {port_label} has no ready endpoints; requests answer 503"))))
                             } else {

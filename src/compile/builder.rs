@@ -27,6 +27,11 @@ pub(super) struct Builder<'a> {
     vhosts: BTreeMap<String, VirtualHost>,
     claimed: HashMap<(String, String, PathKind), Arc<ObjRef>>,
     next_route: usize,
+    pub settings: &'a Settings,
+    /// `server-alias`: the aliases of each host, from the first Ingress that set them.
+    aliases: BTreeMap<String, Vec<String>>,
+    /// Hosts in the order their aliases were set (the first claim of an alias wins).
+    alias_order: Vec<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -41,6 +46,9 @@ impl<'a> Builder<'a> {
             vhosts: BTreeMap::new(),
             claimed: HashMap::new(),
             next_route: 0,
+            settings,
+            aliases: BTreeMap::new(),
+            alias_order: Vec::new(),
         }
     }
 
@@ -89,6 +97,15 @@ impl<'a> Builder<'a> {
         self.vhosts.get_mut(host)?.routes.iter_mut().find(|r| r.rule_path == rule_path && r.path_type == path_type)
     }
 
+    /// Records `aliases` for `host` unless an older Ingress already set the host's aliases.
+    pub fn set_aliases(&mut self, host: &str, aliases: &[String]) {
+        if aliases.is_empty() || self.aliases.contains_key(host) {
+            return;
+        }
+        self.aliases.insert(host.to_string(), aliases.to_vec());
+        self.alias_order.push(host.to_string());
+    }
+
     /// Places the virtual hosts into `config` (routes sorted; exact, wildcard or hostless),
     /// fills in the counts, and returns it with the diagnostics (sorted, without repeats) and
     /// the per-object status.
@@ -104,6 +121,7 @@ impl<'a> Builder<'a> {
                 config.exact.insert(name, vhost);
             }
         }
+        self.place_aliases(&mut config);
         config.proxy = self.proxy.clone();
         config.route_count = self.next_route;
         config.backend_count = self.resolver.backend_count();
@@ -111,5 +129,26 @@ impl<'a> Builder<'a> {
         diags.sort();
         diags.dedup();
         Compiled { config, diagnostics: diags, status: self.status }
+    }
+
+    /// Serves each alias with its host's virtual host; an alias that is a host already (or was
+    /// claimed by an older Ingress's host) is dropped.
+    fn place_aliases(&mut self, config: &mut Config) {
+        for host in std::mem::take(&mut self.alias_order) {
+            let vhost = match host.strip_prefix("*.") {
+                Some(parent) => config.wildcard.get(parent),
+                None => config.exact.get(&host),
+            };
+            let Some(vhost) = vhost.cloned() else { continue };
+            for alias in self.aliases.get(&host).into_iter().flatten() {
+                let map = match alias.strip_prefix("*.") {
+                    Some(parent) => config.wildcard.entry(parent.to_string()),
+                    None => config.exact.entry(alias.clone()),
+                };
+                if let std::collections::hash_map::Entry::Vacant(e) = map {
+                    e.insert(vhost.clone());
+                }
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::config::{HashKey, Policy};
 use crate::store::{ObjRef, Store};
 
 /// The ConfigMap keys Vestibule honours, with ingress-nginx's names and value syntax.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 23] = [
     "proxy-body-size",
     "proxy-connect-timeout",
     "proxy-read-timeout",
@@ -31,6 +31,16 @@ pub const KEYS: [&str; 13] = [
     "force-ssl-redirect",
     "use-port-in-redirects",
     "preserve-trailing-slash",
+    "proxy-next-upstream",
+    "proxy-next-upstream-timeout",
+    "retry-non-idempotent",
+    "proxy-request-buffering",
+    "proxy-buffering",
+    "proxy-http-version",
+    "global-allowed-response-headers",
+    "custom-http-errors",
+    "service-upstream",
+    "disable-proxy-intercept-errors",
 ];
 
 /// The settings in effect: `flags` with the ConfigMap `flags.configmap` names applied, and what
@@ -110,6 +120,7 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
     }
     redirects(data, &mut s, &mut warn);
 
+    proxy_keys(data, &mut s, &mut warn);
     super::http_settings::apply(data, &mut s.http, &mut warn);
     if s.http.allow_snippet_annotations {
         let msg = "allow-snippet-annotations is accepted, but Vestibule never executes snippets: every *-snippet annotation stays refused";
@@ -123,6 +134,42 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
     (s, diags)
 }
 
+/// The keys the `proxy`, `headers` and `errors` annotation families have global forms of.
+fn proxy_keys(data: &std::collections::BTreeMap<String, String>, s: &mut Settings, warn: &mut impl FnMut(&str, String)) {
+    use super::annotations::proxy as p;
+    fn set<T>(data: &std::collections::BTreeMap<String, String>, key: &str, slot: &mut T, parse: impl Fn(&str) -> Result<T, String>, warn: &mut impl FnMut(&str, String)) {
+        if let Some(v) = data.get(key) {
+            match parse(v) {
+                Ok(x) => *slot = x,
+                Err(e) => warn(key, e),
+            }
+        }
+    }
+    let bool_of = |v: &str| boolean(v).ok_or_else(|| format!("{v:?}: must be \"true\" or \"false\""));
+    set(data, "proxy-next-upstream", &mut s.proxy.next_upstream, p::next_upstream, warn);
+    let mut retry_non_idempotent = false;
+    set(data, "retry-non-idempotent", &mut retry_non_idempotent, bool_of, warn);
+    s.proxy.next_upstream.non_idempotent |= retry_non_idempotent;
+    set(data, "proxy-next-upstream-timeout", &mut s.proxy.next_upstream_timeout, p::retry_window, warn);
+    set(data, "proxy-request-buffering", &mut s.proxy.request_buffering, p::on_off_exact, warn);
+    set(data, "proxy-buffering", &mut s.proxy.response_buffering, p::on_off_exact, warn);
+    set(data, "proxy-http-version", &mut s.proxy.http10, p::http10, warn);
+    set(data, "service-upstream", &mut s.service_upstream, bool_of, warn);
+    // Only the http-level directive in ingress-nginx, which Vestibule has no equivalent of:
+    // validated, no effect.
+    set(data, "disable-proxy-intercept-errors", &mut false, bool_of, warn);
+    // ingress-nginx keeps the global codes in 300..599 and drops the others.
+    set(data, "custom-http-errors", &mut s.custom_http_errors, |v| {
+        let codes: Vec<u16> = v.split(',').filter_map(|c| c.trim().parse::<u16>().ok()).filter(|c| (300..600).contains(c)).collect();
+        Ok(codes)
+    }, warn);
+    // Names that are not header names are dropped, as ingress-nginx does.
+    if let Some(v) = data.get("global-allowed-response-headers") {
+        s.allowed_response_headers =
+            v.split(',').map(str::trim).filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')).map(str::to_string).collect();
+    }
+}
+
 /// What an Ingress without annotations gets: the effective global settings. Annotations are
 /// parsed on top of these, so an annotation wins over the ConfigMap, and an invalid annotation
 /// falls back to the ConfigMap's (or flag's) value.
@@ -130,7 +177,10 @@ pub fn annotation_defaults(settings: &Settings) -> Annotations {
     let g = &settings.redirects;
     let redirect = super::annotations::redirect::Redirects { force_ssl_redirect: g.force_ssl_redirect, use_port_in_redirects: g.use_port_in_redirects, ..Default::default() };
     let rewrite = super::annotations::rewrite::Rewrite { preserve_trailing_slash: g.preserve_trailing_slash, ..Default::default() };
-    Annotations { ssl_redirect: settings.ssl_redirect, policy: settings.default_policy.clone(), redirect, rewrite, ..Default::default() }
+    let mut a = Annotations { ssl_redirect: settings.ssl_redirect, policy: settings.default_policy.clone(), proxy: settings.proxy.clone(), redirect, rewrite, ..Default::default() };
+    a.hosts.service_upstream = settings.service_upstream;
+    a.errors.codes = settings.custom_http_errors.clone();
+    a
 }
 
 /// The redirect keys: `http-redirect-code` (301, 302, 307 or 308, as ingress-nginx accepts) and

@@ -11,7 +11,7 @@ use super::locations::{self, HostPlan};
 use super::backend::{self, PortRef};
 use super::builder::Builder;
 use super::status::{IngressStatus, Ownership};
-use super::{Reason, Settings, Severity, class, route_path, validate};
+use super::{Reason, Settings, Severity, class, location, route_path, validate};
 use crate::config::{Backend, HostDefault, Route, RouteLabels, WeightedBackend};
 use crate::store::{ObjRef, Store};
 
@@ -148,7 +148,7 @@ fn reach(b: &mut Builder, ing: &ObjRef, service: &str, ann: &Annotations) -> bac
     } else {
         None
     };
-    backend::Reach { protocol, policy: ann.policy.clone(), tls, tls_key: protocol.tls().then(|| ssl.clone()) }
+    backend::Reach { protocol, policy: ann.policy.clone(), tls, tls_key: protocol.tls().then(|| ssl.clone()), service_upstream: ann.hosts.service_upstream }
 }
 
 /// Adds one Ingress's rules. Returns its defaultBackend when it has no rules: a candidate
@@ -162,7 +162,11 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
     }
     let rules = spec.rules.as_deref().unwrap_or(&[]);
     let default = match &spec.default_backend {
-        Some(d) => resolve(b, &oref, "spec.defaultBackend", d, ann).map(|backend| b.host_default(backend, oref.clone(), "")),
+        Some(d) => resolve(b, &oref, "spec.defaultBackend", d, ann).map(|backend| {
+            let mut d = b.host_default(backend, oref.clone(), "");
+            d.proxy = location::proxy(b, ann);
+            d
+        }),
         None => None,
     };
     for (i, rule) in rules.iter().enumerate() {
@@ -173,7 +177,8 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
         if let Some(d) = &default
             && !has_default
         {
-            let hd = b.host_default(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or(""));
+            let mut hd = b.host_default(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or(""));
+            hd.proxy = d.proxy.clone();
             b.vhost(&host, is_tls, &redirect).default = Some(hd);
             served(b, &oref).hosts.insert(host.clone());
         }
@@ -202,10 +207,14 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
             let Some(backend) = resolve(b, &oref, &format!("{field}.backend"), &p.backend, ann) else { continue };
             b.claim(&host, &path, kind, &oref);
             let id = b.next_id();
-            let proxy = b.proxy.clone();
+            let error_context = location::context(&oref, &backend);
+            let (backend, fallback) = location::fallback(b, &oref, ann, backend);
+            let service = error_context.service.clone();
             let rule_path = p.path.clone().unwrap_or_else(|| "/".into());
-            let filters = locations::route_filters(plan, &host, ann, is_tls, code, &locations::rule_path_of(p.path.as_deref()), &matches);
-            let labels = RouteLabels::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &backend.service);
+            let base = locations::route_filters(plan, &host, ann, is_tls, code, &locations::rule_path_of(p.path.as_deref()), &matches);
+            let filters = location::filters(b, ing, &oref, ann, &base, error_context, fallback);
+            let proxy = location::proxy(b, ann);
+            let labels = RouteLabels::new(rule.host.as_deref().unwrap_or(""), &rule_path, &oref, &service);
             let path_type = path_type_of(&p.path_type);
             // The cookie's Path defaults to the Ingress path as written.
             let affinity = ann.affinity.affinity.clone().map(|mut a| {
@@ -230,6 +239,8 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
             served(b, &oref).hosts.insert(host.clone());
         }
     }
+    let hosts: Vec<String> = rules.iter().map(|r| r.host.as_deref().map(|h| h.to_ascii_lowercase()).unwrap_or_else(|| "*".to_string())).collect();
+    location::aliases(b, ann, &hosts);
     // A rule-less Ingress with a defaultBackend is a candidate catch-all for unmatched hosts.
     if rules.is_empty() { default } else { None }
 }

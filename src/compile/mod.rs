@@ -16,6 +16,7 @@ pub mod http_settings;
 pub mod migration;
 mod ingress;
 mod locations;
+mod location;
 pub mod status;
 pub mod tls;
 pub mod validate;
@@ -64,6 +65,13 @@ pub struct Settings {
     pub redirects: annotations::redirect::Global,
     /// Forwarded headers, request ID, `Server` header (ConfigMap only).
     pub http: crate::config::http::HttpSettings,
+    /// ConfigMap `global-allowed-response-headers`: the header names `custom-headers` may set.
+    pub allowed_response_headers: Vec<String>,
+    /// ConfigMap `custom-http-errors`: the codes replaced by the default backend's answer
+    /// unless an Ingress names its own.
+    pub custom_http_errors: Vec<u16>,
+    /// ConfigMap `service-upstream`: dial Services' ClusterIP unless an Ingress says otherwise.
+    pub service_upstream: bool,
 }
 
 impl Settings {
@@ -83,6 +91,9 @@ impl Settings {
             default_policy: Default::default(),
             redirects: Default::default(),
             http: Default::default(),
+            allowed_response_headers: Vec::new(),
+            custom_http_errors: Vec::new(),
+            service_upstream: false,
         }
     }
 }

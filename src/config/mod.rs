@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 pub use backend::{Backend, BackendProtocol, HashKey, HashPart, Policy, UpstreamTls, WeightedBackend};
 pub use listener::{ListenerProtocol, ListenerSpec};
-pub use route::{Filter, HeaderMatch, PathKind, PathMatch, ProxySettings, QueryMatch, RequestFacts, Route, RouteLabels, RouteMatch};
+pub use route::{Filter, HeaderMatch, NextUpstream, PathKind, PathMatch, ProxySettings, QueryMatch, RequestFacts, Route, RouteLabels, RouteMatch};
 pub use tls::{TlsCert, TlsCerts};
 pub use affinity::{Affinity, AffinityMode, SameSite};
 pub use canary::{Canary, CanaryRule, HeaderPattern};

@@ -168,6 +168,47 @@ pub struct ProxySettings {
     pub body_limit: u64,
     /// Endpoints tried per request when connecting fails.
     pub upstream_tries: usize,
+    /// When a failed try moves on to the next endpoint (ingress-nginx's `proxy-next-upstream`).
+    pub next_upstream: NextUpstream,
+    /// How long retrying may go on, from the first try (`proxy-next-upstream-timeout`; `None`:
+    /// no limit).
+    pub next_upstream_timeout: Option<Duration>,
+    /// Small request bodies are read before connecting, so they can be replayed
+    /// (`proxy-request-buffering`; off streams every body).
+    pub request_buffering: bool,
+    /// `proxy-buffering`: accepted and validated; responses are always streamed.
+    pub response_buffering: bool,
+    /// `proxy-http-version: 1.0`: requests to HTTP/1 endpoints ask for the connection to close.
+    pub http10: bool,
+}
+
+/// ingress-nginx's `proxy-next-upstream` tokens, as data: which failures try the next endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextUpstream {
+    /// `error`: connecting, or sending the request, failed.
+    pub error: bool,
+    /// `timeout`: the endpoint did not answer in time.
+    pub timeout: bool,
+    /// `invalid_header`: accepted (an unparseable answer counts as `error` here).
+    pub invalid_header: bool,
+    /// `http_500` … `http_429`: the endpoint answered one of these statuses.
+    pub statuses: Vec<u16>,
+    /// `non_idempotent`: POST, PATCH and LOCK may be sent again too.
+    pub non_idempotent: bool,
+}
+
+impl NextUpstream {
+    /// `off`: every failure is final.
+    pub fn off() -> Self {
+        NextUpstream { error: false, timeout: false, invalid_header: false, statuses: Vec::new(), non_idempotent: false }
+    }
+}
+
+impl Default for NextUpstream {
+    /// nginx's default: `error timeout`.
+    fn default() -> Self {
+        NextUpstream { error: true, timeout: true, ..NextUpstream::off() }
+    }
 }
 
 impl Default for ProxySettings {
@@ -178,6 +219,11 @@ impl Default for ProxySettings {
             send_timeout: Duration::from_secs(60),
             body_limit: 1024 * 1024,
             upstream_tries: 3,
+            next_upstream: NextUpstream::default(),
+            next_upstream_timeout: None,
+            request_buffering: true,
+            response_buffering: false,
+            http10: false,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -27,11 +27,22 @@ pub struct Progress {
     last_ms: AtomicU64,
     /// Request body bytes forwarded so far.
     pub bytes: AtomicU64,
+    /// The whole request body has been handed on (or read into memory).
+    sent: AtomicBool,
 }
 
 impl Progress {
     pub fn new() -> Arc<Self> {
-        Arc::new(Progress { base: Instant::now(), last_ms: AtomicU64::new(0), bytes: AtomicU64::new(0) })
+        Arc::new(Progress { base: Instant::now(), last_ms: AtomicU64::new(0), bytes: AtomicU64::new(0), sent: AtomicBool::new(false) })
+    }
+    /// The request body is complete: from now on only the answer is waited for.
+    pub fn body_sent(&self) {
+        if !self.sent.swap(true, Ordering::Relaxed) {
+            self.touch(0);
+        }
+    }
+    pub fn is_body_sent(&self) -> bool {
+        self.sent.load(Ordering::Relaxed)
     }
     pub fn touch(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
@@ -56,6 +67,31 @@ pub async fn with_idle_timeout<F: std::future::Future>(fut: F, timeout: Duration
                 } else {
                     return None;
                 }
+            }
+        }
+    }
+}
+
+/// Waits for an exchange with an endpoint: while the request body is still being sent, at most
+/// `send` without it moving (`proxy-send-timeout`); once it is sent, at most `read` for the
+/// answer (`proxy-read-timeout`), counted from when the body was last moved.
+pub async fn with_exchange_timeout<F: std::future::Future>(fut: F, send: Duration, read: Duration, progress: &Progress) -> Option<F::Output> {
+    tokio::pin!(fut);
+    let limit = || if progress.is_body_sent() { read } else { send };
+    // Wakes at least this often: the body may finish (and the limit change) while waiting.
+    let tick = send.min(read);
+    let started = Instant::now();
+    let mut wake = started + tick;
+    loop {
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                let deadline = progress.last().max(started) + limit();
+                if deadline <= now {
+                    return None;
+                }
+                wake = deadline.min(now + tick);
             }
         }
     }
@@ -87,10 +123,16 @@ impl<B: ClientBody> Body for LimitedBody<B> {
                     self.remaining -= len;
                     self.progress.touch(len);
                 }
+                if self.inner.is_end_stream() {
+                    self.progress.body_sent();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.progress.body_sent();
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -219,3 +261,49 @@ impl Body for Tracked {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The send timeout bounds a stalled body; once the body is sent, the read timeout applies.
+    #[tokio::test]
+    async fn send_then_read_timeouts() {
+        let (send, read) = (Duration::from_millis(200), Duration::from_millis(800));
+        let p = Progress::new();
+        let started = Instant::now();
+        assert!(with_exchange_timeout(std::future::pending::<()>(), send, read, &p).await.is_none());
+        let waited = started.elapsed();
+        assert!(waited >= send && waited < read, "a stalled body ends after the send timeout: {waited:?}");
+
+        let p = Progress::new();
+        p.body_sent();
+        let started = Instant::now();
+        assert!(with_exchange_timeout(std::future::pending::<()>(), send, read, &p).await.is_none());
+        assert!(started.elapsed() >= read, "a sent body waits the read timeout: {:?}", started.elapsed());
+
+        let p = Progress::new();
+        let fut = async {
+            tokio::time::sleep(Duration::from_millis(260)).await;
+            7
+        };
+        let mover = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            p.touch(1);
+        };
+        let (out, _) = tokio::join!(with_exchange_timeout(fut, send, read, &p), mover);
+        assert_eq!(out, Some(7), "body progress extends the send timeout");
+
+        // The body is sent while a longer send timeout runs: the shorter read timeout applies.
+        let (send, read) = (Duration::from_millis(1200), Duration::from_millis(200));
+        let p = Progress::new();
+        let started = Instant::now();
+        let sender = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            p.body_sent();
+        };
+        let (out, _) = tokio::join!(with_exchange_timeout(std::future::pending::<()>(), send, read, &p), sender);
+        assert!(out.is_none());
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250) && waited < Duration::from_millis(900), "the read timeout from when the body was sent: {waited:?}");
+    }
+}

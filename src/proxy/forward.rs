@@ -86,20 +86,30 @@ async fn prepare<B: ClientBody>(ctx: &Ctx<'_>, up: &Upstream<'_>, mut req: Reque
     };
     let buffer_first = !websocket
         && !ctx.grpc
+        && up.proxy.request_buffering
         && match body::content_length(&req) {
             Some(n) => n <= PREBUFFER as u64,
             None => req.version() < Version::HTTP_2 && req.headers().contains_key(header::TRANSFER_ENCODING),
         };
     let (mut parts, body) = req.into_parts();
     forwarded::rewrite(&mut parts, ctx, up.backend.protocol, websocket);
+    if up.proxy.http10 && !up.backend.protocol.http2() && !websocket {
+        // `proxy-http-version: 1.0`, in part: the request still goes as HTTP/1.1, but the
+        // connection is not kept alive, as nginx's HTTP/1.0 upstream connections are not.
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     // The body: buffered (replayable), or streamed (sent at most once).
     let limit = up.proxy.body_limit;
     let (buffered, stream): (Option<Bytes>, Option<ReqBody>) = if websocket || body.is_end_stream() {
+        progress.body_sent();
         (Some(Bytes::new()), None)
     } else if buffer_first {
         match body::prebuffer(body, up.proxy.read_timeout, limit, progress).await {
-            Ok(Prebuffered::Complete(b)) => (Some(b), None),
+            Ok(Prebuffered::Complete(b)) => {
+                progress.body_sent();
+                (Some(b), None)
+            }
             Ok(Prebuffered::Partial(prefix, rest)) => {
                 // The limit counts the prefix already read.
                 let remaining = limit.saturating_sub(prefix.len() as u64);
@@ -111,7 +121,8 @@ async fn prepare<B: ClientBody>(ctx: &Ctx<'_>, up: &Upstream<'_>, mut req: Reque
     } else {
         (None, Some(LimitedBody { inner: body, remaining: limit, progress: progress.clone() }.boxed_unsync()))
     };
-    let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
+    // nginx sends POST, PATCH and LOCK again only with `proxy-next-upstream: non_idempotent`.
+    let idempotent = up.proxy.next_upstream.non_idempotent || matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     // A request that may be sent again keeps a copy of its head.
     let replay = match (&buffered, idempotent) {
         (Some(b), true) => Some((parts.method.clone(), parts.uri.clone(), parts.version, parts.headers.clone(), b.clone())),
@@ -127,9 +138,22 @@ async fn prepare<B: ClientBody>(ctx: &Ctx<'_>, up: &Upstream<'_>, mut req: Reque
 
 /// What one try on one endpoint came to.
 enum Attempt {
+    /// Vestibule's own answer (an error that cannot be retried).
     Answered(Response<RespBody>),
-    /// Try the next endpoint, with the request back if it was never sent.
-    Next(Option<Request<ReqBody>>, StatusCode),
+    /// The endpoint's answer.
+    Backend(Response<RespBody>),
+    /// Try the next endpoint if the route's `proxy-next-upstream` allows it for this failure,
+    /// with the request back if it was never sent.
+    Next(Option<Request<ReqBody>>, StatusCode, Failure),
+}
+
+/// Why a try failed, in `proxy-next-upstream`'s terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// `error`: connecting, or sending the request, failed.
+    Error,
+    /// `timeout`: connecting or the answer took too long.
+    Timeout,
 }
 
 /// Sends the request to endpoints in balancing order until one answers or the tries run out.
@@ -145,10 +169,18 @@ async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, sticky: Option<
             s.issue(resp, k);
         }
     };
+    let next = &up.proxy.next_upstream;
+    let started = Instant::now();
     let mut last = StatusCode::BAD_GATEWAY;
+    // An answer whose status `proxy-next-upstream` retries; the client gets the last one.
+    let mut last_answer: Option<(Response<RespBody>, Option<u64>)> = None;
     for (attempt, &(idx, key)) in order.iter().enumerate() {
         let state = up.bound.states[idx].clone();
         if attempt > 0 {
+            // `proxy-next-upstream-timeout`: no new try once it has passed since the first.
+            if up.proxy.next_upstream_timeout.is_some_and(|t| started.elapsed() >= t) {
+                break;
+            }
             ctx.shared.metrics.retries.inc();
         }
         // The request for this attempt: the one not yet sent, or a copy of a replayable one.
@@ -182,13 +214,35 @@ async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, sticky: Option<
                 issue(&mut resp, key);
                 return resp;
             }
-            Attempt::Next(back, status) => {
+            Attempt::Backend(mut resp) => {
+                let retry = attempt + 1 < order.len() && p.replay.is_some() && next.statuses.contains(&resp.status().as_u16());
+                if !retry {
+                    issue(&mut resp, key);
+                    return resp;
+                }
+                last_answer = Some((resp, key));
+            }
+            Attempt::Next(back, status, why) => {
+                let allowed = match why {
+                    Failure::Error => next.error,
+                    Failure::Timeout => next.timeout,
+                };
+                if !allowed {
+                    return ctx.fail(status);
+                }
                 last = status;
+                last_answer = None;
                 p.first = back;
             }
         }
     }
-    ctx.fail(last)
+    match last_answer {
+        Some((mut resp, key)) => {
+            issue(&mut resp, key);
+            resp
+        }
+        None => ctx.fail(last),
+    }
 }
 
 /// One endpoint: a pooled connection that turns out closed before the request was written is
@@ -207,6 +261,8 @@ async fn try_endpoint(
     let (backend, shared, addr): (&Backend, _, SocketAddr) = (up.backend, ctx.shared, state.addr);
     let read_timeout = up.proxy.read_timeout;
     let exchange_timeout = deadline.map(|d| d.min(read_timeout)).unwrap_or(read_timeout);
+    // A gRPC deadline bounds sending the request too.
+    let send_timeout = deadline.map(|d| d.min(up.proxy.send_timeout)).unwrap_or(up.proxy.send_timeout);
     let mut pending = Some(req);
     for _fresh in 0..3 {
         let Some(r) = pending.take() else { break };
@@ -224,8 +280,8 @@ async fn try_endpoint(
                     shared.metrics.endpoint_ejections.inc();
                     tracing::warn!(backend = %backend.name, endpoint = %addr, "endpoint ejected after {} connect failures in a row", balance::EJECT_AFTER);
                 }
-                let status = if matches!(e, ConnectError::Timeout(_)) { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
-                return Attempt::Next(Some(r), status);
+                let (status, why) = if matches!(e, ConnectError::Timeout(_)) { (StatusCode::GATEWAY_TIMEOUT, Failure::Timeout) } else { (StatusCode::BAD_GATEWAY, Failure::Error) };
+                return Attempt::Next(Some(r), status, why);
             }
         };
         if let Some(u) = outcome.upstream.as_mut() {
@@ -233,13 +289,13 @@ async fn try_endpoint(
         }
         let guard = InFlight::new(state.clone());
         let sent_at = Instant::now();
-        match body::with_idle_timeout(c.sender.send(r), exchange_timeout, progress).await {
+        match body::with_exchange_timeout(c.sender.send(r), send_timeout, exchange_timeout, progress).await {
             None => {
                 tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, "upstream timed out");
                 if !replayable || deadline.is_some() {
                     return Attempt::Answered(ctx.fail(StatusCode::GATEWAY_TIMEOUT));
                 }
-                return Attempt::Next(None, StatusCode::GATEWAY_TIMEOUT);
+                return Attempt::Next(None, StatusCode::GATEWAY_TIMEOUT, Failure::Timeout);
             }
             Some(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 // No upgrade was forwarded: a backend that switches protocols anyway would turn
@@ -258,13 +314,13 @@ async fn try_endpoint(
                 rparts.version = Version::HTTP_11;
                 let body = PooledBody::new(rbody, shared.pool.clone(), addr, c.tls, c.sender, read_timeout);
                 let body = Tracked { inner: body, in_flight: guard }.boxed_unsync();
-                return Attempt::Answered(Response::from_parts(rparts, body));
+                return Attempt::Backend(Response::from_parts(rparts, body));
             }
             Some(Err(mut e)) => match e.take_message() {
                 Some(back) => {
                     // Never written: safe to send on a fresh connection.
                     if !c.reused {
-                        return Attempt::Next(Some(back), StatusCode::BAD_GATEWAY);
+                        return Attempt::Next(Some(back), StatusCode::BAD_GATEWAY, Failure::Error);
                     }
                     pending = Some(back);
                 }
@@ -277,10 +333,10 @@ async fn try_endpoint(
                     if !replayable {
                         return Attempt::Answered(ctx.fail(StatusCode::BAD_GATEWAY));
                     }
-                    return Attempt::Next(None, StatusCode::BAD_GATEWAY);
+                    return Attempt::Next(None, StatusCode::BAD_GATEWAY, Failure::Error);
                 }
             },
         }
     }
-    Attempt::Next(pending, StatusCode::BAD_GATEWAY)
+    Attempt::Next(pending, StatusCode::BAD_GATEWAY, Failure::Error)
 }

@@ -83,6 +83,11 @@ fn set_or_remove(headers: &mut HeaderMap, name: &'static str, v: Option<String>)
     }
 }
 
+/// Set by the `upstream-vhost` filter: the Host sent upstream instead of the client's (which
+/// `X-Forwarded-Host` keeps).
+#[derive(Debug, Clone)]
+pub struct UpstreamHost(pub HeaderValue);
+
 /// Rewrites `parts` for the upstream request, as ingress-nginx's location does: the client's
 /// `X-Forwarded-*` are replaced unless `use-forwarded-headers` trusts them, and travel as
 /// `X-Original-Forwarded-*`. `websocket` keeps the (already vetted) upgrade.
@@ -111,6 +116,8 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
             None => peer.to_string(),
         }
     });
+    // `upstream-vhost`: the Host sent upstream; X-Forwarded-Host keeps the client's.
+    let upstream_host = parts.extensions.get::<UpstreamHost>().map(|h| h.0.clone()).unwrap_or_else(|| host.clone());
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
@@ -124,8 +131,8 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
         // gRPC needs trailers end to end.
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if !host.is_empty() {
-        headers.insert(header::HOST, host.clone());
+    if !upstream_host.is_empty() {
+        headers.insert(header::HOST, upstream_host.clone());
     }
     let client_ip = ctx.client_ip.to_string();
     set_or_remove(headers, "x-forwarded-for", Some(full_xff.unwrap_or_else(|| client_ip.clone())));
@@ -144,12 +151,11 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     if ctx.send_request_id {
         headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     }
-    let original_host = host;
     if protocol.http2() {
         // HTTP/2 carries the authority in the URI; Host must not be sent twice.
         headers.remove(header::HOST);
         let scheme = if protocol.tls() { "https" } else { "http" };
-        let authority = original_host.to_str().ok().filter(|a| !a.is_empty()).unwrap_or("backend");
+        let authority = upstream_host.to_str().ok().filter(|a| !a.is_empty()).unwrap_or("backend");
         let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         parts.uri = Uri::try_from(format!("{scheme}://{authority}{pq}")).unwrap_or_else(|_| Uri::from_static("/"));
         parts.version = Version::HTTP_2;

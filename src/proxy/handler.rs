@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode};
 use super::Shared;
 use super::body::{ClientBody, Progress};
 use super::context::Ctx;
+use super::error_pages;
 use super::filters;
 use super::forward::{self, Upstream};
 use super::head::{self, Upgrade};
@@ -75,7 +76,9 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
     if let Some(answer) = filters::on_request(filters, ctx, &mut req) {
         return filters::on_response(filters, ctx, answer);
     }
-    let resp = match target.backend() {
+    let pages = filters::error_pages(filters);
+    let original = pages.map(|_| error_pages::Original::of(&req));
+    let mut resp = match target.backend() {
         None => ctx.fail(StatusCode::NOT_FOUND),
         Some(main) => {
             // The canary, when the route has one and the request goes to it.
@@ -85,5 +88,14 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
             forward::forward(ctx, up, req, websocket, progress, outcome).await
         }
     };
+    // The error-page step: an answer with one of the route's custom-http-errors codes is
+    // replaced by the error backend's.
+    if let (Some(pages), Some(original)) = (pages, &original)
+        && error_pages::applies(pages, &resp, outcome)
+    {
+        let code = resp.status();
+        drop(resp);
+        resp = error_pages::answer(ctx, &live, pages, target.proxy(&live.config), original, code).await;
+    }
     filters::on_response(filters, ctx, resp)
 }

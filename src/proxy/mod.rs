@@ -7,6 +7,7 @@ pub mod affinity;
 pub mod balance;
 pub mod body;
 pub mod context;
+pub mod error_pages;
 pub mod filters;
 pub mod forward;
 pub mod forwarded;

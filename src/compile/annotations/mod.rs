@@ -14,6 +14,10 @@ pub mod proxy_ssl;
 pub mod redirect;
 pub mod rewrite;
 pub mod snippet;
+pub mod proxy;
+pub mod hosts;
+pub mod headers;
+pub mod errors;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -35,6 +39,10 @@ pub const REGISTRY: &[(&str, &[&str])] = &[
     ("canary", canary::KEYS),
     ("affinity", affinity::KEYS),
     ("snippet", snippet::KEYS),
+    ("proxy", proxy::KEYS),
+    ("hosts", hosts::KEYS),
+    ("headers", headers::KEYS),
+    ("errors", errors::KEYS),
 ];
 
 /// Whether Vestibule honours `key` (without prefix): some family owns it and applies it.
@@ -61,6 +69,13 @@ pub struct Annotations {
     /// Set when the Ingress is a canary (`canary: "true"`).
     pub canary: Option<crate::config::CanaryRule>,
     pub affinity: affinity::AffinityAnn,
+    /// Limits, timeouts and retries (`proxy-*`), over the global settings.
+    pub proxy: crate::config::ProxySettings,
+    /// `proxy-redirect-*`, `proxy-cookie-*`.
+    pub rewrite_response: proxy::ResponseRewrite,
+    pub hosts: hosts::Hosts,
+    pub custom_headers: headers::CustomHeaders,
+    pub errors: errors::Errors,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -132,6 +147,12 @@ impl<'a> Reader<'a> {
     pub fn refuse(&mut self, full_key: &str, message: String) {
         self.errors.push(AnnotationError { field: field(full_key), message, reason: Reason::SnippetRefused, severity: Severity::Error });
     }
+
+    /// Reports the annotation at `full_key` as invalid where ingress-nginx would drop the whole
+    /// Ingress: an Error, and the annotation is not applied (the rest of the Ingress serves).
+    pub fn invalid(&mut self, full_key: &str, message: String) {
+        self.bad_with(full_key, Severity::Error, message);
+    }
 }
 
 fn field(full_key: &str) -> String {
@@ -159,6 +180,11 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         rewrite: rewrite::parse(&mut r, &defaults.rewrite),
         canary: canary::parse(&mut r),
         affinity: affinity::parse(&mut r),
+        proxy: proxy::parse(&mut r, &defaults.proxy),
+        rewrite_response: proxy::parse_rewrite(&mut r),
+        hosts: hosts::parse(&mut r, defaults.hosts.service_upstream),
+        custom_headers: headers::parse(&mut r),
+        errors: errors::parse(&mut r, &defaults.errors.codes),
     };
     snippet::parse(&mut r);
     let mut errors = r.errors;

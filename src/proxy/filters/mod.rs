@@ -5,6 +5,13 @@
 mod https_redirect;
 mod redirect;
 mod rewrite;
+mod location_denied;
+mod proxy_cookie;
+mod proxy_redirect;
+mod response_headers;
+mod upstream_vhost;
+
+pub mod default_backend_headers;
 
 use http::{Request, Response};
 
@@ -21,6 +28,17 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
             Filter::AppRoot { root } => redirect::app_root(root, ctx, req),
             Filter::FixedRedirect { status, location } => redirect::fixed(*status, location, ctx),
             Filter::WwwRedirect { to_host, status } => redirect::www(to_host, *status, ctx),
+            Filter::LocationDenied { status } => location_denied::on_request(*status, ctx),
+            Filter::UpstreamVhost { host } => {
+                upstream_vhost::on_request(host, req);
+                None
+            }
+            Filter::DefaultBackendHeaders(c) => {
+                default_backend_headers::on_request(c, ctx, req);
+                None
+            }
+            // Act on responses only (error pages: the handler's error-page step).
+            Filter::ResponseHeaders { .. } | Filter::ProxyRedirect { .. } | Filter::ProxyCookie { .. } | Filter::ErrorPages(_) => None,
         };
         if answer.is_some() {
             return answer;
@@ -30,13 +48,24 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
 }
 
 /// Runs the response filters in order on every answer: the backend's and Vestibule's own.
-pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, resp: Response<RespBody>) -> Response<RespBody> {
+pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, mut resp: Response<RespBody>) -> Response<RespBody> {
     for f in filters {
         match f {
-            // Acts on requests only.
-            Filter::HttpsRedirect { .. } => {}
-            Filter::Rewrite { .. } | Filter::AppRoot { .. } | Filter::FixedRedirect { .. } | Filter::WwwRedirect { .. } => {}
+            // Act on requests only.
+            Filter::HttpsRedirect { .. } | Filter::Rewrite { .. } | Filter::AppRoot { .. } | Filter::FixedRedirect { .. } | Filter::WwwRedirect { .. } => {}
+            Filter::UpstreamVhost { .. } | Filter::LocationDenied { .. } | Filter::DefaultBackendHeaders(_) | Filter::ErrorPages(_) => {}
+            Filter::ResponseHeaders { headers } => response_headers::on_response(headers, &mut resp),
+            Filter::ProxyRedirect { from, to } => proxy_redirect::on_response(from, to, &mut resp),
+            Filter::ProxyCookie { path, domain } => proxy_cookie::on_response(path.as_ref(), domain.as_ref(), &mut resp),
         }
     }
     resp
+}
+
+/// The route's `custom-http-errors`, if it has them.
+pub fn error_pages(filters: &[Filter]) -> Option<&crate::config::filter::ErrorPages> {
+    filters.iter().find_map(|f| match f {
+        Filter::ErrorPages(p) => Some(p),
+        _ => None,
+    })
 }
