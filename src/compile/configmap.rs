@@ -17,7 +17,7 @@ use crate::config::{HashKey, Policy};
 use crate::store::{ObjRef, Store};
 
 /// The ConfigMap keys Vestibule honours, with ingress-nginx's names and value syntax.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
     "proxy-body-size",
     "proxy-connect-timeout",
     "proxy-read-timeout",
@@ -27,6 +27,7 @@ pub const KEYS: [&str; 9] = [
     "use-proxy-protocol",
     "load-balance",
     "upstream-hash-by",
+    "proxy-stream-timeout",
 ];
 
 /// The settings in effect: `flags` with the ConfigMap `flags.configmap` names applied, and what
@@ -102,6 +103,14 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
         match HashKey::parse(v.trim()) {
             Ok(key) => s.default_policy = Policy::Hash(key),
             Err(e) => warn("upstream-hash-by", e),
+        }
+    }
+
+    // The idle timeout of TCP/UDP services and passthrough (nginx's stream `proxy_timeout`).
+    if let Some(v) = data.get("proxy-stream-timeout") {
+        match seconds(v) {
+            Ok(d) => s.stream_timeout = d,
+            Err(e) => warn("proxy-stream-timeout", e),
         }
     }
 

@@ -45,6 +45,8 @@ pub enum Reason {
     /// An annotation under `nginx.ingress.kubernetes.io/` or `vestibule.dev/` that Vestibule
     /// does not implement; it is ignored.
     AnnotationNotSupported,
+    /// A TCP or UDP service's port could not be opened (taken, or not permitted).
+    PortUnavailable,
 }
 
 impl Reason {
@@ -64,6 +66,7 @@ impl Reason {
             Reason::Deprecated => "Deprecated",
             Reason::ConfigMapNotFound => "ConfigMapNotFound",
             Reason::AnnotationNotSupported => "AnnotationNotSupported",
+            Reason::PortUnavailable => "PortUnavailable",
         }
     }
 }

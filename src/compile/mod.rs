@@ -12,6 +12,7 @@ pub mod configmap;
 pub mod diag;
 pub mod explain;
 mod ingress;
+pub mod l4;
 pub mod status;
 pub mod tls;
 pub mod validate;
@@ -56,6 +57,16 @@ pub struct Settings {
     pub configmap: Option<Key>,
     /// How backends pick endpoints unless an Ingress's annotations say otherwise.
     pub default_policy: crate::config::Policy,
+    /// `--tcp-services-configmap`: external port → `namespace/service:port[:PROXY[:PROXY]]`.
+    pub tcp_services: Option<Key>,
+    /// `--udp-services-configmap`: the same syntax, for UDP.
+    pub udp_services: Option<Key>,
+    /// `--bind-address`: where TCP and UDP services listen.
+    pub l4_bind: std::net::IpAddr,
+    /// `--enable-ssl-passthrough`: honour the `ssl-passthrough` annotation.
+    pub ssl_passthrough: bool,
+    /// `proxy-stream-timeout` (ConfigMap): idle timeout of TCP and UDP services and passthrough.
+    pub stream_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -73,6 +84,11 @@ impl Settings {
             listeners: Vec::new(),
             configmap: None,
             default_policy: Default::default(),
+            tcp_services: None,
+            udp_services: None,
+            l4_bind: std::net::IpAddr::from([0, 0, 0, 0]),
+            ssl_passthrough: false,
+            stream_timeout: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -122,5 +138,7 @@ pub fn compile(store: &Store, flags: &Settings) -> Compiled {
     tls::ingress_certs(&mut b, &owned, &mut config.tls);
     config.default_backend = global_default;
     config.listeners = settings.listeners.clone();
+    config.l4 = l4::services(&mut b, settings);
+    config.passthrough = Arc::new(l4::passthrough(&mut b, &owned, settings));
     b.finish(config)
 }

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod filter;
+pub mod l4;
 pub mod listener;
 pub mod path;
 pub mod route;
@@ -18,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use backend::{Backend, BackendProtocol, HashKey, HashPart, Policy, UpstreamTls, WeightedBackend};
+pub use l4::{L4Protocol, L4Service, Passthrough};
 pub use listener::{ListenerProtocol, ListenerSpec};
 pub use route::{Filter, HeaderMatch, PathKind, PathMatch, ProxySettings, QueryMatch, RequestFacts, Route, RouteLabels, RouteMatch};
 pub use tls::{TlsCert, TlsCerts};
@@ -84,6 +86,10 @@ pub struct Config {
     /// How many route ids (routes and host defaults) and backend ids were handed out.
     pub route_count: usize,
     pub backend_count: usize,
+    /// TCP and UDP services, reconciled like `listeners`.
+    pub l4: Vec<L4Service>,
+    /// SSL passthrough hosts on the HTTPS listener.
+    pub passthrough: Arc<Passthrough>,
 }
 
 /// What the router decided for one request.
@@ -155,6 +161,8 @@ impl Config {
             proxy: Arc::new(ProxySettings::default()),
             route_count: 0,
             backend_count: 0,
+            l4: Vec::new(),
+            passthrough: Arc::new(Passthrough::default()),
         }
     }
 
@@ -182,6 +190,8 @@ impl Config {
         self.vhosts()
             .flat_map(|v| v.routes.iter().flat_map(|r| r.backends.iter().map(|w| &w.backend)).chain(v.default.iter().map(|d| &d.backend)))
             .chain(self.default_backend.iter().map(|d| &d.backend))
+            .chain(self.l4.iter().map(|s| &s.backend))
+            .chain(self.passthrough.hosts.values())
     }
 
     /// Routes a request by host (lowercase, no port) and its facts.

@@ -74,6 +74,7 @@ fn hint(reason: Reason) -> &'static str {
         Reason::Deprecated => "Use networking.k8s.io/v1.",
         Reason::ConfigMapNotFound => "Create the ConfigMap, or correct --configmap.",
         Reason::AnnotationNotSupported => "Remove the annotation, or check the README for the annotations Vestibule implements.",
+        Reason::PortUnavailable => "Free the port, or use another key in the TCP or UDP services ConfigMap.",
     }
 }
 

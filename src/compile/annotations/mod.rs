@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod balance;
+pub mod passthrough;
 pub mod proxy_ssl;
 pub mod redirect;
 
@@ -22,7 +23,7 @@ pub use proxy_ssl::ProxySsl;
 pub const PREFIXES: [&str; 2] = ["vestibule.dev/", "nginx.ingress.kubernetes.io/"];
 
 /// Every family and the keys (without prefix) it owns.
-pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS)];
+pub const REGISTRY: &[(&str, &[&str])] = &[("backend", backend::KEYS), ("balance", balance::KEYS), ("redirect", redirect::KEYS), ("proxy_ssl", proxy_ssl::KEYS), ("passthrough", passthrough::KEYS)];
 
 /// Whether some family owns `key` (without prefix).
 pub fn is_supported(key: &str) -> bool {
@@ -36,6 +37,8 @@ pub struct Annotations {
     /// `ssl-redirect: "false"` turns the HTTP→HTTPS redirect off for this Ingress.
     pub ssl_redirect: bool,
     pub proxy_ssl: ProxySsl,
+    /// `ssl-passthrough` (applied by `compile::l4::passthrough`).
+    pub ssl_passthrough: bool,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -102,6 +105,7 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         policy: balance::parse(&mut r, &defaults.policy),
         ssl_redirect: redirect::parse(&mut r, defaults.ssl_redirect),
         proxy_ssl: proxy_ssl::parse(&mut r),
+        ssl_passthrough: passthrough::parse(&mut r),
     };
     let mut errors = r.errors;
     errors.extend(unsupported(ing));
