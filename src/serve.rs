@@ -251,7 +251,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let report = source.load();
     log_report(&report, &metrics);
     let first = front.engine.apply(source.store(), standing_errors(&source), None);
-    if let Some(e) = first.listen_errors.first() {
+    // A taken HTTP or HTTPS port fails the start; a TCP or UDP service's port is reported on
+    // its ConfigMap key instead, and the rest serves.
+    if let Some(e) = first.listen_errors.iter().find(|e| e.source.is_none()) {
         anyhow::bail!("{e}");
     }
     let (http, https) = (front.listener("http")?, front.listener("https")?);

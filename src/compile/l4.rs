@@ -40,7 +40,8 @@ pub fn parse_key(key: &str) -> Result<u16, String> {
 }
 
 /// A value: `namespace/service:port[:PROXY[:PROXY]]` (`PROXY` in any case, as ingress-nginx
-/// compares it).
+/// compares it; an empty field is an absent `PROXY`, so `:` `:PROXY` encodes only). Any other
+/// word there is refused rather than silently ignored, so that a typo is seen.
 pub fn parse_value(value: &str) -> Result<Target, String> {
     let fields: Vec<&str> = value.trim().split(':').collect();
     let form = "expected namespace/service:port, optionally followed by :PROXY and a second :PROXY";
@@ -62,7 +63,8 @@ pub fn parse_value(value: &str) -> Result<Target, String> {
     };
     let proxy = |i: usize| -> Result<bool, String> {
         match fields.get(i) {
-            None => Ok(false),
+            // `[PROXY]` is optional in either place: `svc:80::PROXY` encodes only.
+            None | Some(&"") => Ok(false),
             Some(f) if f.eq_ignore_ascii_case("PROXY") => Ok(true),
             Some(f) => Err(format!("{value:?}: field {} is {f:?}; only PROXY may follow the port", i + 1)),
         }
@@ -194,7 +196,7 @@ mod tests {
             ("default/db:postgres", t("default", "db", PortRef::Name("postgres".into()), false, false)),
             ("default/db:5432:PROXY", t("default", "db", PortRef::Number(5432), true, false)),
             ("default/db:5432:PROXY:PROXY", t("default", "db", PortRef::Number(5432), true, true)),
-            ("default/db:5432::PROXY", Err(String::new())),
+            ("default/db:5432::PROXY", t("default", "db", PortRef::Number(5432), false, true)),
             ("default/db:5432:proxy:Proxy", t("default", "db", PortRef::Number(5432), true, true)),
         ];
         for (v, want) in cases {
