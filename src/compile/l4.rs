@@ -89,8 +89,14 @@ pub(super) fn services(b: &mut Builder, settings: &Settings) -> Vec<L4Service> {
                 Err(e) => b.diag(Severity::Error, &obj, format!("data.{k}"), Reason::InvalidField, format!("{e}; this entry is not served")),
             }
         }
-        entries.sort();
+        // By port; of two keys for one port, the one written plainly (`9000`, not `09000`) wins.
+        entries.sort_by(|a, b| (a.0, a.1 != a.0.to_string(), &a.1).cmp(&(b.0, b.1 != b.0.to_string(), &b.1)));
+        let mut seen = std::collections::HashSet::new();
         for (port, k, v) in entries {
+            if !seen.insert(port) {
+                b.diag(Severity::Error, &obj, format!("data.{k}"), Reason::InvalidField, format!("another key already names port {port}; this entry is not served"));
+                continue;
+            }
             if let Some(s) = one(b, settings, protocol, &obj, port, &k, &v) {
                 out.push(s);
             }

@@ -274,7 +274,10 @@ impl KubeSource {
         let (r, t) = w.spawn("Namespace".into(), Api::<Namespace>::all(client.clone()), ns_cfg, Change::Objects);
         src.namespaces.push(r);
         src.tasks.push(t);
-        for (cm_ns, name) in opts.configmap.iter().chain(opts.service_config_maps.iter().filter(|k| Some(*k) != opts.configmap.as_ref())) {
+        let mut config_maps: Vec<&Key> = opts.configmap.iter().chain(opts.service_config_maps.iter()).collect();
+        config_maps.sort();
+        config_maps.dedup();
+        for (cm_ns, name) in config_maps {
             let (r, t) = w.spawn(format!("ConfigMap {cm_ns}/{name}"), Api::<ConfigMap>::namespaced(client.clone(), cm_ns), cfg().fields(&format!("metadata.name={name}")), Change::Objects);
             src.config_maps.push(r);
             src.tasks.push(t);
