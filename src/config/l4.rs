@@ -58,7 +58,25 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
+    /// The backend for an SNI name: the exact host, else a one-label wildcard (`*.foo.com`).
     pub fn backend(&self, sni: &str) -> Option<&Arc<Backend>> {
-        self.hosts.get(&sni.to_ascii_lowercase())
+        let sni = sni.to_ascii_lowercase();
+        self.hosts.get(&sni).or_else(|| sni.split_once('.').and_then(|(_, parent)| self.hosts.get(&format!("*.{parent}"))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_then_one_label_wildcard() {
+        let b = |n: &str| Arc::new(Backend::new(0, "ns", n, "443", Vec::new(), None));
+        let mut p = Passthrough::default();
+        p.hosts.insert("a.foo.com".into(), b("exact"));
+        p.hosts.insert("*.foo.com".into(), b("wild"));
+        assert_eq!(p.backend("A.foo.com").unwrap().service, "exact");
+        assert_eq!(p.backend("b.foo.com").unwrap().service, "wild");
+        assert!(p.backend("x.b.foo.com").is_none() && p.backend("foo.com").is_none());
     }
 }
