@@ -153,3 +153,27 @@ async fn replies(socket: Arc<UdpSocket>, upstream: Arc<UdpSocket>, table: Arc<Mu
         tracing::debug!(%client, "UDP session idle; ended");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// When the table is full, the session with the oldest activity goes, and its task ends.
+    #[tokio::test]
+    async fn eviction_takes_the_least_recently_active() {
+        let counters = Arc::new(Counters { up: Default::default(), down: Default::default() });
+        let mut t = Table { base: Instant::now(), sessions: HashMap::new(), next_id: 0 };
+        let mut tasks = Vec::new();
+        for (i, last) in [(1u16, 50u64), (2, 10), (3, 30)] {
+            let task = tokio::spawn(std::future::pending::<()>());
+            let upstream = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            t.sessions.insert(([127, 0, 0, 1], i).into(), Session { id: i as u64, upstream, last: Arc::new(AtomicU64::new(last)), counters: counters.clone(), task: task.abort_handle() });
+            tasks.push(task);
+        }
+        t.evict_oldest();
+        let mut left: Vec<u16> = t.sessions.keys().map(|a| a.port()).collect();
+        left.sort();
+        assert_eq!(left, [1, 3]);
+        assert!(tasks.remove(1).await.unwrap_err().is_cancelled(), "the evicted session's task was stopped");
+    }
+}
