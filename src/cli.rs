@@ -217,6 +217,16 @@ pub struct RoutingArgs {
     /// Per-request Prometheus metrics on /metrics.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_metrics: bool,
+    /// ConfigMap (NS/NAME) of TCP services: each key an external port, each value
+    /// `namespace/service:port[:PROXY[:PROXY]]`. Followed live.
+    #[arg(long, value_parser = parse_ns_name)]
+    pub tcp_services_configmap: Option<(String, String)>,
+    /// ConfigMap (NS/NAME) of UDP services, with the same syntax. Followed live.
+    #[arg(long, value_parser = parse_ns_name)]
+    pub udp_services_configmap: Option<(String, String)>,
+    /// Honour the `ssl-passthrough` annotation: TLS for those hosts goes untouched to the backend.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_ssl_passthrough: bool,
 }
 
 impl ServeArgs {
@@ -247,6 +257,9 @@ fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {
     o.default_ssl_certificate = r.default_ssl_certificate.clone();
     o.ssl_redirect = r.ssl_redirect;
     o.configmap = r.configmap.clone();
+    o.tcp_services = r.tcp_services_configmap.clone();
+    o.udp_services = r.udp_services_configmap.clone();
+    o.ssl_passthrough = r.enable_ssl_passthrough;
     o.proxy = ProxyOptions {
         connect_timeout: r.proxy_connect_timeout,
         read_timeout: r.proxy_read_timeout,

@@ -286,6 +286,7 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
     let source_opts = SourceOptions {
         watch_namespace: opts.watch_namespace.clone().filter(|n| !n.is_empty()),
         configmap: opts.configmap.clone(),
+        service_config_maps: opts.serve.tcp_services.iter().chain(opts.serve.udp_services.iter()).cloned().collect(),
         extra_services: opts.serve.default_backend_service.iter().cloned().collect(),
         extra_secrets: opts.serve.default_ssl_certificate.iter().cloned().collect(),
         debounce: opts.debounce,

@@ -54,6 +54,13 @@ fn cert(c: &TlsCert, hosts: Vec<String>) -> Value {
     })
 }
 
+/// The SSL passthrough hosts, sorted, with their backends.
+fn passthrough_hosts(config: &Config) -> Vec<Value> {
+    let mut hosts: Vec<_> = config.passthrough.hosts.iter().collect();
+    hosts.sort_by(|a, b| a.0.cmp(b.0));
+    hosts.into_iter().map(|(h, b)| json!({ "host": h, "backend": backend(b) })).collect()
+}
+
 /// The live routing table as JSON.
 pub fn config_json(config: &Config, snapshot: &Snapshot) -> Value {
     let mut hosts: Vec<Value> = Vec::new();
@@ -80,6 +87,17 @@ pub fn config_json(config: &Config, snapshot: &Snapshot) -> Value {
         "hosts": hosts,
         "defaultBackend": config.default_backend.as_ref().map(host_default),
         "certificates": certificates,
+        "l4Services": config.l4.iter().map(|s| json!({
+            "name": s.name,
+            "protocol": s.protocol.as_str(),
+            "address": s.addr.to_string(),
+            "source": s.origin,
+            "decodeProxyProtocol": s.decode_proxy,
+            "encodeProxyProtocol": s.encode_proxy,
+            "idleTimeoutSeconds": s.idle_timeout.as_secs_f64(),
+            "backend": backend(&s.backend),
+        })).collect::<Vec<_>>(),
+        "sslPassthrough": passthrough_hosts(config),
         "diagnostics": snapshot.diagnostics.iter().map(|d| json!({
             "severity": format!("{:?}", d.severity),
             "object": d.object.to_string(),

@@ -73,7 +73,7 @@ impl Engine {
     pub fn apply(&mut self, store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant>) -> Outcome {
         let metrics = self.shared.metrics.clone();
         let started = Instant::now();
-        let compile::Compiled { config, diagnostics: diags, status } = compile::compile(&store, &self.settings);
+        let compile::Compiled { config, diagnostics: mut diags, status } = compile::compile(&store, &self.settings);
         let status = Arc::new(status);
         let compile_time = started.elapsed();
         metrics.compile_duration.observe(compile_time.as_secs_f64());
@@ -83,6 +83,8 @@ impl Engine {
         for e in &listen_errors {
             tracing::error!("{e}; the other listeners keep serving");
         }
+        diags.extend(listen_errors.iter().filter_map(port_diagnostic));
+        diags.sort();
         if let Some(t) = seen_at {
             metrics.change_to_live.observe(t.elapsed().as_secs_f64());
         }
@@ -174,6 +176,14 @@ impl Engine {
         let store = old.store.clone();
         self.snapshot.store(Arc::new(Snapshot { store, settings: old.settings.clone(), diagnostics: old.diagnostics.clone(), status: old.status.clone(), manifest_errors }));
     }
+}
+
+/// A TCP or UDP service whose port could not be opened, reported on its ConfigMap key.
+fn port_diagnostic(e: &ListenError) -> Option<Diagnostic> {
+    let (ns, name, key) = e.source.as_ref()?;
+    let obj = crate::store::ObjRef::new("ConfigMap", ns, name);
+    let msg = format!("cannot listen on {}: {}; this service is not served, the others are", e.addr, e.error);
+    Some(Diagnostic::new(Severity::Error, &obj, format!("data.{key}"), compile::Reason::PortUnavailable, msg))
 }
 
 /// `nginx_ingress_controller_ssl_certificate_info` and `..._ssl_expire_time_seconds` for every

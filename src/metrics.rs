@@ -165,6 +165,25 @@ pub struct HostLabels {
     pub secret_name: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct L4Labels {
+    /// `namespace/service`.
+    pub service: String,
+    /// The external port.
+    pub port: String,
+    /// `tcp`, `udp` or `passthrough`.
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct L4ByteLabels {
+    pub service: String,
+    pub port: String,
+    pub protocol: String,
+    /// `upstream` (client to endpoint) or `downstream`.
+    pub direction: String,
+}
+
 /// Every metric the process exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -188,6 +207,9 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// The Kubernetes source's health, in controller mode.
     pub source: std::sync::OnceLock<Arc<dyn SourceGauges>>,
+    /// TCP connections, UDP sessions and passthrough connections, per service and port.
+    pub l4_connections: Family<L4Labels, Counter>,
+    pub l4_bytes: Family<L4ByteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -211,6 +233,8 @@ impl Default for Metrics {
             connections: Family::default(),
             access_log_dropped: Counter::default(),
             source: std::sync::OnceLock::new(),
+            l4_connections: Family::default(),
+            l4_bytes: Family::default(),
         }
     }
 }
@@ -241,6 +265,8 @@ impl Metrics {
         r.register("vestibule_tls_handshakes", "TLS handshakes by version and result", self.tls_handshakes.clone());
         r.register("vestibule_connections_active", "Client connections open, by protocol", self.connections.clone());
         r.register("vestibule_access_log_dropped_lines", "Access log lines dropped because the writer fell behind", self.access_log_dropped.clone());
+        r.register("vestibule_l4_connections", "TCP connections, UDP sessions and SSL passthrough connections, by service and port", self.l4_connections.clone());
+        r.register("vestibule_l4_bytes", "Bytes carried by TCP and UDP services and SSL passthrough, by direction", self.l4_bytes.clone());
         r
     }
 

@@ -43,6 +43,12 @@ pub struct ServeOptions {
     pub shutdown_delay: std::time::Duration,
     /// ...then this long for what is in flight to finish.
     pub shutdown_grace: std::time::Duration,
+    /// `--tcp-services-configmap NS/NAME`, live.
+    pub tcp_services: Option<(String, String)>,
+    /// `--udp-services-configmap NS/NAME`, live.
+    pub udp_services: Option<(String, String)>,
+    /// `--enable-ssl-passthrough`.
+    pub ssl_passthrough: bool,
 }
 
 /// Where access log lines go.
@@ -84,6 +90,10 @@ impl ServeOptions {
         settings.default_ssl_certificate = self.default_ssl_certificate.clone();
         settings.ssl_redirect = self.ssl_redirect;
         settings.configmap = self.configmap.clone();
+        settings.tcp_services = self.tcp_services.clone();
+        settings.udp_services = self.udp_services.clone();
+        settings.ssl_passthrough = self.ssl_passthrough;
+        settings.l4_bind = self.bind;
         let p = &self.proxy;
         settings.proxy = ProxySettings {
             connect_timeout: p.connect_timeout,
@@ -121,6 +131,9 @@ impl Default for ServeOptions {
             access_log: AccessLogTarget::Stdout(accesslog::Format::Text),
             shutdown_delay: std::time::Duration::from_secs(2),
             shutdown_grace: std::time::Duration::from_secs(30),
+            tcp_services: None,
+            udp_services: None,
+            ssl_passthrough: false,
         }
     }
 }
@@ -239,7 +252,9 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let report = source.load();
     log_report(&report, &metrics);
     let first = front.engine.apply(source.store(), standing_errors(&source), None);
-    if let Some(e) = first.listen_errors.first() {
+    // A taken HTTP or HTTPS port fails the start; a TCP or UDP service's port is reported on
+    // its ConfigMap key instead, and the rest serves.
+    if let Some(e) = first.listen_errors.iter().find(|e| e.source.is_none()) {
         anyhow::bail!("{e}");
     }
     let (http, https) = (front.listener("http")?, front.listener("https")?);

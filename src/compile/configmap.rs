@@ -17,7 +17,7 @@ use crate::config::{HashKey, Policy};
 use crate::store::{ObjRef, Store};
 
 /// The ConfigMap keys Vestibule honours, with ingress-nginx's names and value syntax.
-pub const KEYS: [&str; 23] = [
+pub const KEYS: [&str; 24] = [
     "proxy-body-size",
     "proxy-connect-timeout",
     "proxy-read-timeout",
@@ -41,6 +41,7 @@ pub const KEYS: [&str; 23] = [
     "custom-http-errors",
     "service-upstream",
     "disable-proxy-intercept-errors",
+    "proxy-stream-timeout",
 ];
 
 /// The settings in effect: `flags` with the ConfigMap `flags.configmap` names applied, and what
@@ -119,6 +120,15 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
         }
     }
     redirects(data, &mut s, &mut warn);
+
+    // The idle timeout of TCP/UDP services and passthrough (nginx's stream `proxy_timeout`).
+    if let Some(v) = data.get("proxy-stream-timeout") {
+        match seconds(v) {
+            Ok(d) => s.stream_timeout = d,
+            Err(e) => warn("proxy-stream-timeout", e),
+        }
+    }
+
 
     proxy_keys(data, &mut s, &mut warn);
     super::http_settings::apply(data, &mut s.http, &mut warn);

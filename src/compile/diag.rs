@@ -51,6 +51,8 @@ pub enum Reason {
     /// A snippet annotation (`*-snippet`): Vestibule never executes text from an object, so it
     /// has no effect; the rest of the Ingress is served.
     SnippetRefused,
+    /// A TCP or UDP service's port could not be opened (taken, or not permitted).
+    PortUnavailable,
 }
 
 impl Reason {
@@ -72,6 +74,7 @@ impl Reason {
             Reason::AnnotationNotSupported => "AnnotationNotSupported",
             Reason::CanaryWithoutMainline => "CanaryWithoutMainline",
             Reason::SnippetRefused => "SnippetRefused",
+            Reason::PortUnavailable => "PortUnavailable",
         }
     }
 }

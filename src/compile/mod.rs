@@ -17,6 +17,7 @@ pub mod migration;
 mod ingress;
 mod locations;
 mod location;
+pub mod l4;
 pub mod status;
 pub mod tls;
 pub mod validate;
@@ -72,6 +73,16 @@ pub struct Settings {
     pub custom_http_errors: Vec<u16>,
     /// ConfigMap `service-upstream`: dial Services' ClusterIP unless an Ingress says otherwise.
     pub service_upstream: bool,
+    /// `--tcp-services-configmap`: external port → `namespace/service:port[:PROXY[:PROXY]]`.
+    pub tcp_services: Option<Key>,
+    /// `--udp-services-configmap`: the same syntax, for UDP.
+    pub udp_services: Option<Key>,
+    /// `--bind-address`: where TCP and UDP services listen.
+    pub l4_bind: std::net::IpAddr,
+    /// `--enable-ssl-passthrough`: honour the `ssl-passthrough` annotation.
+    pub ssl_passthrough: bool,
+    /// `proxy-stream-timeout` (ConfigMap): idle timeout of TCP and UDP services and passthrough.
+    pub stream_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -94,6 +105,11 @@ impl Settings {
             allowed_response_headers: Vec::new(),
             custom_http_errors: Vec::new(),
             service_upstream: false,
+            tcp_services: None,
+            udp_services: None,
+            l4_bind: std::net::IpAddr::from([0, 0, 0, 0]),
+            ssl_passthrough: false,
+            stream_timeout: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -144,5 +160,7 @@ pub fn compile(store: &Store, flags: &Settings) -> Compiled {
     config.default_backend = global_default;
     config.listeners = settings.listeners.clone();
     config.http = Arc::new(settings.http.clone());
+    config.l4 = l4::services(&mut b, settings);
+    config.passthrough = Arc::new(l4::passthrough(&mut b, &owned, settings));
     b.finish(config)
 }

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod canary;
 pub mod filter;
 pub mod http;
+pub mod l4;
 pub mod listener;
 pub mod path;
 pub mod route;
@@ -21,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use backend::{Backend, BackendProtocol, HashKey, HashPart, Policy, UpstreamTls, WeightedBackend};
+pub use l4::{L4Protocol, L4Service, Passthrough};
 pub use listener::{ListenerProtocol, ListenerSpec};
 pub use route::{Filter, HeaderMatch, NextUpstream, PathKind, PathMatch, ProxySettings, QueryMatch, RequestFacts, Route, RouteLabels, RouteMatch};
 pub use tls::{TlsCert, TlsCerts};
@@ -95,6 +97,10 @@ pub struct Config {
     pub backend_count: usize,
     /// Forwarded headers, request ID and `Server` header (ConfigMap).
     pub http: Arc<http::HttpSettings>,
+    /// TCP and UDP services, reconciled like `listeners`.
+    pub l4: Vec<L4Service>,
+    /// SSL passthrough hosts on the HTTPS listener.
+    pub passthrough: Arc<Passthrough>,
 }
 
 /// What the router decided for one request.
@@ -184,6 +190,8 @@ impl Config {
             route_count: 0,
             backend_count: 0,
             http: Arc::default(),
+            l4: Vec::new(),
+            passthrough: Arc::new(Passthrough::default()),
         }
     }
 
@@ -214,6 +222,8 @@ impl Config {
                 routes.chain(v.default.iter().flat_map(|d| std::iter::once(&d.backend).chain(d.canary.iter().map(|c| &c.backend))))
             })
             .chain(self.default_backend.iter().flat_map(|d| std::iter::once(&d.backend).chain(d.canary.iter().map(|c| &c.backend))))
+            .chain(self.l4.iter().map(|s| &s.backend))
+            .chain(self.passthrough.hosts.values())
     }
 
     /// Routes a request by host (lowercase, no port) and its facts.

@@ -76,6 +76,7 @@ fn hint(reason: Reason) -> &'static str {
         Reason::AnnotationNotSupported => "Remove the annotation, or check the README for the annotations Vestibule implements.",
         Reason::CanaryWithoutMainline => "Give the canary the same host, path and pathType as a non-canary Ingress, with one canary per rule.",
         Reason::SnippetRefused => "Remove the snippet and express it with annotations Vestibule implements (docs/annotations.md).",
+        Reason::PortUnavailable => "Free the port, or use another key in the TCP or UDP services ConfigMap.",
     }
 }
 

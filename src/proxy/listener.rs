@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use super::Shared;
 use super::admit::admit;
 use super::handler::{ConnInfo, handle};
+use super::l4::prefixed::Prefixed;
 use super::sniff::{Sniffer, Verdicts};
 use crate::config::{ListenerProtocol, ListenerSpec};
 use crate::metrics::{ProtocolLabels, TlsLabels};
@@ -145,6 +146,8 @@ pub struct ListenError {
     pub name: String,
     pub addr: SocketAddr,
     pub error: String,
+    /// For a TCP or UDP service: the ConfigMap (namespace, name) and key that declared it.
+    pub source: Option<(String, String, String)>,
 }
 
 impl std::fmt::Display for ListenError {
@@ -178,7 +181,7 @@ impl Listeners {
                     tracing::info!(listener = %spec.name, addr = %o.local, "listening");
                     open.insert(spec.name.clone(), o);
                 }
-                Err(e) => errors.push(ListenError { name: spec.name.clone(), addr: spec.addr, error: e.to_string() }),
+                Err(e) => errors.push(ListenError { name: spec.name.clone(), addr: spec.addr, error: e.to_string(), source: None }),
             }
         }
         errors
@@ -232,6 +235,17 @@ async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol:
         let (shared, builder, acceptor, pp) = (shared.clone(), builder.clone(), acceptor.clone(), proxy_protocol.load(Ordering::Relaxed));
         tokio::spawn(async move {
             let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
+            // SSL passthrough: the ClientHello is read first, and replayed into our TLS when
+            // its SNI is not a passthrough host.
+            let passthrough = shared.config().passthrough.clone();
+            let stream = if passthrough.hosts.is_empty() {
+                Prefixed::new(Vec::new(), stream)
+            } else {
+                match super::l4::passthrough::route(&shared, stream, peer, &passthrough).await {
+                    super::l4::passthrough::Verdict::Terminate(stream, hello) => Prefixed::new(hello, stream),
+                    super::l4::passthrough::Verdict::Done => return,
+                }
+            };
             let handshakes = &shared.metrics.tls_handshakes;
             let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,

@@ -14,6 +14,7 @@ pub mod forwarded;
 pub mod handler;
 pub mod head;
 pub mod ids;
+pub mod l4;
 pub mod listener;
 pub mod log;
 pub mod proxy_protocol;
@@ -103,6 +104,8 @@ pub struct Shared {
     /// Open connections and tunnels, and the signal that tells them to finish.
     pub drain: Arc<Drain>,
     pub per_ip: admit::PerIp,
+    /// The open TCP and UDP service sockets, reconciled with each configuration.
+    pub l4: l4::L4Listeners,
 }
 
 /// Graceful shutdown: one signal for every connection and tunnel, and a count of those still
@@ -217,6 +220,7 @@ impl Shared {
             https_port: AtomicU16::new(0),
             drain: Drain::new(),
             per_ip: admit::PerIp::default(),
+            l4: l4::L4Listeners::default(),
         })
     }
 
@@ -243,7 +247,8 @@ impl Shared {
     pub fn swap(self: &Arc<Self>, config: Config) -> Vec<listener::ListenError> {
         let keep: std::collections::HashSet<_> = config.backends().flat_map(|b| b.endpoints.iter().copied()).collect();
         let names: std::collections::HashSet<String> = config.backends().map(|b| b.name.clone()).collect();
-        let errors = self.listeners.reconcile(&config.listeners, self);
+        let mut errors = self.listeners.reconcile(&config.listeners, self);
+        errors.extend(self.l4.reconcile(&config.l4, self));
         if let Some(https) = config.listeners.iter().find(|l| l.protocol == crate::config::ListenerProtocol::Https) {
             if let Some(addr) = self.listeners.local_addr(&https.name) {
                 self.https_port.store(addr.port(), Ordering::Relaxed);
@@ -270,6 +275,7 @@ impl Shared {
         tokio::time::sleep(delay).await;
         self.drain.stop();
         self.listeners.close_all();
+        self.l4.close_all();
         let left = self.drain.wait(grace).await;
         self.pool.clear();
         if left > 0 {

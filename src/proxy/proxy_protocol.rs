@@ -120,6 +120,21 @@ pub async fn read(stream: &mut TcpStream, timeout: Duration) -> Result<Option<So
     tokio::time::timeout(timeout, fut).await.map_err(|_| Error::Timeout)?
 }
 
+/// A v1 line for `source` → `dest`, as sent to the endpoints of a TCP service whose value ends
+/// in a second `:PROXY`. Mixed families are both written as IPv6.
+pub fn encode_v1(source: SocketAddr, dest: SocketAddr) -> String {
+    match (source, dest) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => format!("PROXY TCP4 {} {} {} {}\r\n", s.ip(), d.ip(), s.port(), d.port()),
+        (s, d) => {
+            let v6 = |a: SocketAddr| match a.ip() {
+                IpAddr::V4(v) => v.to_ipv6_mapped(),
+                IpAddr::V6(v) => v,
+            };
+            format!("PROXY TCP6 {} {} {} {}\r\n", v6(s), v6(d), s.port(), d.port())
+        }
+    }
+}
+
 /// A v2 header for `source` → `dest` (used by tests and tools).
 pub fn encode_v2(source: SocketAddr, dest: SocketAddr) -> Vec<u8> {
     let mut out = V2_SIGNATURE.to_vec();

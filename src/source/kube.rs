@@ -160,6 +160,8 @@ pub struct SourceOptions {
     pub watch_namespace: Option<String>,
     /// `--configmap NS/NAME`.
     pub configmap: Option<Key>,
+    /// `--tcp-services-configmap` and `--udp-services-configmap`: watched like `configmap`.
+    pub service_config_maps: Vec<Key>,
     /// Services the flags name (`--default-backend-service`); watched on their own, with their
     /// EndpointSlices, when they are outside the watched namespace.
     pub extra_services: Vec<Key>,
@@ -175,6 +177,7 @@ impl Default for SourceOptions {
         SourceOptions {
             watch_namespace: None,
             configmap: None,
+            service_config_maps: Vec::new(),
             extra_services: Vec::new(),
             extra_secrets: Vec::new(),
             debounce: Duration::from_millis(100),
@@ -271,7 +274,10 @@ impl KubeSource {
         let (r, t) = w.spawn("Namespace".into(), Api::<Namespace>::all(client.clone()), ns_cfg, Change::Objects);
         src.namespaces.push(r);
         src.tasks.push(t);
-        if let Some((cm_ns, name)) = &opts.configmap {
+        let mut config_maps: Vec<&Key> = opts.configmap.iter().chain(opts.service_config_maps.iter()).collect();
+        config_maps.sort();
+        config_maps.dedup();
+        for (cm_ns, name) in config_maps {
             let (r, t) = w.spawn(format!("ConfigMap {cm_ns}/{name}"), Api::<ConfigMap>::namespaced(client.clone(), cm_ns), cfg().fields(&format!("metadata.name={name}")), Change::Objects);
             src.config_maps.push(r);
             src.tasks.push(t);

@@ -10,6 +10,7 @@ pub mod affinity;
 pub mod backend;
 pub mod balance;
 pub mod canary;
+pub mod passthrough;
 pub mod proxy_ssl;
 pub mod redirect;
 pub mod rewrite;
@@ -43,6 +44,7 @@ pub const REGISTRY: &[(&str, &[&str])] = &[
     ("hosts", hosts::KEYS),
     ("headers", headers::KEYS),
     ("errors", errors::KEYS),
+    ("passthrough", passthrough::KEYS),
 ];
 
 /// Whether Vestibule honours `key` (without prefix): some family owns it and applies it.
@@ -76,6 +78,8 @@ pub struct Annotations {
     pub hosts: hosts::Hosts,
     pub custom_headers: headers::CustomHeaders,
     pub errors: errors::Errors,
+    /// `ssl-passthrough` (applied by `compile::l4::passthrough`).
+    pub ssl_passthrough: bool,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -185,6 +189,7 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         hosts: hosts::parse(&mut r, defaults.hosts.service_upstream),
         custom_headers: headers::parse(&mut r),
         errors: errors::parse(&mut r, &defaults.errors.codes),
+        ssl_passthrough: passthrough::parse(&mut r),
     };
     snippet::parse(&mut r);
     let mut errors = r.errors;

@@ -1,0 +1,120 @@
+//! The TCP and UDP services ConfigMaps as compile reads them: each documented form of value,
+//! and each malformed one with the diagnostic it gets (naming the ConfigMap and key), while
+//! the good entries beside it are still served.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use vestibule::compile::{self, Reason, Settings, Severity};
+use vestibule::config::L4Protocol;
+use vestibule::source::parse::parse_text;
+use vestibule::store::Store;
+
+fn store_of(text: &str) -> Store {
+    let parsed = parse_text(Path::new("objects.yaml"), text);
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    let mut store = Store::default();
+    for obj in parsed.objects {
+        store.insert(obj);
+    }
+    store
+}
+
+fn settings() -> Settings {
+    vestibule::tls::install_provider();
+    let mut s = Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
+    s.tcp_services = Some(("ingress".into(), "tcp".into()));
+    s.udp_services = Some(("ingress".into(), "udp".into()));
+    s.l4_bind = "127.0.0.1".parse().unwrap();
+    s
+}
+
+#[test]
+fn value_syntax() {
+    let db = manifest([
+        Service::new("default", "db").port("postgres", 5432).to_yaml(),
+        EndpointSlice::new("default", "db-abc", "db").port("postgres", 15432).ready("10.0.0.9").to_yaml(),
+    ]);
+    // (key, value, expected: Ok((decode, encode)) or Err(diagnostic reason)).
+    let rows: &[(&str, &str, Result<(bool, bool), Reason>)] = &[
+        ("9000", "default/db:5432", Ok((false, false))),
+        ("9001", "default/db:postgres", Ok((false, false))),
+        ("9002", "default/db:5432:PROXY", Ok((true, false))),
+        ("9003", "default/db:5432:PROXY:PROXY", Ok((true, true))),
+        ("9004", "default/db:5432::PROXY", Ok((false, true))),
+        ("9005", "default/db:5432:proxy", Ok((true, false))),
+        ("9010", "default/db", Err(Reason::InvalidField)),
+        ("9011", "db:5432", Err(Reason::InvalidField)),
+        ("9012", "default/db:", Err(Reason::InvalidField)),
+        ("9013", "default/db:0", Err(Reason::InvalidField)),
+        ("9014", "default/db:99999", Err(Reason::InvalidField)),
+        ("9015", "default/db:5432:SSL", Err(Reason::InvalidField)),
+        ("9016", "default/db:5432:PROXY:PROXY:PROXY", Err(Reason::InvalidField)),
+        ("9017", "Default/DB:5432", Err(Reason::InvalidField)),
+        ("9018", "", Err(Reason::InvalidField)),
+        ("http", "default/db:5432", Err(Reason::InvalidField)),
+        ("0", "default/db:5432", Err(Reason::InvalidField)),
+        ("70000", "default/db:5432", Err(Reason::InvalidField)),
+        // The same port twice ("9000" above): the second key is refused.
+        ("09000", "default/db:5432", Err(Reason::InvalidField)),
+    ];
+    let mut tcp = ConfigMap::new("ingress", "tcp");
+    for (k, v, _) in rows {
+        tcp = tcp.data(k, v);
+    }
+    let udp = ConfigMap::new("ingress", "udp").data("5353", "default/db:5432").data("5354", "default/db:5432:PROXY");
+    let store = store_of(&manifest([db, tcp.to_yaml(), udp.to_yaml()]));
+    let out = compile::compile(&store, &settings());
+
+    let mut failures = Vec::new();
+    for (k, v, want) in rows {
+        let svc = out.config.l4.iter().find(|s| s.protocol == L4Protocol::Tcp && s.source.2 == *k);
+        let diag = out.diagnostics.iter().find(|d| d.field == format!("data.{k}") && d.object.to_string() == "ConfigMap ingress/tcp");
+        match (want, svc, diag) {
+            (Ok((dec, enc)), Some(s), None) => {
+                if (s.decode_proxy, s.encode_proxy) != (*dec, *enc) || s.backend.endpoints != ["10.0.0.9:15432".parse().unwrap()] || s.addr.port().to_string() != k.trim_start_matches('0') {
+                    failures.push(format!("{k}={v:?}: got {s:?}"));
+                }
+            }
+            (Err(reason), None, Some(d)) if d.reason == *reason && d.severity == Severity::Error => {}
+            _ => failures.push(format!("{k}={v:?}: want {want:?}, got service {:?} and diagnostic {:?}", svc.map(|s| &s.name), diag.map(|d| d.to_string()))),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // UDP: the same syntax; PROXY does not apply and is reported, the service still served.
+    let udp: Vec<_> = out.config.l4.iter().filter(|s| s.protocol == L4Protocol::Udp).map(|s| (s.name.as_str(), s.decode_proxy)).collect();
+    assert_eq!(udp, [("udp-5353", false), ("udp-5354", false)]);
+    assert!(out.diagnostics.iter().any(|d| d.field == "data.5354" && d.reason == Reason::Unsupported), "{:#?}", out.diagnostics);
+}
+
+#[test]
+fn missing_objects_and_reserved_ports() {
+    let tcp = ConfigMap::new("ingress", "tcp").data("9000", "default/nope:80").data("8080", "default/nope:80");
+    let store = store_of(&tcp.to_yaml());
+    let mut s = settings();
+    s.listeners = vec![vestibule::config::ListenerSpec { name: "http".into(), addr: "127.0.0.1:8080".parse().unwrap(), protocol: vestibule::config::ListenerProtocol::Http, proxy_protocol: false }];
+    let out = compile::compile(&store, &s);
+    let shown: Vec<String> = out.diagnostics.iter().map(|d| d.to_string()).collect();
+    // A Service that does not exist yet: the port listens (so it works once it appears).
+    assert_eq!(out.config.l4.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["tcp-9000"]);
+    assert!(shown.iter().any(|d| d.starts_with("ConfigMap ingress/tcp: data.9000: Service default/nope not found; connections are closed at once")), "{shown:#?}");
+    assert!(shown.iter().any(|d| d.starts_with("ConfigMap ingress/tcp: data.8080: port 8080 is reserved")), "{shown:#?}");
+    assert!(shown.iter().any(|d| d.starts_with("ConfigMap ingress/udp: ") && d.contains("not found")), "the UDP ConfigMap is missing: {shown:#?}");
+}
+
+#[test]
+fn proxy_stream_timeout_is_the_idle_timeout() {
+    let store = store_of(&manifest([
+        ConfigMap::new("ingress", "tcp").data("9000", "default/db:80").to_yaml(),
+        ConfigMap::new("ingress", "vestibule").data("proxy-stream-timeout", "30").to_yaml(),
+    ]));
+    let mut s = settings();
+    let out = compile::compile(&store, &s);
+    assert_eq!(out.config.l4[0].idle_timeout, std::time::Duration::from_secs(600), "the default is 600s");
+    s.configmap = Some(("ingress".into(), "vestibule".into()));
+    let out = compile::compile(&store, &s);
+    assert_eq!(out.config.l4[0].idle_timeout, std::time::Duration::from_secs(30));
+}
