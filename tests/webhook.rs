@@ -160,3 +160,35 @@ async fn the_certificate_is_only_valid_for_the_service_names() {
     assert!(post(addr, "vestibule-controller-admission.vestibule.svc.cluster.local", PATH, &ca, review.clone(), Duration::from_secs(10)).await.is_ok());
     assert!(post(addr, "elsewhere.example.com", PATH, &ca, review, Duration::from_secs(10)).await.is_err());
 }
+
+#[test]
+fn the_flags_are_ingress_nginx_names_in_serve() {
+    use clap::Parser;
+    let cli = vestibule::cli::Cli::try_parse_from(["vestibule", "serve", "--manifests", "x", "--validating-webhook", ":8443", "--validating-webhook-certificate", "/c.pem", "--validating-webhook-key", "/k.pem"]).unwrap();
+    let vestibule::cli::Command::Serve(a) = cli.command else { panic!("serve") };
+    let w = a.into_options().webhook.expect("on");
+    assert_eq!(w.addr, "0.0.0.0:8443".parse().unwrap());
+    assert_eq!(w.cert_file.as_deref(), Some(std::path::Path::new("/c.pem")));
+    assert!(vestibule::cli::Cli::try_parse_from(["vestibule", "serve", "--manifests", "x", "--validating-webhook", ":8443", "--validating-webhook-key", "/k.pem"]).is_err(), "a key needs its certificate");
+    let off = vestibule::cli::Cli::try_parse_from(["vestibule", "serve", "--manifests", "x"]).unwrap();
+    let vestibule::cli::Command::Serve(a) = off.command else { panic!("serve") };
+    assert!(a.into_options().webhook.is_none(), "off by default");
+}
+
+#[tokio::test]
+async fn certificate_files_are_served_as_given() {
+    let issued = vestibule::tls::issue_with_ca(&[HOST]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&c, &issued.cert_pem).unwrap();
+    std::fs::write(&k, &issued.key_pem).unwrap();
+    let h = common::start_with("", |o| {
+        o.webhook = Some(WebhookOptions { addr: "127.0.0.1:0".parse().unwrap(), cert_file: Some(c.clone()), key_file: Some(k.clone()), names: Vec::new() });
+    })
+    .await;
+    let w = h.running.webhook.clone().unwrap();
+    assert!(w.ca_pem.is_none());
+    let review = serde_json::to_vec(&review_of("CREATE", Some(&web("x").to_json()), None)).unwrap();
+    let (status, _) = post(w.addr, HOST, PATH, &issued.ca_pem, review, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(status, 200);
+}

@@ -59,10 +59,10 @@ pub fn operations(current: &Value, ca_pem: &str) -> Vec<Value> {
     let mut ops = Vec::new();
     for (i, w) in current["webhooks"].as_array().map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
         ops.push(json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": w["name"]}));
+        // The whole clientConfig as read: a bundle another replica wrote meanwhile, even
+        // where there was none, fails the patch instead of being overwritten.
+        ops.push(json!({"op": "test", "path": format!("/webhooks/{i}/clientConfig"), "value": w["clientConfig"]}));
         let bundle = w["clientConfig"]["caBundle"].as_str();
-        if let Some(b) = bundle {
-            ops.push(json!({"op": "test", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": b}));
-        }
         ops.push(json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": merged_bundle(bundle, ca_pem)}));
     }
     ops
@@ -126,7 +126,14 @@ mod tests {
         let paths: Vec<(&str, &str)> = ops.iter().map(|o| (o["op"].as_str().unwrap(), o["path"].as_str().unwrap())).collect();
         assert_eq!(
             paths,
-            [("test", "/webhooks/0/name"), ("add", "/webhooks/0/clientConfig/caBundle"), ("test", "/webhooks/1/name"), ("test", "/webhooks/1/clientConfig/caBundle"), ("add", "/webhooks/1/clientConfig/caBundle")]
+            [
+                ("test", "/webhooks/0/name"),
+                ("test", "/webhooks/0/clientConfig"),
+                ("add", "/webhooks/0/clientConfig/caBundle"),
+                ("test", "/webhooks/1/name"),
+                ("test", "/webhooks/1/clientConfig"),
+                ("add", "/webhooks/1/clientConfig/caBundle")
+            ]
         );
     }
 }
