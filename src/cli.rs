@@ -142,6 +142,38 @@ impl AccessLogArgs {
     }
 }
 
+/// The admission webhook's flags, as ingress-nginx names them (`serve` and `controller`).
+#[derive(Args, Debug, Clone)]
+pub struct WebhookArgs {
+    /// Address (ADDR:PORT, or :PORT for every interface) of the validating admission webhook,
+    /// served over HTTPS at /networking/v1/ingresses; off when absent.
+    #[arg(long, value_parser = parse_listen_addr)]
+    pub validating_webhook: Option<SocketAddr>,
+    /// The webhook's serving certificate (PEM); generated at start when absent.
+    #[arg(long, requires = "validating_webhook_key")]
+    pub validating_webhook_certificate: Option<PathBuf>,
+    /// The webhook's private key (PEM).
+    #[arg(long, requires = "validating_webhook_certificate")]
+    pub validating_webhook_key: Option<PathBuf>,
+}
+
+impl WebhookArgs {
+    pub fn options(&self) -> Option<crate::webhook::WebhookOptions> {
+        self.validating_webhook.map(|addr| crate::webhook::WebhookOptions {
+            addr,
+            cert_file: self.validating_webhook_certificate.clone(),
+            key_file: self.validating_webhook_key.clone(),
+            names: Vec::new(),
+        })
+    }
+}
+
+/// `ADDR:PORT`, or `:PORT` (ingress-nginx's `:8443`) for every interface.
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    full.parse().map_err(|e| format!("{s:?}: expected ADDR:PORT or :PORT ({e})"))
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// A manifest file or a directory of them (YAML or JSON); repeat for more.
@@ -157,6 +189,8 @@ pub struct ServeArgs {
     pub routing: RoutingArgs,
     #[command(flatten)]
     pub access_log: AccessLogArgs,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -235,6 +269,7 @@ impl ServeArgs {
         apply_listen(&mut o, &self.listen);
         apply_routing(&mut o, &self.routing);
         o.access_log = self.access_log.target();
+        o.webhook = self.webhook.options();
         o
     }
 }
@@ -350,6 +385,12 @@ pub struct ControllerArgs {
     pub routing: RoutingArgs,
     #[command(flatten)]
     pub access_log: AccessLogArgs,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+    /// Put the generated webhook certificate's CA into the caBundle of this
+    /// ValidatingWebhookConfiguration (needs `patch` on it).
+    #[arg(long)]
+    pub patch_webhook_ca: Option<String>,
 }
 
 impl ControllerArgs {
@@ -358,6 +399,8 @@ impl ControllerArgs {
         apply_listen(&mut o.serve, &self.listen);
         apply_routing(&mut o.serve, &self.routing);
         o.serve.access_log = self.access_log.target();
+        o.serve.webhook = self.webhook.options();
+        o.patch_webhook_ca = self.patch_webhook_ca.filter(|n| !n.is_empty());
         o.api = match self.kubeconfig {
             Some(path) => crate::controller::ApiConfig::Kubeconfig(path),
             None => crate::controller::ApiConfig::InCluster,

@@ -79,6 +79,9 @@ pub struct ControllerOptions {
     pub event_burst: u32,
     /// ...and how many per second after that.
     pub event_rate: f64,
+    /// `--patch-webhook-ca NAME`: the ValidatingWebhookConfiguration whose `caBundle` gets the
+    /// generated webhook certificate's CA.
+    pub patch_webhook_ca: Option<String>,
 }
 
 impl Default for ControllerOptions {
@@ -101,6 +104,7 @@ impl Default for ControllerOptions {
             backoff: Backoff::default(),
             event_burst: 25,
             event_rate: 2.0,
+            patch_webhook_ca: None,
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct Running {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub healthz: SocketAddr,
+    /// The admission webhook, with `--validating-webhook`.
+    pub webhook: Option<crate::webhook::Endpoint>,
     pub shared: Arc<Shared>,
     /// `health.stale` is true while the served configuration may be out of date (the API server
     /// is unreachable or erroring and not every kind has been relisted since).
@@ -270,6 +276,11 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
     let client = client(&opts.api).await?;
     let namespace = controller_namespace(opts.namespace.as_deref(), &client);
     let identity = identity(opts.identity.as_deref());
+    if let Some(w) = &mut opts.serve.webhook
+        && w.names.is_empty()
+    {
+        w.names = crate::webhook::service_names(&namespace);
+    }
 
     let mut front = Frontend::bind(&opts.serve).await?;
     // Health answers 503 until the first configuration from the cluster is live. The traffic
@@ -281,6 +292,13 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         anyhow::bail!("{e}");
     }
     let (http, https) = (front.listener("http")?, front.listener("https")?);
+    let webhook = front.webhook.as_ref().map(|w| w.endpoint.clone());
+    match (&opts.patch_webhook_ca, webhook.as_ref().map(|w| w.ca_pem.as_ref())) {
+        (Some(name), Some(Some(ca))) => tasks.push(crate::webhook::patch::spawn(client.clone(), name.clone(), ca.clone()).abort_handle()),
+        (Some(_), Some(None)) => tracing::warn!("--patch-webhook-ca: the webhook serves the certificate files given; their CA is not patched in"),
+        (Some(_), None) => tracing::warn!("--patch-webhook-ca without --validating-webhook: nothing to patch"),
+        (None, _) => {}
+    }
     let Frontend { engine, shared, healthz, .. } = front;
 
     let source_opts = SourceOptions {
@@ -369,6 +387,7 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         http,
         https,
         healthz,
+        webhook,
         shared,
         health,
         identity,

@@ -22,4 +22,5 @@ pub mod store;
 pub mod tls;
 pub mod tools;
 pub mod units;
+pub mod webhook;
 pub mod x509;

@@ -210,6 +210,15 @@ pub struct Metrics {
     /// TCP connections, UDP sessions and passthrough connections, per service and port.
     pub l4_connections: Family<L4Labels, Counter>,
     pub l4_bytes: Family<L4ByteLabels, Counter>,
+    /// The admission webhook's last review, as ingress-nginx's `admission_*` gauges.
+    pub admission_tested_ingresses: Gauge<f64, AtomicU64>,
+    pub admission_tested_duration: Gauge<f64, AtomicU64>,
+    pub admission_render_ingresses: Gauge<f64, AtomicU64>,
+    pub admission_render_duration: Gauge<f64, AtomicU64>,
+    pub admission_config_size: Gauge<f64, AtomicU64>,
+    pub admission_roundtrip_duration: Gauge<f64, AtomicU64>,
+    /// Reviews by result: allowed, denied, bad_request, too_large, error.
+    pub admission_reviews: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -235,6 +244,13 @@ impl Default for Metrics {
             source: std::sync::OnceLock::new(),
             l4_connections: Family::default(),
             l4_bytes: Family::default(),
+            admission_tested_ingresses: Gauge::default(),
+            admission_tested_duration: Gauge::default(),
+            admission_render_ingresses: Gauge::default(),
+            admission_render_duration: Gauge::default(),
+            admission_config_size: Gauge::default(),
+            admission_roundtrip_duration: Gauge::default(),
+            admission_reviews: Family::default(),
         }
     }
 }
@@ -267,7 +283,21 @@ impl Metrics {
         r.register("vestibule_access_log_dropped_lines", "Access log lines dropped because the writer fell behind", self.access_log_dropped.clone());
         r.register("vestibule_l4_connections", "TCP connections, UDP sessions and SSL passthrough connections, by service and port", self.l4_connections.clone());
         r.register("vestibule_l4_bytes", "Bytes carried by TCP and UDP services and SSL passthrough, by direction", self.l4_bytes.clone());
+        self.register_admission(&mut r);
         r
+    }
+
+    /// ingress-nginx's admission gauges (set by the last review that compiled) and the count of
+    /// reviews by result.
+    fn register_admission(&self, r: &mut Registry) {
+        let n = "nginx_ingress_controller_";
+        r.register(format!("{n}admission_tested_ingresses"), "The number of Ingresses in the store the last review compiled", self.admission_tested_ingresses.clone());
+        r.register(format!("{n}admission_tested_duration"), "The duration of the last review's test (float seconds)", self.admission_tested_duration.clone());
+        r.register(format!("{n}admission_render_ingresses"), "The number of Ingresses the last review compiled", self.admission_render_ingresses.clone());
+        r.register(format!("{n}admission_render_duration"), "The duration of the last review's compile (float seconds)", self.admission_render_duration.clone());
+        r.register(format!("{n}admission_config_size"), "The size in bytes of the last AdmissionReview compiled (Vestibule renders no configuration text)", self.admission_config_size.clone());
+        r.register(format!("{n}admission_roundtrip_duration"), "The complete duration of the last review, from request to answer (float seconds)", self.admission_roundtrip_duration.clone());
+        r.register("vestibule_admission_reviews", "Admission reviews answered, by result", self.admission_reviews.clone());
     }
 
     /// The text exposition of every metric.

@@ -49,6 +49,8 @@ pub struct ServeOptions {
     pub udp_services: Option<(String, String)>,
     /// `--enable-ssl-passthrough`.
     pub ssl_passthrough: bool,
+    /// `--validating-webhook`: the admission webhook, when set.
+    pub webhook: Option<crate::webhook::WebhookOptions>,
 }
 
 /// Where access log lines go.
@@ -134,6 +136,7 @@ impl Default for ServeOptions {
             tcp_services: None,
             udp_services: None,
             ssl_passthrough: false,
+            webhook: None,
         }
     }
 }
@@ -143,6 +146,8 @@ pub struct Running {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub healthz: SocketAddr,
+    /// The admission webhook, with `--validating-webhook`.
+    pub webhook: Option<crate::webhook::Endpoint>,
     pub shared: Arc<Shared>,
     /// What the live configuration was compiled from, and its diagnostics.
     pub snapshot: Arc<arc_swap::ArcSwap<crate::engine::Snapshot>>,
@@ -202,6 +207,8 @@ pub struct Frontend {
     pub shared: Arc<Shared>,
     pub healthz: SocketAddr,
     healthz_listener: Option<TcpListener>,
+    /// The admission webhook, bound (with `--validating-webhook`).
+    pub webhook: Option<crate::webhook::Bound>,
 }
 
 impl Frontend {
@@ -228,13 +235,22 @@ impl Frontend {
         let initial = Config::new(crate::config::TlsCert { key: fallback_cert, secret: None });
         let shared = Shared::with_observability(initial, proxy_opts, metrics, access_log);
         let engine = Engine::new(shared.clone(), settings);
-        Ok(Frontend { engine, shared, healthz, healthz_listener: Some(healthz_l) })
+        let webhook = match &opts.webhook {
+            Some(w) => Some(crate::webhook::bind(w).await?),
+            None => None,
+        };
+        Ok(Frontend { engine, shared, healthz, healthz_listener: Some(healthz_l), webhook })
     }
 
-    /// Starts accepting on the health listener (once; later calls do nothing).
+    /// Starts accepting on the health listener and the webhook's (once; later calls do
+    /// nothing).
     pub fn spawn(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
         let Some(l) = self.healthz_listener.take() else { return Vec::new() };
-        vec![crate::admin::spawn(l, self.shared.clone(), self.engine.snapshot.clone())]
+        let mut tasks = vec![crate::admin::spawn(l, self.shared.clone(), self.engine.snapshot.clone())];
+        if let Some(w) = &mut self.webhook {
+            tasks.extend(w.spawn(self.engine.snapshot.clone(), self.engine.settings.clone(), self.shared.metrics.clone()));
+        }
+        tasks
     }
 
     /// Where the traffic listener `name` is bound, once open.
@@ -263,6 +279,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let (rescan, changes) = tokio::sync::mpsc::channel::<Instant>(1);
     let watcher = files::watch(source.paths(), rescan.clone()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
     let mut tasks = front.spawn();
+    let webhook = front.webhook.as_ref().map(|w| w.endpoint.clone());
     let Frontend { engine, shared, healthz, .. } = front;
     let snapshot = engine.snapshot.clone();
     let (applied, _) = tokio::sync::watch::channel(None);
@@ -280,7 +297,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     };
     tasks.push(tokio::spawn(engine.run(false, changes, read, applied)));
     tracing::info!(%http, %https, %healthz, manifests = ?opts.manifests, "vestibule serving");
-    Ok(Running { http, https, healthz, shared, snapshot, tasks, rescan, _watcher: Some(watcher) })
+    Ok(Running { http, https, healthz, webhook, shared, snapshot, tasks, rescan, _watcher: Some(watcher) })
 }
 
 fn log_report(report: &files::LoadReport, metrics: &Metrics) {

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::IngressClass;
@@ -82,11 +83,12 @@ fn every_document_parses_into_its_type() {
             "IngressClass" => { typed::<IngressClass>(doc); }
             "Service" => { typed::<Service>(doc); }
             "Deployment" => { typed::<Deployment>(doc); }
+            "ValidatingWebhookConfiguration" => { typed::<ValidatingWebhookConfiguration>(doc); }
             other => panic!("{what}: unexpected kind {other}"),
         }
         // Everything namespaced lives in `vestibule`.
         let v: Value = serde_saphyr::from_str(doc).unwrap();
-        if !matches!(kind.as_str(), "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "IngressClass") {
+        if !matches!(kind.as_str(), "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "IngressClass" | "ValidatingWebhookConfiguration") {
             assert_eq!(v["metadata"]["namespace"], "vestibule", "{what}");
         }
     }
@@ -146,7 +148,7 @@ fn deployment() {
 
     // Ports, and flags the controller accepts.
     let ports: BTreeSet<i32> = c.ports.as_deref().unwrap_or(&[]).iter().map(|p| p.container_port).collect();
-    assert_eq!(ports, BTreeSet::from([80, 443, 10254]));
+    assert_eq!(ports, BTreeSet::from([80, 443, 8443, 10254]));
     let args = c.args.clone().unwrap_or_default();
     assert_eq!(args.first().map(String::as_str), Some("controller"));
     assert!(args.iter().any(|a| a == "--publish-service=$(POD_NAMESPACE)/vestibule-controller"), "{args:?}");
@@ -158,6 +160,10 @@ fn deployment() {
     assert_eq!(o.publish_service, Some(("vestibule".into(), "vestibule-controller".into())));
     assert_eq!(o.configmap, Some(("vestibule".into(), "vestibule-controller".into())));
     assert_eq!((o.serve.http_port, o.serve.https_port, o.serve.healthz_port), (80, 443, 10254));
+    let webhook = o.serve.webhook.as_ref().expect("--validating-webhook");
+    assert_eq!(webhook.addr, "0.0.0.0:8443".parse().unwrap());
+    assert!(webhook.cert_file.is_none(), "the certificate is generated");
+    assert_eq!(o.patch_webhook_ca.as_deref(), Some("vestibule-admission"));
     // What the flags name exists in the manifests.
     assert!(docs.iter().any(|d| d.1 == "Service" && d.2 == "vestibule-controller"));
     assert!(docs.iter().any(|d| d.1 == "ConfigMap" && d.2 == "vestibule-controller"));
@@ -278,4 +284,55 @@ fn dockerfile_is_multi_stage_and_non_root() {
     let user = text.lines().rev().find_map(|l| l.trim().strip_prefix("USER ")).expect("a USER");
     let uid: u32 = user.split(':').next().unwrap().parse().expect("a numeric USER, for runAsNonRoot");
     assert_ne!(uid, 0);
+}
+
+#[test]
+fn webhook() {
+    let docs = documents();
+    let file = "static/webhook.yaml";
+    let v: ValidatingWebhookConfiguration = one(&docs, "ValidatingWebhookConfiguration", file);
+    let name = v.metadata.name.clone().unwrap();
+    let hooks = v.webhooks.unwrap();
+    assert_eq!(hooks.len(), 1);
+    let w = &hooks[0];
+    assert_eq!(w.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(w.side_effects, "None");
+    assert!(w.timeout_seconds.is_some_and(|t| (1..=30).contains(&t)));
+    assert_eq!(w.admission_review_versions, ["v1"]);
+    assert!(w.object_selector.is_none(), "the webhook itself tells our class from others");
+    let rules = w.rules.clone().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&["networking.k8s.io".to_string()][..]));
+    assert_eq!(rules[0].resources.as_deref(), Some(&["ingresses".to_string()][..]));
+    assert_eq!(rules[0].operations.clone().unwrap(), ["CREATE", "UPDATE"]);
+    let svc_ref = w.client_config.service.clone().expect("a Service reference");
+    assert_eq!(svc_ref.path.as_deref(), Some(vestibule::webhook::server::PATH));
+    assert!(w.client_config.ca_bundle.is_none(), "the controller patches it in");
+
+    // The Service it names exists, selects the controller's pods and reaches the webhook port.
+    let svc: Service = one(&docs, "Service", file);
+    assert_eq!((svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref()), (Some(svc_ref.namespace.as_str()), Some(svc_ref.name.as_str())));
+    assert_eq!(svc_ref.name, vestibule::webhook::SERVICE, "the generated certificate's names are this Service's");
+    let spec = svc.spec.unwrap();
+    let port = spec.ports.unwrap().into_iter().find(|p| Some(p.port) == svc_ref.port).expect("the referenced port");
+    assert_eq!(serde_json::to_value(&port.target_port).unwrap(), "webhook");
+    let d: Deployment = one(&docs, "Deployment", "static/vestibule.yaml");
+    let c = controller(&d);
+    assert!(c.ports.as_deref().unwrap().iter().any(|p| p.name.as_deref() == Some("webhook") && p.container_port == 8443));
+    let pod_labels = d.spec.template.metadata.clone().unwrap().labels.unwrap();
+    for (k, val) in spec.selector.unwrap() {
+        assert_eq!(pod_labels.get(&k), Some(&val));
+    }
+    let args = c.args.clone().unwrap();
+    assert!(args.contains(&format!("--patch-webhook-ca={name}")), "{args:?}");
+
+    // RBAC: only patch, only on that one configuration, bound to the controller.
+    let cr: ClusterRole = one(&docs, "ClusterRole", file);
+    let rules = cr.rules.unwrap();
+    assert_eq!(rule_set(&rules), set(&[("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch")]));
+    assert!(rules.iter().all(|r| r.resource_names.as_deref() == Some(&[name.clone()][..])));
+    let crb: ClusterRoleBinding = one(&docs, "ClusterRoleBinding", file);
+    assert_eq!(crb.role_ref.name, cr.metadata.name.unwrap());
+    let subjects = crb.subjects.unwrap();
+    assert_eq!((subjects[0].name.as_str(), subjects[0].namespace.as_deref()), ("vestibule", Some("vestibule")));
 }

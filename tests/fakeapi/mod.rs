@@ -9,6 +9,8 @@
 //! server and restart it on the same port, and can expire every open watch with a 410.
 #![allow(dead_code)]
 
+pub mod admission;
+
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,6 +56,13 @@ const TYPES: &[Type] = &[
     Type { prefix: "apis/networking.k8s.io/v1", plural: "ingressclasses", kind: "IngressClass", api_version: "networking.k8s.io/v1", namespaced: false },
     Type { prefix: "apis/coordination.k8s.io/v1", plural: "leases", kind: "Lease", api_version: "coordination.k8s.io/v1", namespaced: true },
     Type { prefix: "apis/events.k8s.io/v1", plural: "events", kind: "Event", api_version: "events.k8s.io/v1", namespaced: true },
+    Type {
+        prefix: "apis/admissionregistration.k8s.io/v1",
+        plural: "validatingwebhookconfigurations",
+        kind: "ValidatingWebhookConfiguration",
+        api_version: "admissionregistration.k8s.io/v1",
+        namespaced: false,
+    },
 ];
 
 fn type_of(api_version: &str, kind: &str) -> Type {
@@ -812,6 +821,14 @@ fn patch(state: &State, t: &Target, name: &str, body: Value, content_type: &str,
         && *owner != field_manager
     {
         return error(409, "Conflict", &format!("Apply failed with 1 conflict: conflict with \"{owner}\": .spec.holderIdentity"));
+    }
+    if content_type.starts_with("application/json-patch+json") {
+        let mut updated = current.clone();
+        if let Err(e) = admission::json_patch(&mut updated, &body) {
+            return error(422, "Invalid", &format!("the JSON patch does not apply: {e}"));
+        }
+        let o = state.commit(&mut inner, t.ty, "MODIFIED", updated, false);
+        return respond(200, &o);
     }
     let mut updated = current.clone();
     let mut patch_body = body.clone();
