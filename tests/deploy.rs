@@ -159,6 +159,8 @@ fn deployment() {
     let o = a.into_options();
     assert_eq!(o.publish_service, Some(("vestibule".into(), "vestibule-controller".into())));
     assert_eq!(o.configmap, Some(("vestibule".into(), "vestibule-controller".into())));
+    assert_eq!(o.serve.tcp_services, Some(("vestibule".into(), "vestibule-tcp-services".into())));
+    assert_eq!(o.serve.udp_services, Some(("vestibule".into(), "vestibule-udp-services".into())));
     assert_eq!((o.serve.http_port, o.serve.https_port, o.serve.healthz_port), (80, 443, 10254));
     let webhook = o.serve.webhook.as_ref().expect("--validating-webhook");
     assert_eq!(webhook.addr, "0.0.0.0:8443".parse().unwrap());
@@ -167,6 +169,9 @@ fn deployment() {
     // What the flags name exists in the manifests.
     assert!(docs.iter().any(|d| d.1 == "Service" && d.2 == "vestibule-controller"));
     assert!(docs.iter().any(|d| d.1 == "ConfigMap" && d.2 == "vestibule-controller"));
+    for cm in ["vestibule-tcp-services", "vestibule-udp-services"] {
+        assert!(docs.iter().any(|d| d.1 == "ConfigMap" && d.2 == cm), "{cm} is shipped");
+    }
     let role: Role = one(&docs, "Role", "static/vestibule.yaml");
     assert!(
         role.rules.unwrap_or_default().iter().any(|r| r.resource_names.as_deref().is_some_and(|n| n.contains(&o.election_id))),
