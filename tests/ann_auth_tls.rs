@@ -227,3 +227,35 @@ async fn a_connection_set_up_for_another_host_is_misdirected() {
     let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 421"), "{}", String::from_utf8_lossy(&out));
 }
+
+/// An unusable CA Secret is an Error naming the Ingress and the annotation, and the host keeps
+/// a policy that refuses (never one without client authentication).
+#[test]
+fn unusable_secrets_are_errors_naming_the_ingress_and_key() {
+    use vestibule::compile::{Reason, Settings, Severity};
+    vestibule::tls::install_provider();
+    let settings = Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
+    let c = ca("Test CA");
+    let docs = [
+        Secret::new("default", "nocrt").string_data("tls.crt", &c.pem).to_yaml(),
+        Secret::new("default", "badcrl").string_data("ca.crt", &c.pem).string_data("ca.crl", "not a CRL").to_yaml(),
+        ingress("missing", "a.example.com", &[("auth-tls-secret", "default/missing")]),
+        ingress("nocrt", "b.example.com", &[("auth-tls-secret", "default/nocrt")]),
+        ingress("badcrl", "c.example.com", &[("auth-tls-secret", "default/badcrl")]),
+        ingress("noslash", "d.example.com", &[("auth-tls-secret", "nocrt")]),
+    ];
+    let parsed = vestibule::source::parse::parse_text(std::path::Path::new("x.yaml"), &manifest(docs.iter()));
+    let mut store = vestibule::store::Store::default();
+    for o in parsed.objects {
+        store.insert(o);
+    }
+    let out = vestibule::compile::compile(&store, &settings);
+    let field = format!("metadata.annotations[{P}auth-tls-secret]");
+    for (name, reason) in [("missing", Reason::SecretNotFound), ("nocrt", Reason::SecretInvalid), ("badcrl", Reason::SecretInvalid), ("noslash", Reason::InvalidField)] {
+        let d = out.diagnostics.iter().find(|d| d.object.name == name && d.field == field).unwrap_or_else(|| panic!("no diagnostic for {name}: {:?}", out.diagnostics));
+        assert_eq!((d.severity, d.reason.clone()), (Severity::Error, reason), "{d:?}");
+    }
+    for host in ["a.example.com", "b.example.com", "c.example.com", "d.example.com"] {
+        assert!(out.config.client_auth.get(host).is_some_and(|p| p.tls.is_none()), "{host} must fail closed");
+    }
+}
