@@ -259,3 +259,61 @@ fn unusable_secrets_are_errors_naming_the_ingress_and_key() {
         assert!(out.config.client_auth.get(host).is_some_and(|p| p.tls.is_none()), "{host} must fail closed");
     }
 }
+
+/// Reads one HTTP/1.1 response with a Content-Length body: (status, body).
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed in the head");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len: usize = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap())).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_survive_reloads_and_are_judged_by_the_new_ca() {
+    let e = echo("app").await;
+    let (ca1, ca2) = (ca("Test CA"), ca("Other CA"));
+    let good = client(&ca1, "alice", 10);
+    let docs = |ca_pem: &str, extra: bool| {
+        let mut d = vec![backend_yaml("default", "app", &[e.addr]), Secret::new("default", "ca").string_data("ca.crt", ca_pem).to_yaml(), ingress("on", "on.example.com", &[("auth-tls-secret", "default/ca")])];
+        if extra {
+            d.push(ingress("new", "new.example.com", &[]));
+        }
+        manifest(d.iter())
+    };
+    let h = start(&docs(&ca1.pem, false)).await;
+    vestibule::tls::install_provider();
+    let key = Arc::new(vestibule::tls::certified_key_from_pem(good.0.as_bytes(), good.1.as_bytes()).unwrap());
+    let presents = Arc::new(Presents { key: Some(key), asked: AtomicBool::new(false) });
+    let rec = Arc::new(Recorder(std::sync::Mutex::new(None)));
+    let mut cfg = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(rec).with_client_cert_resolver(presents);
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(h.running.https).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("on.example.com").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
+    let req = b"GET / HTTP/1.1\r\nHost: on.example.com\r\n\r\n";
+    tls.write_all(req).await.unwrap();
+    assert_eq!(read_response(&mut tls).await.0, 200);
+    // An unrelated change: the connection keeps working.
+    h.write("manifests.yaml", &docs(&ca1.pem, true));
+    h.wait_route("new.example.com", "/", (200, Some("app")), Duration::from_secs(5)).await;
+    tls.write_all(req).await.unwrap();
+    assert_eq!(read_response(&mut tls).await.0, 200);
+    // The CA is replaced: the same connection's certificate is no longer trusted.
+    h.write("manifests.yaml", &docs(&ca2.pem, true));
+    let other = client(&ca2, "bob", 13);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while get(&h, "on.example.com", Some(&other)).await.map(|a| a.status) != Some(200) {
+        assert!(std::time::Instant::now() < deadline, "the new CA never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tls.write_all(req).await.unwrap();
+    let (status, body) = read_response(&mut tls).await;
+    assert_eq!(status, 400, "{body}");
+}

@@ -27,12 +27,23 @@ use super::router;
 use crate::config::client_auth::{ClientAuth, VerifyClient};
 use crate::config::{Config, Target};
 
-/// What the connection's handshake established, for a host with a policy.
+/// What the connection's handshake established, when SNI named a host with a policy.
 #[derive(Debug)]
 pub struct ClientCert {
-    /// The policy of the SNI host the connection was set up for.
+    /// The SNI host (lowercase, no trailing dot).
+    pub sni: String,
+    /// The handshake asked for a client certificate.
+    pub asked: bool,
+    /// The chain the client presented (empty: none).
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The policy in force at the handshake, and what it made of the chain.
     pub policy: Arc<ClientAuth>,
-    /// A certificate was presented.
+    pub verdict: Verdict,
+}
+
+/// A chain judged by a policy.
+#[derive(Debug)]
+pub struct Verdict {
     pub presented: bool,
     /// `SUCCESS`, `FAILED:reason` or `NONE`, as nginx's `$ssl_client_verify`.
     pub verify: String,
@@ -42,9 +53,9 @@ pub struct ClientCert {
     pub escaped_pem: String,
 }
 
-impl ClientCert {
-    fn none(policy: Arc<ClientAuth>) -> Self {
-        ClientCert { policy, presented: false, verify: "NONE".into(), subject_dn: String::new(), issuer_dn: String::new(), escaped_pem: String::new() }
+impl Verdict {
+    fn none() -> Self {
+        Verdict { presented: false, verify: "NONE".into(), subject_dn: String::new(), issuer_dn: String::new(), escaped_pem: String::new() }
     }
 }
 
@@ -68,15 +79,17 @@ where
         }
         None => default.clone(),
     };
+    let asked = asks.is_some();
     let tls = start.into_stream(cfg).await?;
-    let Some(policy) = policy else { return Ok((tls, None)) };
+    let (Some(policy), Some(sni)) = (policy, sni) else { return Ok((tls, None)) };
     let chain = tls.get_ref().1.peer_certificates().map(<[CertificateDer<'static>]>::to_vec).unwrap_or_default();
-    Ok((tls, Some(Arc::new(examine(policy, &chain)))))
+    let verdict = examine(&policy, &chain);
+    Ok((tls, Some(Arc::new(ClientCert { sni, asked, chain, policy, verdict }))))
 }
 
 /// Verifies a presented chain against the policy's CA (roots, CRLs, depth).
-fn examine(policy: Arc<ClientAuth>, chain: &[CertificateDer<'static>]) -> ClientCert {
-    let (Some(leaf), Some(tls)) = (chain.first(), policy.tls.as_ref()) else { return ClientCert::none(policy) };
+fn examine(policy: &ClientAuth, chain: &[CertificateDer<'static>]) -> Verdict {
+    let (Some(leaf), Some(tls)) = (chain.first(), policy.tls.as_ref()) else { return Verdict::none() };
     let intermediates = &chain[1..];
     let verify = match tls.verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
         Err(e) => format!("FAILED:{}", reason(&e)),
@@ -86,7 +99,7 @@ fn examine(policy: Arc<ClientAuth>, chain: &[CertificateDer<'static>]) -> Client
     };
     let (subject_dn, issuer_dn) = crate::x509::dns(leaf).unwrap_or_default();
     let pem = pem(leaf);
-    ClientCert { policy, presented: true, verify, subject_dn, issuer_dn, escaped_pem: escape_component(&pem) }
+    Verdict { presented: true, verify, subject_dn, issuer_dn, escaped_pem: escape_component(&pem) }
 }
 
 /// OpenSSL's words for why a chain is not trusted, as `$ssl_client_verify` carries them.
@@ -149,14 +162,23 @@ pub fn on_request<B>(ctx: &Ctx<'_>, config: &Config, target: &Target<'_>, req: &
     if policy.tls.is_none() {
         return Some(ctx.fail(StatusCode::FORBIDDEN));
     }
-    let none;
+    let judged;
     let state = match &ctx.conn.client_cert {
-        Some(c) if Arc::ptr_eq(&c.policy, policy) => c.as_ref(),
         _ if policy.verify == VerifyClient::Off || !ctx.conn.tls => {
-            none = ClientCert::none(policy.clone());
-            &none
+            judged = Verdict::none();
+            &judged
         }
-        // Set up for another host's policy (SNI differs from Host): as nginx, 421.
+        // Set up for this policy (its SNI host has it in the live configuration, and a
+        // certificate was asked for); judged again when a reload replaced the policy.
+        Some(c) if c.asked && config.client_auth.get(&c.sni).is_some_and(|p| Arc::ptr_eq(p, policy)) => {
+            if Arc::ptr_eq(&c.policy, policy) {
+                &c.verdict
+            } else {
+                judged = examine(policy, &c.chain);
+                &judged
+            }
+        }
+        // Set up for another host's policy, or none (SNI differs from Host): as nginx, 421.
         _ => return Some(ctx.fail(StatusCode::MISDIRECTED_REQUEST)),
     };
     let trusted = state.verify == "SUCCESS";
