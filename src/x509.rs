@@ -189,3 +189,146 @@ mod tests {
         assert_eq!(days_from_civil(2000, 3, 1), 11017);
     }
 }
+
+/// Subject and issuer distinguished names of a DER certificate, as nginx's `$ssl_client_s_dn`
+/// and `$ssl_client_i_dn` print them (RFC 2253: last RDN first, `,` between RDNs, `+` inside
+/// one, OpenSSL's short attribute names, special characters escaped).
+pub fn dns(der: &[u8]) -> Option<(String, String)> {
+    let (_, cert) = Der { buf: der }.next()?;
+    let (_, tbs) = Der { buf: cert }.next()?;
+    let mut tbs = Der { buf: tbs };
+    let mut field = tbs.next()?;
+    if field.0 == 0xa0 {
+        field = tbs.next()?;
+    }
+    let _serial = field;
+    let _sig_alg = tbs.next()?;
+    let (_, issuer) = tbs.next()?;
+    let _validity = tbs.next()?;
+    let (_, subject) = tbs.next()?;
+    Some((rfc2253(subject)?, rfc2253(issuer)?))
+}
+
+fn rfc2253(name: &[u8]) -> Option<String> {
+    let mut rdns = Vec::new();
+    let mut sets = Der { buf: name };
+    while let Some((_, set)) = sets.next() {
+        let mut atvs = Vec::new();
+        let mut set = Der { buf: set };
+        while let Some((_, atv)) = set.next() {
+            let mut atv = Der { buf: atv };
+            let (_, oid) = atv.next()?;
+            let raw = atv.buf;
+            let (tag, value) = atv.next()?;
+            let label = attribute_name(oid);
+            let value = match text(tag, value) {
+                Some(t) => escape_2253(&t),
+                None => format!("#{}", raw.iter().map(|b| format!("{b:02X}")).collect::<String>()),
+            };
+            atvs.push(format!("{label}={value}"));
+        }
+        rdns.push(atvs.join("+"));
+    }
+    rdns.reverse();
+    Some(rdns.join(","))
+}
+
+fn attribute_name(oid: &[u8]) -> String {
+    let short = match oid {
+        [0x55, 0x04, n] => match n {
+            3 => "CN",
+            4 => "SN",
+            5 => "serialNumber",
+            6 => "C",
+            7 => "L",
+            8 => "ST",
+            9 => "street",
+            10 => "O",
+            11 => "OU",
+            12 => "title",
+            17 => "postalCode",
+            41 => "name",
+            42 => "GN",
+            43 => "initials",
+            44 => "generationQualifier",
+            46 => "dnQualifier",
+            65 => "pseudonym",
+            _ => "",
+        },
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => "emailAddress",
+        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC",
+        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01] => "UID",
+        _ => "",
+    };
+    if short.is_empty() { dotted(oid) } else { short.to_string() }
+}
+
+fn dotted(oid: &[u8]) -> String {
+    let mut parts: Vec<u64> = Vec::new();
+    let mut acc: u64 = 0;
+    for (i, b) in oid.iter().enumerate() {
+        acc = (acc << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if parts.is_empty() && i < oid.len() {
+                let first = acc.min(80) / 40;
+                parts.push(first);
+                parts.push(acc - first * 40);
+            } else {
+                parts.push(acc);
+            }
+            acc = 0;
+        }
+    }
+    parts.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
+}
+
+/// The text of a directory string; `None` for types printed as hex.
+fn text(tag: u8, v: &[u8]) -> Option<String> {
+    match tag {
+        0x0c | 0x13 | 0x16 => std::str::from_utf8(v).ok().map(str::to_string),
+        0x14 => Some(v.iter().map(|b| char::from(*b)).collect()),
+        0x1e => char::decode_utf16(v.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]))).collect::<Result<String, _>>().ok(),
+        _ => None,
+    }
+}
+
+/// OpenSSL's RFC 2253 escaping: `,+"\<>;` always, `#` and space in front, space at the end,
+/// control characters and every byte above 0x7f as `\XX`.
+fn escape_2253(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        let first = i == 0;
+        let last = i + 1 == bytes.len();
+        if b < 0x20 || b >= 0x7f {
+            out.push_str(&format!("\\{b:02X}"));
+        } else if matches!(b, b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';') || (first && (b == b'#' || b == b' ')) || (last && b == b' ') {
+            out.push('\\');
+            out.push(char::from(b));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod dn_tests {
+    use super::*;
+
+    #[test]
+    fn dns_print_like_nginx() {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CountryName, "DE");
+        p.distinguished_name.push(rcgen::DnType::OrganizationName, "Acme, Inc.");
+        p.distinguished_name.push(rcgen::DnType::CommonName, " client+1");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        let (s, i) = dns(cert.der()).unwrap();
+        assert_eq!(s, "CN=\\ client\\+1,O=Acme\\, Inc.,C=DE");
+        assert_eq!(s, i);
+        assert_eq!(dotted(&[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37]), "1.3.6.1.4.1.311");
+        assert_eq!(escape_2253("é#"), "\\C3\\A9#");
+    }
+}

@@ -21,6 +21,7 @@ pub mod l4;
 pub mod status;
 pub mod tls;
 pub mod validate;
+mod client_auth;
 
 use std::sync::Arc;
 
@@ -162,5 +163,6 @@ pub fn compile(store: &Store, flags: &Settings) -> Compiled {
     config.http = Arc::new(settings.http.clone());
     config.l4 = l4::services(&mut b, settings);
     config.passthrough = Arc::new(l4::passthrough(&mut b, &owned, settings));
+    config.client_auth = Arc::new(client_auth::hosts(&mut b, &owned));
     b.finish(config)
 }

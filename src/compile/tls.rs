@@ -161,7 +161,7 @@ fn tls_fingerprint(ssl: &ProxySsl, name: &str, protocol: BackendProtocol, secret
 }
 
 /// The value of a key in a Secret, from `stringData` (files) or `data`.
-fn secret_value<'s>(secret: &'s Secret, key: &str) -> Option<&'s [u8]> {
+pub(super) fn secret_value<'s>(secret: &'s Secret, key: &str) -> Option<&'s [u8]> {
     if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
         return Some(v.as_bytes());
     }

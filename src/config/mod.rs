@@ -17,6 +17,7 @@ pub mod listener;
 pub mod path;
 pub mod route;
 pub mod tls;
+pub mod client_auth;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,6 +102,8 @@ pub struct Config {
     pub l4: Vec<L4Service>,
     /// SSL passthrough hosts on the HTTPS listener.
     pub passthrough: Arc<Passthrough>,
+    /// Client-certificate policies by host (`auth-tls-*`).
+    pub client_auth: Arc<client_auth::ClientAuths>,
 }
 
 /// What the router decided for one request.
@@ -192,6 +195,7 @@ impl Config {
             http: Arc::default(),
             l4: Vec::new(),
             passthrough: Arc::new(Passthrough::default()),
+            client_auth: Arc::default(),
         }
     }
 

@@ -34,6 +34,8 @@ pub struct ConnInfo {
     pub proxied_client: Option<SocketAddr>,
     /// What the HTTP/1 head sniffer saw, request by request.
     pub verdicts: Option<Arc<super::sniff::Verdicts>>,
+    /// The client certificate and its verification, when SNI named a host with `auth-tls-*`.
+    pub client_cert: Option<Arc<super::client_auth::ClientCert>>,
 }
 
 impl ConnInfo {
@@ -73,6 +75,9 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
         outcome.stats = target.route_id().map(|(id, labels)| live.stats(id, labels, &shared.metrics).clone());
     }
     let filters = target.filters();
+    if let Some(answer) = super::client_auth::on_request(ctx, &live.config, &target, &mut req) {
+        return filters::on_response(filters, ctx, answer);
+    }
     if let Some(answer) = filters::on_request(filters, ctx, &mut req) {
         return filters::on_response(filters, ctx, answer);
     }

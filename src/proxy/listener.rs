@@ -12,7 +12,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
 use super::admit::admit;
@@ -219,7 +218,7 @@ async fn serve_http(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: 
             let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
             let _open = ConnGauge::new(&shared, "http");
             let verdicts = Arc::new(Verdicts::default());
-            let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client, verdicts: Some(verdicts.clone()) });
+            let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client, verdicts: Some(verdicts.clone()), client_cert: None });
             serve(shared.clone(), builder, Sniffer::new(stream, verdicts), info).await;
         });
     }
@@ -228,11 +227,11 @@ async fn serve_http(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: 
 /// Serves HTTPS: TLS with the certificate SNI picks, then HTTP/2 or HTTP/1.1 as ALPN chose.
 async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: Arc<AtomicBool>, mut closed: tokio::sync::watch::Receiver<bool>) {
     let builder = builder(&shared);
-    let acceptor = TlsAcceptor::from(super::sni::server_config(shared.clone()));
+    let tls_config = super::sni::server_config(shared.clone());
     let local = listener.local_addr().expect("bound listener has an address");
     let mut stop = shared.drain.subscribe();
     while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed).await {
-        let (shared, builder, acceptor, pp) = (shared.clone(), builder.clone(), acceptor.clone(), proxy_protocol.load(Ordering::Relaxed));
+        let (shared, builder, tls_config, pp) = (shared.clone(), builder.clone(), tls_config.clone(), proxy_protocol.load(Ordering::Relaxed));
         tokio::spawn(async move {
             let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
             // SSL passthrough: the ClientHello is read first, and replayed into our TLS when
@@ -247,8 +246,9 @@ async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol:
                 }
             };
             let handshakes = &shared.metrics.tls_handshakes;
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
+            // The client certificate is asked for only when SNI names a host with a policy.
+            let (tls, client_cert) = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, super::client_auth::accept(&shared, &tls_config, stream)).await {
+                Ok(Ok(done)) => done,
                 Ok(Err(e)) => {
                     handshakes.get_or_create(&TlsLabels { version: String::new(), result: "error".into() }).inc();
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -270,11 +270,11 @@ async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol:
             let protocol = if session.alpn_protocol() == Some(b"h2") { "https/h2" } else { "https/http1.1" };
             let _open = ConnGauge::new(&shared, protocol);
             if protocol == "https/h2" {
-                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: None });
+                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: None, client_cert });
                 serve(shared.clone(), builder, tls, info).await;
             } else {
                 let verdicts = Arc::new(Verdicts::default());
-                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: Some(verdicts.clone()) });
+                let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: Some(verdicts.clone()), client_cert });
                 serve(shared.clone(), builder, Sniffer::new(tls, verdicts), info).await;
             }
         });

@@ -6,6 +6,7 @@ pub mod admit;
 pub mod affinity;
 pub mod balance;
 pub mod body;
+pub mod client_auth;
 pub mod context;
 pub mod error_pages;
 pub mod filters;
