@@ -19,6 +19,8 @@ pub mod proxy;
 pub mod hosts;
 pub mod headers;
 pub mod errors;
+pub mod ipfilter;
+pub mod ratelimit;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -45,6 +47,8 @@ pub const REGISTRY: &[(&str, &[&str])] = &[
     ("headers", headers::KEYS),
     ("errors", errors::KEYS),
     ("passthrough", passthrough::KEYS),
+    ("ipfilter", ipfilter::KEYS),
+    ("ratelimit", ratelimit::KEYS),
 ];
 
 /// Whether Vestibule honours `key` (without prefix): some family owns it and applies it.
@@ -80,6 +84,11 @@ pub struct Annotations {
     pub errors: errors::Errors,
     /// `ssl-passthrough` (applied by `compile::l4::passthrough`).
     pub ssl_passthrough: bool,
+    /// Source-address lists (the ConfigMap's in the defaults).
+    pub ipfilter: Option<std::sync::Arc<crate::config::limits::IpFilter>>,
+    pub ratelimit: ratelimit::RateAnn,
+    /// The ConfigMap's settings the address and limit families read (defaults only).
+    pub http: std::sync::Arc<crate::config::http::HttpSettings>,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -190,6 +199,9 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         custom_headers: headers::parse(&mut r),
         errors: errors::parse(&mut r, &defaults.errors.codes),
         ssl_passthrough: passthrough::parse(&mut r),
+        ipfilter: ipfilter::parse(&mut r, &defaults.ipfilter),
+        ratelimit: ratelimit::parse(&mut r, &defaults.http),
+        http: defaults.http.clone(),
     };
     snippet::parse(&mut r);
     let mut errors = r.errors;
