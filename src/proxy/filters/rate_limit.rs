@@ -44,8 +44,8 @@ pub fn on_request(l: &RateLimit, ctx: &Ctx<'_>) -> Option<Response<RespBody>> {
 /// The answer's body keeps the connection slot until it ends, paced by `limit-rate`.
 pub fn on_response(l: &RateLimit, ctx: &Ctx<'_>, resp: Response<RespBody>) -> Response<RespBody> {
     let guard = ctx.conn_slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let exempt = contains(&l.exempt, ctx.client_ip);
-    if guard.is_none() && (l.bytes_per_second == 0 || exempt && l.bytes_per_second == 0) {
+    // `limit-allowlist` exempts from the request and connection limits only, not from `limit-rate`.
+    if guard.is_none() && l.bytes_per_second == 0 {
         return resp;
     }
     let (parts, inner) = resp.into_parts();
