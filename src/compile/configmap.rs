@@ -190,6 +190,8 @@ pub fn annotation_defaults(settings: &Settings) -> Annotations {
     let mut a = Annotations { ssl_redirect: settings.ssl_redirect, policy: settings.default_policy.clone(), proxy: settings.proxy.clone(), redirect, rewrite, ..Default::default() };
     a.hosts.service_upstream = settings.service_upstream;
     a.errors.codes = settings.custom_http_errors.clone();
+    a.ipfilter = super::annotations::ipfilter::global(&settings.http);
+    a.http = std::sync::Arc::new(settings.http.clone());
     a
 }
 

@@ -19,6 +19,12 @@ pub const KEYS: &[&str] = &[
     "server-tokens",
     "allow-snippet-annotations",
     "annotations-risk-level",
+    "proxy-real-ip-cidr",
+    "block-cidrs",
+    "whitelist-source-range",
+    "denylist-source-range",
+    "limit-req-status-code",
+    "limit-conn-status-code",
 ];
 
 /// Applies the keys of `data` over `s`; `warn(key, why)` for a value that cannot be used (the
@@ -52,6 +58,43 @@ pub fn apply(data: &BTreeMap<String, String>, s: &mut HttpSettings, warn: &mut d
         match risk(v) {
             Some(r) => s.annotations_risk_level = r,
             None => warn("annotations-risk-level", format!("{v:?}: must be Low, Medium, High or Critical")),
+        }
+    }
+    limits(data, s, warn);
+}
+
+/// The address-list and limit-status keys. A list that cannot be parsed fails closed: an
+/// invalid `block-cidrs` blocks everyone, an invalid global `whitelist-source-range` or
+/// `denylist-source-range` answers 403 on every route that does not set its own list.
+fn limits(data: &BTreeMap<String, String>, s: &mut HttpSettings, warn: &mut dyn FnMut(&str, String)) {
+    use crate::config::limits::parse_nets;
+    let mut closed: Vec<&str> = Vec::new();
+    let lists: [(&str, &mut Vec<ipnet::IpNet>); 4] = [
+        ("proxy-real-ip-cidr", &mut s.real_ip_cidrs),
+        ("block-cidrs", &mut s.block_cidrs),
+        ("whitelist-source-range", &mut s.allow_source_range),
+        ("denylist-source-range", &mut s.deny_source_range),
+    ];
+    for (key, slot) in lists {
+        let Some(v) = data.get(key) else { continue };
+        match parse_nets(v) {
+            Ok(n) => *slot = n,
+            Err(e) if key == "proxy-real-ip-cidr" => warn(key, e),
+            Err(e) => {
+                warn(key, format!("{e}; it fails closed (403)"));
+                closed.push(key);
+            }
+        }
+    }
+    if closed.contains(&"block-cidrs") {
+        s.block_cidrs = vec!["0.0.0.0/0".parse().expect("net"), "::/0".parse().expect("net")];
+    }
+    s.source_range_closed = closed.iter().any(|k| k.ends_with("source-range"));
+    for (key, slot) in [("limit-req-status-code", &mut s.limit_req_status), ("limit-conn-status-code", &mut s.limit_conn_status)] {
+        let Some(v) = data.get(key) else { continue };
+        match v.trim().parse::<u16>() {
+            Ok(n) if (200..600).contains(&n) => *slot = n,
+            _ => warn(key, format!("{v:?}: must be an HTTP status code")),
         }
     }
 }

@@ -82,6 +82,16 @@ fn custom_headers(b: &mut Builder, ing: &Ingress, oref: &ObjRef, ann: &Annotatio
 /// The filters of one route: `base` (the HTTPS redirect), then the annotations'.
 pub(super) fn filters(b: &mut Builder, ing: &Ingress, oref: &ObjRef, ann: &Annotations, base: &Arc<[Filter]>, ctx: ErrorContext, fallback: Option<Filter>) -> Arc<[Filter]> {
     let mut out: Vec<Filter> = base.to_vec();
+    // Access and limits first: a refused client reaches nothing else.
+    if let Some(f) = &ann.ipfilter {
+        out.push(Filter::IpFilter(f.clone()));
+    }
+    if let Some(status) = ann.ratelimit.closed {
+        out.push(Filter::LocationDenied { status });
+    }
+    if let Some(l) = &ann.ratelimit.limit {
+        out.push(Filter::RateLimit(l.clone()));
+    }
     let headers = custom_headers(b, ing, oref, ann);
     if let Some(f @ Filter::LocationDenied { .. }) = &headers {
         out.push(f.clone());

@@ -41,6 +41,10 @@ pub enum Filter {
     DefaultBackendHeaders(ErrorContext),
     /// `custom-http-errors`; handled by the handler's error-page step.
     ErrorPages(ErrorPages),
+    /// `whitelist-source-range` / `denylist-source-range`: 403 for addresses not admitted.
+    IpFilter(std::sync::Arc<super::limits::IpFilter>),
+    /// `limit-rps`, `limit-rpm`, `limit-connections`, `limit-rate`: per-client limits.
+    RateLimit(std::sync::Arc<super::limits::RateLimit>),
 }
 
 /// What an error backend is told about the request it answers for (ingress-nginx's `X-Namespace`,

@@ -38,6 +38,20 @@ pub struct HttpSettings {
     pub allow_snippet_annotations: bool,
     /// `annotations-risk-level`: accepted for compatibility.
     pub annotations_risk_level: RiskLevel,
+    /// `proxy-real-ip-cidr`: the forwarders trusted to name the client in `forwarded_for_header`
+    /// (all, by default). The header is read from the right and the first address outside these
+    /// is the client (nginx's realip with `real_ip_recursive`).
+    pub real_ip_cidrs: Vec<ipnet::IpNet>,
+    /// `block-cidrs`: clients answered 403 on every host and path.
+    pub block_cidrs: Vec<ipnet::IpNet>,
+    /// `whitelist-source-range` and `denylist-source-range`: the lists of Ingresses that set none.
+    pub allow_source_range: Vec<ipnet::IpNet>,
+    pub deny_source_range: Vec<ipnet::IpNet>,
+    /// One of those two could not be parsed: routes without their own list answer 403.
+    pub source_range_closed: bool,
+    /// `limit-req-status-code`, `limit-conn-status-code`: the answer over a limit (503).
+    pub limit_req_status: u16,
+    pub limit_conn_status: u16,
 }
 
 impl Default for HttpSettings {
@@ -53,6 +67,13 @@ impl Default for HttpSettings {
             server_tokens: false,
             allow_snippet_annotations: false,
             annotations_risk_level: RiskLevel::High,
+            real_ip_cidrs: vec!["0.0.0.0/0".parse().expect("net"), "::/0".parse().expect("net")],
+            block_cidrs: Vec::new(),
+            allow_source_range: Vec::new(),
+            deny_source_range: Vec::new(),
+            source_range_closed: false,
+            limit_req_status: 503,
+            limit_conn_status: 503,
         }
     }
 }

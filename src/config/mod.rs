@@ -16,6 +16,7 @@ pub mod l4;
 pub mod listener;
 pub mod path;
 pub mod route;
+pub mod limits;
 pub mod tls;
 pub mod client_auth;
 

@@ -13,6 +13,7 @@ use super::handler::ConnInfo;
 use super::respond::X_REQUEST_ID;
 use crate::config::BackendProtocol;
 use crate::config::http::HttpSettings;
+use crate::config::limits::contains;
 
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -51,19 +52,25 @@ fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The client address (nginx's `$remote_addr`): the PROXY protocol's or TCP peer's, unless the
 /// ConfigMap trusts the forwarded-for header (`use-forwarded-headers` or `enable-real-ip`).
-/// Every source is trusted (ingress-nginx's default `proxy-real-ip-cidr: 0.0.0.0/0`), so the
-/// header's leftmost address wins; the walk from the right stops at an entry that is not an
-/// address, as nginx's realip does.
+/// Only a peer inside `proxy-real-ip-cidr` (everyone, by default) is trusted to name the client;
+/// the header is walked from the right, and the first address outside those CIDRs is the client
+/// (with every source trusted, the leftmost). The walk also stops at an entry that is not an
+/// address, as nginx's realip with `real_ip_recursive` does.
 pub fn client_addr(conn: &ConnInfo, headers: &HeaderMap, http: &HttpSettings) -> IpAddr {
     let peer = conn.client_ip();
-    if !http.real_ip_from_header() {
+    if !http.real_ip_from_header() || !contains(&http.real_ip_cidrs, peer) {
         return peer;
     }
     let Some(list) = joined(headers, &http.forwarded_for_header) else { return peer };
     let mut found = peer;
     for entry in list.rsplit(',') {
         match entry.trim().parse::<IpAddr>() {
-            Ok(ip) => found = ip.to_canonical(),
+            Ok(ip) => {
+                found = ip.to_canonical();
+                if !contains(&http.real_ip_cidrs, found) {
+                    break;
+                }
+            }
             Err(_) => break,
         }
     }

@@ -69,6 +69,10 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
         Ok(u) => u == Upgrade::WebSocket,
         Err(refusal) => return respond::refuse(refusal, &ctx.request_id, ctx.head),
     };
+    // `block-cidrs`: refused on every host and path.
+    if crate::config::limits::contains(&ctx.http.block_cidrs, ctx.client_ip) {
+        return ctx.fail(StatusCode::FORBIDDEN);
+    }
     let live = shared.live();
     let target = router::route(&live.config, &req);
     if shared.opts.metrics {

@@ -15,6 +15,7 @@ pub mod forwarded;
 pub mod handler;
 pub mod head;
 pub mod ids;
+pub mod limits;
 pub mod l4;
 pub mod listener;
 pub mod log;
@@ -107,6 +108,8 @@ pub struct Shared {
     pub per_ip: admit::PerIp,
     /// The open TCP and UDP service sockets, reconciled with each configuration.
     pub l4: l4::L4Listeners,
+    /// Rate-limit buckets and connection counts, kept across configuration swaps.
+    pub limits: limits::Limits,
 }
 
 /// Graceful shutdown: one signal for every connection and tunnel, and a count of those still
@@ -221,6 +224,7 @@ impl Shared {
             https_port: AtomicU16::new(0),
             drain: Drain::new(),
             per_ip: admit::PerIp::default(),
+            limits: limits::Limits::default(),
             l4: l4::L4Listeners::default(),
         })
     }

@@ -20,6 +20,8 @@ pub mod hosts;
 pub mod headers;
 pub mod errors;
 pub mod auth_tls;
+pub mod ipfilter;
+pub mod ratelimit;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -47,6 +49,8 @@ pub const REGISTRY: &[(&str, &[&str])] = &[
     ("errors", errors::KEYS),
     ("passthrough", passthrough::KEYS),
     ("auth_tls", auth_tls::KEYS),
+    ("ipfilter", ipfilter::KEYS),
+    ("ratelimit", ratelimit::KEYS),
 ];
 
 /// Whether Vestibule honours `key` (without prefix): some family owns it and applies it.
@@ -84,6 +88,11 @@ pub struct Annotations {
     pub ssl_passthrough: bool,
     /// `auth-tls-*` (applied by `compile::client_auth`).
     pub auth_tls: auth_tls::AuthTls,
+    /// Source-address lists (the ConfigMap's in the defaults).
+    pub ipfilter: Option<std::sync::Arc<crate::config::limits::IpFilter>>,
+    pub ratelimit: ratelimit::RateAnn,
+    /// The ConfigMap's settings the address and limit families read (defaults only).
+    pub http: std::sync::Arc<crate::config::http::HttpSettings>,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -195,6 +204,9 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         errors: errors::parse(&mut r, &defaults.errors.codes),
         ssl_passthrough: passthrough::parse(&mut r),
         auth_tls: auth_tls::parse(&mut r),
+        ipfilter: ipfilter::parse(&mut r, &defaults.ipfilter),
+        ratelimit: ratelimit::parse(&mut r, &defaults.http),
+        http: defaults.http.clone(),
     };
     snippet::parse(&mut r);
     let mut errors = r.errors;

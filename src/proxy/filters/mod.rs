@@ -10,6 +10,8 @@ mod proxy_cookie;
 mod proxy_redirect;
 mod response_headers;
 mod upstream_vhost;
+mod ip_filter;
+mod rate_limit;
 
 pub mod default_backend_headers;
 
@@ -37,6 +39,8 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
                 default_backend_headers::on_request(c, ctx, req);
                 None
             }
+            Filter::IpFilter(f) => ip_filter::on_request(f, ctx),
+            Filter::RateLimit(l) => rate_limit::on_request(l, ctx),
             // Act on responses only (error pages: the handler's error-page step).
             Filter::ResponseHeaders { .. } | Filter::ProxyRedirect { .. } | Filter::ProxyCookie { .. } | Filter::ErrorPages(_) => None,
         };
@@ -48,7 +52,7 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
 }
 
 /// Runs the response filters in order on every answer: the backend's and Vestibule's own.
-pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, mut resp: Response<RespBody>) -> Response<RespBody> {
+pub fn on_response(filters: &[Filter], ctx: &Ctx<'_>, mut resp: Response<RespBody>) -> Response<RespBody> {
     for f in filters {
         match f {
             // Act on requests only.
@@ -57,6 +61,8 @@ pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, mut resp: Response<RespBo
             Filter::ResponseHeaders { headers } => response_headers::on_response(headers, &mut resp),
             Filter::ProxyRedirect { from, to } => proxy_redirect::on_response(from, to, &mut resp),
             Filter::ProxyCookie { path, domain } => proxy_cookie::on_response(path.as_ref(), domain.as_ref(), &mut resp),
+            Filter::IpFilter(_) => {}
+            Filter::RateLimit(l) => resp = rate_limit::on_response(l, ctx, resp),
         }
     }
     resp
