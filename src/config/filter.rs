@@ -41,6 +41,9 @@ pub enum Filter {
     DefaultBackendHeaders(ErrorContext),
     /// `custom-http-errors`; handled by the handler's error-page step.
     ErrorPages(ErrorPages),
+    /// `enable-cors`: preflights answered 204 with the CORS headers; the headers on every
+    /// other answer to a matching origin.
+    Cors(Box<super::cors::CorsPolicy>),
 }
 
 /// What an error backend is told about the request it answers for (ingress-nginx's `X-Namespace`,

@@ -30,6 +30,8 @@ pub struct Ctx<'a> {
     pub http: Arc<HttpSettings>,
     /// Whether `request_id` goes upstream: the client sent it, or `generate-request-id` is on.
     pub send_request_id: bool,
+    /// The client's `Origin` header, for the CORS response filter.
+    pub origin: Option<HeaderValue>,
 }
 
 impl<'a> Ctx<'a> {
@@ -42,7 +44,8 @@ impl<'a> Ctx<'a> {
         };
         let client_ip = super::forwarded::client_addr(conn, req.headers(), &http);
         let (head, grpc, original_uri) = (req.method() == Method::HEAD, respond::is_grpc(req), req.uri().clone());
-        Ctx { shared, conn, request_id, head, grpc, original_uri, client_ip, http, send_request_id }
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        Ctx { shared, conn, request_id, head, grpc, original_uri, client_ip, http, send_request_id, origin }
     }
 
     /// The path and query as the client sent them (nginx's `$request_uri`).

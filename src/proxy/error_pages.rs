@@ -60,6 +60,7 @@ pub async fn answer(ctx: &Ctx<'_>, live: &Live, pages: &ErrorPages, proxy: &Prox
         client_ip: ctx.client_ip,
         http: ctx.http.clone(),
         send_request_id: true,
+        origin: ctx.origin.clone(),
     };
     let up = Upstream { backend, proxy, bound: live.bound(backend, &ctx.shared.registry), affinity: None };
     let mut outcome = Outcome::default();

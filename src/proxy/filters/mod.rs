@@ -10,6 +10,7 @@ mod proxy_cookie;
 mod proxy_redirect;
 mod response_headers;
 mod upstream_vhost;
+mod cors;
 
 pub mod default_backend_headers;
 
@@ -37,6 +38,7 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
                 default_backend_headers::on_request(c, ctx, req);
                 None
             }
+            Filter::Cors(p) => cors::on_request(p, ctx, req),
             // Act on responses only (error pages: the handler's error-page step).
             Filter::ResponseHeaders { .. } | Filter::ProxyRedirect { .. } | Filter::ProxyCookie { .. } | Filter::ErrorPages(_) => None,
         };
@@ -48,7 +50,7 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
 }
 
 /// Runs the response filters in order on every answer: the backend's and Vestibule's own.
-pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, mut resp: Response<RespBody>) -> Response<RespBody> {
+pub fn on_response(filters: &[Filter], ctx: &Ctx<'_>, mut resp: Response<RespBody>) -> Response<RespBody> {
     for f in filters {
         match f {
             // Act on requests only.
@@ -57,6 +59,7 @@ pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, mut resp: Response<RespBo
             Filter::ResponseHeaders { headers } => response_headers::on_response(headers, &mut resp),
             Filter::ProxyRedirect { from, to } => proxy_redirect::on_response(from, to, &mut resp),
             Filter::ProxyCookie { path, domain } => proxy_cookie::on_response(path.as_ref(), domain.as_ref(), &mut resp),
+            Filter::Cors(p) => cors::on_response(p, ctx, &mut resp),
         }
     }
     resp
