@@ -132,12 +132,15 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
 
     proxy_keys(data, &mut s, &mut warn);
     super::http_settings::apply(data, &mut s.http, &mut warn);
+    for (key, sev, msg) in super::headers_settings::apply(store, data, &mut s.http) {
+        diags.push(Diagnostic::new(sev, &obj, format!("data.{key}"), Reason::InvalidField, msg));
+    }
     if s.http.allow_snippet_annotations {
         let msg = "allow-snippet-annotations is accepted, but Vestibule never executes snippets: every *-snippet annotation stays refused";
         diags.push(Diagnostic::new(Severity::Info, &obj, "data.allow-snippet-annotations", Reason::SnippetRefused, msg));
     }
 
-    let known = |k: &str| KEYS.contains(&k) || super::http_settings::KEYS.contains(&k);
+    let known = |k: &str| KEYS.contains(&k) || super::http_settings::KEYS.contains(&k) || super::headers_settings::KEYS.contains(&k);
     for key in data.keys().filter(|k| !known(k)) {
         diags.push(Diagnostic::new(Severity::Info, &obj, format!("data.{key}"), Reason::Unsupported, format!("{key:?} is not supported by Vestibule; it is ignored")));
     }

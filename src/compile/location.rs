@@ -81,8 +81,11 @@ fn custom_headers(b: &mut Builder, ing: &Ingress, oref: &ObjRef, ann: &Annotatio
 
 /// The filters of one route: `base` (the HTTPS redirect), then the annotations'.
 pub(super) fn filters(b: &mut Builder, ing: &Ingress, oref: &ObjRef, ann: &Annotations, base: &Arc<[Filter]>, ctx: ErrorContext, fallback: Option<Filter>) -> Arc<[Filter]> {
-    let mut out: Vec<Filter> = base.to_vec();
-    // Access and limits first: a refused client reaches nothing else.
+    // CORS first: ingress-nginx answers preflights before its HTTPS redirect runs.
+    let mut out: Vec<Filter> = ann.cors.iter().map(|p| Filter::Cors(Box::new(p.clone()))).collect();
+    let base_len = out.len() + base.len();
+    out.extend(base.iter().cloned());
+    // Access and limits next: a refused client reaches nothing else.
     if let Some(f) = &ann.ipfilter {
         out.push(Filter::IpFilter(f.clone()));
     }
@@ -115,7 +118,7 @@ pub(super) fn filters(b: &mut Builder, ing: &Ingress, oref: &ObjRef, ann: &Annot
         let backend = error_backend(b, oref, ann);
         out.push(Filter::ErrorPages(ErrorPages { codes: ann.errors.codes.clone(), intercept: !ann.errors.disable_intercept, backend, context: ctx }));
     }
-    if out.len() == base.len() { base.clone() } else { out.into() }
+    if out.len() == base_len && ann.cors.is_none() { base.clone() } else { out.into() }
 }
 
 /// `server-alias`: the Ingress's aliases name its hosts too (the first Ingress per host that

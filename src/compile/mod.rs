@@ -13,6 +13,8 @@ pub mod configmap;
 pub mod diag;
 pub mod explain;
 pub mod http_settings;
+pub mod headers_settings;
+pub mod tls_settings;
 pub mod migration;
 mod ingress;
 mod locations;

@@ -45,6 +45,9 @@ pub enum Filter {
     IpFilter(std::sync::Arc<super::limits::IpFilter>),
     /// `limit-rps`, `limit-rpm`, `limit-connections`, `limit-rate`: per-client limits.
     RateLimit(std::sync::Arc<super::limits::RateLimit>),
+    /// `enable-cors`: preflights answered 204 with the CORS headers; the headers on every
+    /// other answer to a matching origin.
+    Cors(Box<super::cors::CorsPolicy>),
 }
 
 /// What an error backend is told about the request it answers for (ingress-nginx's `X-Namespace`,

@@ -52,6 +52,40 @@ pub struct HttpSettings {
     /// `limit-req-status-code`, `limit-conn-status-code`: the answer over a limit (503).
     pub limit_req_status: u16,
     pub limit_conn_status: u16,
+    /// `hsts*`: the `Strict-Transport-Security` value sent on HTTPS answers; `None` when off.
+    pub hsts: Option<http::HeaderValue>,
+    /// `add-headers`: set on every answer, values literal.
+    pub add_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `proxy-set-headers`: set on every request sent upstream, values literal.
+    pub proxy_set_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `hide-headers`: removed from the backends' answers.
+    pub hide_headers: Vec<http::HeaderName>,
+    /// `ssl-protocols`, `ssl-ciphers`, `ssl-session-tickets`: the HTTPS listener's TLS.
+    pub tls: TlsOptions,
+}
+
+/// A TLS protocol version Vestibule can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// What the HTTPS listener's TLS configuration is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Never empty.
+    pub versions: Vec<TlsVersion>,
+    /// The cipher suites offered, in preference order; `None` for the provider's defaults.
+    pub cipher_suites: Option<Vec<rustls::CipherSuite>>,
+    /// Stateless session tickets (`ssl-session-tickets`, off by default as in ingress-nginx).
+    pub session_tickets: bool,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions { versions: vec![TlsVersion::Tls12, TlsVersion::Tls13], cipher_suites: None, session_tickets: false }
+    }
 }
 
 impl Default for HttpSettings {
@@ -74,6 +108,11 @@ impl Default for HttpSettings {
             source_range_closed: false,
             limit_req_status: 503,
             limit_conn_status: 503,
+            hsts: Some(http::HeaderValue::from_static("max-age=31536000; includeSubDomains")),
+            add_headers: Vec::new(),
+            proxy_set_headers: Vec::new(),
+            hide_headers: Vec::new(),
+            tls: TlsOptions::default(),
         }
     }
 }

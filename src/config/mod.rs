@@ -10,6 +10,7 @@
 pub mod affinity;
 pub mod backend;
 pub mod canary;
+pub mod cors;
 pub mod filter;
 pub mod http;
 pub mod l4;

@@ -32,6 +32,8 @@ pub struct Ctx<'a> {
     pub send_request_id: bool,
     /// The `limit-connections` slot this request holds, handed to its response body.
     pub conn_slot: std::sync::Mutex<Option<super::limits::ConnGuard>>,
+    /// The client's `Origin` header, for the CORS response filter.
+    pub origin: Option<HeaderValue>,
 }
 
 impl<'a> Ctx<'a> {
@@ -44,7 +46,8 @@ impl<'a> Ctx<'a> {
         };
         let client_ip = super::forwarded::client_addr(conn, req.headers(), &http);
         let (head, grpc, original_uri) = (req.method() == Method::HEAD, respond::is_grpc(req), req.uri().clone());
-        Ctx { shared, conn, request_id, head, grpc, original_uri, client_ip, http, send_request_id, conn_slot: Default::default() }
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        Ctx { shared, conn, request_id, head, grpc, original_uri, client_ip, http, send_request_id, conn_slot: Default::default(), origin }
     }
 
     /// The path and query as the client sent them (nginx's `$request_uri`).

@@ -61,6 +61,7 @@ pub async fn answer(ctx: &Ctx<'_>, live: &Live, pages: &ErrorPages, proxy: &Prox
         http: ctx.http.clone(),
         send_request_id: true,
         conn_slot: Default::default(),
+        origin: ctx.origin.clone(),
     };
     let up = Upstream { backend, proxy, bound: live.bound(backend, &ctx.shared.registry), affinity: None };
     let mut outcome = Outcome::default();

@@ -310,6 +310,8 @@ async fn try_endpoint(
                     u.status = Some(rparts.status.as_u16());
                 }
                 forwarded::strip_hop_by_hop(&mut rparts.headers);
+                // `hide-headers`: the backend's headers ingress-nginx's proxy_hide_header drops.
+                ctx.http.hide_headers.iter().for_each(|h| drop(rparts.headers.remove(h)));
                 respond::finish_headers(&mut rparts.headers, &ctx.request_id);
                 rparts.version = Version::HTTP_11;
                 let body = PooledBody::new(rbody, shared.pool.clone(), addr, c.tls, c.sender, read_timeout);

@@ -158,6 +158,10 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     if ctx.send_request_id {
         headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     }
+    // `proxy-set-headers`, values literal (never nginx variables).
+    for (name, value) in &http.proxy_set_headers {
+        headers.insert(name.clone(), value.clone());
+    }
     if protocol.http2() {
         // HTTP/2 carries the authority in the URI; Host must not be sent twice.
         headers.remove(header::HOST);

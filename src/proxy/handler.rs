@@ -59,6 +59,7 @@ pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req
     let mut outcome = Outcome::default();
     let mut resp = pipeline(&ctx, req, &progress, &mut outcome).await;
     respond::server_header(resp.headers_mut(), ctx.http.server_tokens);
+    respond::global_headers(resp.headers_mut(), &ctx.http, ctx.conn.tls);
     Ok(log::observe(&shared, started, progress, outcome, resp))
 }
 

@@ -227,11 +227,14 @@ async fn serve_http(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: 
 /// Serves HTTPS: TLS with the certificate SNI picks, then HTTP/2 or HTTP/1.1 as ALPN chose.
 async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: Arc<AtomicBool>, mut closed: tokio::sync::watch::Receiver<bool>) {
     let builder = builder(&shared);
-    let tls_config = super::sni::server_config(shared.clone());
+    // The one place the HTTPS listener picks its TLS configuration: the live options', per
+    // connection.
+    let mut picker = super::sni::Picker::new();
     let local = listener.local_addr().expect("bound listener has an address");
     let mut stop = shared.drain.subscribe();
     while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed).await {
-        let (shared, builder, tls_config, pp) = (shared.clone(), builder.clone(), tls_config.clone(), proxy_protocol.load(Ordering::Relaxed));
+        let tls_config = picker.pick(&shared);
+        let (shared, builder, pp) = (shared.clone(), builder.clone(), proxy_protocol.load(Ordering::Relaxed));
         tokio::spawn(async move {
             let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
             // SSL passthrough: the ClientHello is read first, and replayed into our TLS when

@@ -42,6 +42,17 @@ pub fn server_header(headers: &mut HeaderMap, server_tokens: bool) {
     }
 }
 
+/// The ConfigMap's headers on every answer: `add-headers`, and `Strict-Transport-Security`
+/// (`hsts*`) on HTTPS ones, replacing a backend's, as ingress-nginx sets it.
+pub fn global_headers(headers: &mut HeaderMap, http: &crate::config::http::HttpSettings, tls: bool) {
+    for (name, value) in &http.add_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let (true, Some(v)) = (tls, &http.hsts) {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+    }
+}
+
 fn reason(status: StatusCode) -> &'static str {
     match status.as_u16() {
         404 => "Not Found",

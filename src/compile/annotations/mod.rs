@@ -22,6 +22,7 @@ pub mod errors;
 pub mod auth_tls;
 pub mod ipfilter;
 pub mod ratelimit;
+pub mod cors;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -51,6 +52,7 @@ pub const REGISTRY: &[(&str, &[&str])] = &[
     ("auth_tls", auth_tls::KEYS),
     ("ipfilter", ipfilter::KEYS),
     ("ratelimit", ratelimit::KEYS),
+    ("cors", cors::KEYS),
 ];
 
 /// Whether Vestibule honours `key` (without prefix): some family owns it and applies it.
@@ -93,6 +95,8 @@ pub struct Annotations {
     pub ratelimit: ratelimit::RateAnn,
     /// The ConfigMap's settings the address and limit families read (defaults only).
     pub http: std::sync::Arc<crate::config::http::HttpSettings>,
+    /// `enable-cors` and `cors-*`.
+    pub cors: Option<crate::config::cors::CorsPolicy>,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -207,6 +211,7 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         ipfilter: ipfilter::parse(&mut r, &defaults.ipfilter),
         ratelimit: ratelimit::parse(&mut r, &defaults.http),
         http: defaults.http.clone(),
+        cors: cors::parse(&mut r),
     };
     snippet::parse(&mut r);
     let mut errors = r.errors;

@@ -12,6 +12,7 @@ mod response_headers;
 mod upstream_vhost;
 mod ip_filter;
 mod rate_limit;
+mod cors;
 
 pub mod default_backend_headers;
 
@@ -41,6 +42,7 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
             }
             Filter::IpFilter(f) => ip_filter::on_request(f, ctx),
             Filter::RateLimit(l) => rate_limit::on_request(l, ctx),
+            Filter::Cors(p) => cors::on_request(p, ctx, req),
             // Act on responses only (error pages: the handler's error-page step).
             Filter::ResponseHeaders { .. } | Filter::ProxyRedirect { .. } | Filter::ProxyCookie { .. } | Filter::ErrorPages(_) => None,
         };
@@ -63,6 +65,7 @@ pub fn on_response(filters: &[Filter], ctx: &Ctx<'_>, mut resp: Response<RespBod
             Filter::ProxyCookie { path, domain } => proxy_cookie::on_response(path.as_ref(), domain.as_ref(), &mut resp),
             Filter::IpFilter(_) => {}
             Filter::RateLimit(l) => resp = rate_limit::on_response(l, ctx, resp),
+            Filter::Cors(p) => cors::on_response(p, ctx, &mut resp),
         }
     }
     resp
