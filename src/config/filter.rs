@@ -41,6 +41,10 @@ pub enum Filter {
     DefaultBackendHeaders(ErrorContext),
     /// `custom-http-errors`; handled by the handler's error-page step.
     ErrorPages(ErrorPages),
+    /// `auth-type: basic`: requests without valid credentials answer 401.
+    BasicAuth(super::auth::BasicAuth),
+    /// `auth-url` (or the ConfigMap's `global-auth-url`): a sub-request decides.
+    ExternalAuth(std::sync::Arc<super::auth::ExternalAuth>),
 }
 
 /// What an error backend is told about the request it answers for (ingress-nginx's `X-Namespace`,

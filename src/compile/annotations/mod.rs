@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod hosts;
 pub mod headers;
 pub mod errors;
+pub mod auth;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -45,6 +46,7 @@ pub const REGISTRY: &[(&str, &[&str])] = &[
     ("headers", headers::KEYS),
     ("errors", errors::KEYS),
     ("passthrough", passthrough::KEYS),
+    ("auth", auth::KEYS),
 ];
 
 /// Whether Vestibule honours `key` (without prefix): some family owns it and applies it.
@@ -80,6 +82,8 @@ pub struct Annotations {
     pub errors: errors::Errors,
     /// `ssl-passthrough` (applied by `compile::l4::passthrough`).
     pub ssl_passthrough: bool,
+    /// `auth-*` (resolved against the store by `compile::auth`).
+    pub auth: auth::Auth,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -190,6 +194,7 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         custom_headers: headers::parse(&mut r),
         errors: errors::parse(&mut r, &defaults.errors.codes),
         ssl_passthrough: passthrough::parse(&mut r),
+        auth: auth::parse(&mut r),
     };
     snippet::parse(&mut r);
     let mut errors = r.errors;

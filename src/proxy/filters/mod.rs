@@ -10,6 +10,10 @@ mod proxy_cookie;
 mod proxy_redirect;
 mod response_headers;
 mod upstream_vhost;
+mod basic_auth;
+mod htpasswd;
+pub mod external_auth;
+mod auth_request;
 
 pub mod default_backend_headers;
 
@@ -37,6 +41,9 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
                 default_backend_headers::on_request(c, ctx, req);
                 None
             }
+            Filter::BasicAuth(a) => basic_auth::on_request(a, ctx, req),
+            // The async pass (`on_request_async`).
+            Filter::ExternalAuth(_) => None,
             // Act on responses only (error pages: the handler's error-page step).
             Filter::ResponseHeaders { .. } | Filter::ProxyRedirect { .. } | Filter::ProxyCookie { .. } | Filter::ErrorPages(_) => None,
         };
@@ -54,6 +61,7 @@ pub fn on_response(filters: &[Filter], _ctx: &Ctx<'_>, mut resp: Response<RespBo
             // Act on requests only.
             Filter::HttpsRedirect { .. } | Filter::Rewrite { .. } | Filter::AppRoot { .. } | Filter::FixedRedirect { .. } | Filter::WwwRedirect { .. } => {}
             Filter::UpstreamVhost { .. } | Filter::LocationDenied { .. } | Filter::DefaultBackendHeaders(_) | Filter::ErrorPages(_) => {}
+            Filter::BasicAuth(_) | Filter::ExternalAuth(_) => {}
             Filter::ResponseHeaders { headers } => response_headers::on_response(headers, &mut resp),
             Filter::ProxyRedirect { from, to } => proxy_redirect::on_response(from, to, &mut resp),
             Filter::ProxyCookie { path, domain } => proxy_cookie::on_response(path.as_ref(), domain.as_ref(), &mut resp),
@@ -68,4 +76,27 @@ pub fn error_pages(filters: &[Filter]) -> Option<&crate::config::filter::ErrorPa
         Filter::ErrorPages(p) => Some(p),
         _ => None,
     })
+}
+
+/// Whether the route has request filters that need I/O (`on_request_async`).
+pub fn has_async(filters: &[Filter]) -> bool {
+    filters.iter().any(|f| matches!(f, Filter::ExternalAuth(_)))
+}
+
+/// The client's Host as sent, for filters that need it after others changed the request.
+pub fn original_host<B>(req: &Request<B>) -> String {
+    auth_request::original_host(req)
+}
+
+/// The request filters that need I/O (the `auth-url` sub-request), after the sync ones, in
+/// order; the first that answers ends the request. `host` is the client's Host as sent.
+pub async fn on_request_async<B>(filters: &[Filter], ctx: &Ctx<'_>, host: &str, req: &mut Request<B>, cookies: &mut external_auth::AuthCookies) -> Option<Response<RespBody>> {
+    for f in filters {
+        if let Filter::ExternalAuth(a) = f
+            && let Some(answer) = external_auth::on_request(a, ctx, host, req, cookies).await
+        {
+            return Some(answer);
+        }
+    }
+    None
 }
