@@ -197,3 +197,28 @@ async fn signin_redirects_hung_servers_and_the_cache() {
     assert_eq!(get(&h, "cached.test", "/", &[("authorization", "Bearer two")]).await.0, 200);
     assert_eq!(seen.calls.load(Ordering::SeqCst), before + 2, "another key asks again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_auth_url_from_the_configmap_unless_disabled() {
+    let web = echo("web").await;
+    let (auth, seen) = auth_server().await;
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: vestibule\n  namespace: ingress\ndata:\n  global-auth-url: http://{auth}/forbid\n  global-auth-method: GET\n"
+    );
+    let h = start_with(
+        &manifest([
+            backend_yaml("default", "web", &[web.addr]),
+            cm,
+            ing("global", "global.test", &[]),
+            ing("off", "off.test", &[("enable-global-auth", "false".into())]),
+            ing("own", "own.test", &[("auth-url", format!("http://{auth}/ok"))]),
+        ]),
+        |o| o.configmap = Some(("ingress".into(), "vestibule".into())),
+    )
+    .await;
+    assert_eq!(get(&h, "global.test", "/", &[]).await.0, 403, "the global auth service decides");
+    let calls = seen.calls.load(Ordering::SeqCst);
+    assert_eq!(get(&h, "off.test", "/", &[]).await.0, 200, "enable-global-auth: false");
+    assert_eq!(seen.calls.load(Ordering::SeqCst), calls);
+    assert_eq!(get(&h, "own.test", "/", &[]).await.0, 200, "an Ingress's own auth-url wins");
+}

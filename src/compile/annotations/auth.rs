@@ -166,6 +166,33 @@ fn external(r: &mut Reader, url: &str) -> Result<External, String> {
     Ok(External { url, method, signin, signin_redirect_param, response_headers, request_redirect, cache, set_headers, always_set_cookie })
 }
 
+/// The controller ConfigMap's `global-auth-*` keys, each the global form of its `auth-*`
+/// annotation.
+pub const GLOBAL_KEYS: &[&str] = &[
+    "global-auth-url",
+    "global-auth-method",
+    "global-auth-signin",
+    "global-auth-signin-redirect-param",
+    "global-auth-response-headers",
+    "global-auth-request-redirect",
+    "global-auth-cache-key",
+    "global-auth-cache-duration",
+    "global-auth-always-set-cookie",
+];
+
+/// `global-auth-url` and its companions, read as the annotations they are global forms of;
+/// with the warnings of values that fell back (field name and message).
+pub fn global(data: &std::collections::BTreeMap<String, String>) -> (Option<Result<External, String>>, Vec<(String, String)>) {
+    let Some(url) = data.get("global-auth-url").filter(|v| !v.trim().is_empty()) else { return (None, Vec::new()) };
+    let mut ing = k8s_openapi::api::networking::v1::Ingress::default();
+    let anns = GLOBAL_KEYS.iter().filter_map(|k| data.get(*k).map(|v| (format!("nginx.ingress.kubernetes.io/{}", &k["global-".len()..]), v.clone())));
+    ing.metadata.annotations = Some(anns.collect());
+    let mut r = Reader { ingress: &ing, errors: Vec::new() };
+    let e = external(&mut r, url);
+    let warnings = r.errors.into_iter().map(|e| (e.field.replace("nginx.ingress.kubernetes.io/", "global-"), e.message)).collect();
+    (Some(e), warnings)
+}
+
 /// `auth-cache-key` (without it nothing is cached) and `auth-cache-duration`.
 fn cache(r: &mut Reader) -> Option<AuthCache> {
     let (k, v) = r.get("auth-cache-key")?;
