@@ -274,6 +274,19 @@ pub fn cache_duration(v: &str) -> Result<(Vec<u16>, Duration), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::annotations::tests::{ing, parse_default};
+    use crate::compile::diag::Severity;
+
+    #[test]
+    fn digest_is_a_warning_and_denied() {
+        let (a, e) = parse_default(&ing(&[("nginx.ingress.kubernetes.io/auth-type", "digest"), ("nginx.ingress.kubernetes.io/auth-secret", "s")]));
+        assert!(matches!(a.auth.basic, Some(Err(_))), "fails closed");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].severity, e[0].field.as_str()), (Severity::Warning, "metadata.annotations[nginx.ingress.kubernetes.io/auth-type]"));
+        let (a, e) = parse_default(&ing(&[("vestibule.dev/auth-type", "basic"), ("nginx.ingress.kubernetes.io/auth-type", "digest"), ("vestibule.dev/auth-secret", "other/s")]));
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(a.auth.basic, Some(Ok(Basic { namespace: "other".into(), name: "s".into(), secret_type: SecretType::File, realm: String::new() })), "our prefix wins");
+    }
 
     #[test]
     fn cache_keys_and_durations() {
