@@ -180,9 +180,12 @@ pub const GLOBAL_KEYS: &[&str] = &[
     "global-auth-always-set-cookie",
 ];
 
+/// Fields and messages of values that fell back.
+pub type Warnings = Vec<(String, String)>;
+
 /// `global-auth-url` and its companions, read as the annotations they are global forms of;
 /// with the warnings of values that fell back (field name and message).
-pub fn global(data: &std::collections::BTreeMap<String, String>) -> (Option<Result<External, String>>, Vec<(String, String)>) {
+pub fn global(data: &std::collections::BTreeMap<String, String>) -> (Option<Result<External, String>>, Warnings) {
     let Some(url) = data.get("global-auth-url").filter(|v| !v.trim().is_empty()) else { return (None, Vec::new()) };
     let mut ing = k8s_openapi::api::networking::v1::Ingress::default();
     let anns = GLOBAL_KEYS.iter().filter_map(|k| data.get(*k).map(|v| (format!("nginx.ingress.kubernetes.io/{}", &k["global-".len()..]), v.clone())));
