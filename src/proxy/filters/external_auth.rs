@@ -85,12 +85,18 @@ fn decide<B>(auth: &ExternalAuth, ctx: &Ctx<'_>, host: &str, req: &mut Request<B
 /// ingress-nginx's sign-in URL: the `auth-signin` URL, with `PARAM=<scheme>://<host><escaped
 /// request URI>` added (after `?` or `&`) unless its query already has that parameter.
 pub fn signin_location(signin: &str, param: &str, tls: bool, host: &str, request_uri: &str) -> String {
+    let scheme = if tls { "https" } else { "http" };
     let query = signin.split_once('?').map(|(_, q)| q).unwrap_or("");
     if query.split('&').any(|kv| kv.split('=').next() == Some(param)) {
-        return signin.to_string();
+        // The variables users write there (`rd=$escaped_request_uri`), replaced by their
+        // values as data; nothing else is expanded.
+        let mut out = signin.to_string();
+        for (var, val) in [("$escaped_request_uri", escape(request_uri)), ("$request_uri", request_uri.to_string()), ("$pass_access_scheme", scheme.into()), ("$scheme", scheme.into()), ("$http_host", host.into()), ("$host", super::super::router::strip_port(host).to_string())] {
+            out = out.replace(var, &val);
+        }
+        return out;
     }
     let sep = if signin.contains('?') { '&' } else { '?' };
-    let scheme = if tls { "https" } else { "http" };
     format!("{signin}{sep}{param}={scheme}://{host}{}", escape(request_uri))
 }
 
@@ -116,5 +122,7 @@ mod tests {
         assert_eq!(signin_location("https://a.b/start", "rd", false, "h:8080", "/p?x=1"), "https://a.b/start?rd=http://h:8080%2Fp%3Fx%3D1");
         assert_eq!(signin_location("https://a.b/start?x=y", "next", true, "h", "/"), "https://a.b/start?x=y&next=https://h%2F");
         assert_eq!(signin_location("https://a.b/?rd=fixed", "rd", true, "h", "/"), "https://a.b/?rd=fixed");
+        assert_eq!(signin_location("https://a.b/start?rd=$escaped_request_uri", "rd", true, "h:1", "/a b"), "https://a.b/start?rd=%2Fa%20b");
+        assert_eq!(signin_location("https://a.b/start?rd=$scheme://$host$request_uri", "rd", false, "h:1", "/x"), "https://a.b/start?rd=http://h/x");
     }
 }
