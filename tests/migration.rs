@@ -94,17 +94,20 @@ fn check_on_the_example_names_each_ingress_and_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_the_example_serves_the_ingress_with_a_snippet_and_applies_the_configmap() {
     let cart = echo("cart").await;
+    // The canary's backend too: 10% of requests go to it (canary-weight).
+    let cart_v2 = echo("cart-v2").await;
     let mut all = Vec::new();
     for f in ["backends.yaml", "shop.yaml", "api.yaml", "admin.yaml", "configmap.yaml"] {
         all.push(std::fs::read_to_string(examples().join(f)).unwrap());
     }
-    let m = all.join("\n---\n").replace("port: 19282", &format!("port: {}", cart.addr.port()));
+    let m = all.join("\n---\n").replace("port: 19282", &format!("port: {}", cart.addr.port())).replace("port: 19283", &format!("port: {}", cart_v2.addr.port()));
     let h = start_with(&m, |o| {
         o.ingress_class = "nginx".into();
         o.configmap = Some(("ingress-nginx".into(), "ingress-nginx-controller".into()));
     })
     .await;
-    let resp = h.client.get(h.http("/cart/items")).header("host", "shop.example.com").header("x-forwarded-for", "1.2.3.4").send().await.unwrap();
+    // `X-Canary: never` keeps this request on the mainline (the canary takes 10% otherwise).
+    let resp = h.client.get(h.http("/cart/items")).header("host", "shop.example.com").header("x-forwarded-for", "1.2.3.4").header("x-canary", "never").send().await.unwrap();
     assert_eq!(resp.status(), 200, "the Ingress with a snippet is served");
     assert!(resp.headers().get("cache-control").is_none(), "the snippet did not run: {:?}", resp.headers());
     assert!(resp.headers().get("server").is_none(), "server-tokens: false");
@@ -113,6 +116,9 @@ async fn serve_on_the_example_serves_the_ingress_with_a_snippet_and_applies_the_
     // use-forwarded-headers and compute-full-forwarded-for from the ConfigMap.
     assert_eq!(j["headers"]["x-real-ip"], "1.2.3.4", "{j:#}");
     assert_eq!(j["headers"]["x-forwarded-for"], "1.2.3.4, 127.0.0.1", "{j:#}");
+    let resp = h.client.get(h.http("/cart/items")).header("host", "shop.example.com").header("x-canary", "always").send().await.unwrap();
+    let j: Value = resp.json().await.unwrap();
+    assert_eq!(j["service"], "cart-v2", "the canary answers by header: {j:#}");
 }
 
 /// The `nginx.ingress.kubernetes.io/*` keys of every Ingress in `text`, or None when the file

@@ -140,7 +140,15 @@ pub fn effective(store: &Store, flags: &Settings) -> (Settings, Vec<Diagnostic>)
         diags.push(Diagnostic::new(Severity::Info, &obj, "data.allow-snippet-annotations", Reason::SnippetRefused, msg));
     }
 
-    let known = |k: &str| KEYS.contains(&k) || super::http_settings::KEYS.contains(&k) || super::headers_settings::KEYS.contains(&k);
+    let (global_auth, auth_warnings) = super::annotations::auth::global(data);
+    if let Some(Err(e)) = &global_auth {
+        diags.push(Diagnostic::new(Severity::Error, &obj, "data.global-auth-url", Reason::InvalidField, format!("{e}; every Ingress path without auth-url (and enable-global-auth not \"false\") answers 503")));
+    }
+    for (field, msg) in auth_warnings {
+        diags.push(Diagnostic::new(Severity::Warning, &obj, field, Reason::InvalidField, msg));
+    }
+    s.global_auth = global_auth;
+    let known = |k: &str| KEYS.contains(&k) || super::http_settings::KEYS.contains(&k) || super::headers_settings::KEYS.contains(&k) || super::annotations::auth::GLOBAL_KEYS.contains(&k);
     for key in data.keys().filter(|k| !known(k)) {
         diags.push(Diagnostic::new(Severity::Info, &obj, format!("data.{key}"), Reason::Unsupported, format!("{key:?} is not supported by Vestibule; it is ignored")));
     }

@@ -99,6 +99,7 @@ pub(super) fn filters(b: &mut Builder, ing: &Ingress, oref: &ObjRef, ann: &Annot
     if let Some(f @ Filter::LocationDenied { .. }) = &headers {
         out.push(f.clone());
     }
+    out.extend(super::auth::filters(b, ing, oref, ann, &ann.proxy));
     if let Some(host) = &ann.hosts.upstream_vhost {
         out.push(Filter::UpstreamVhost { host: host.clone() });
     }

@@ -19,6 +19,7 @@ pub mod migration;
 mod ingress;
 mod locations;
 mod location;
+mod auth;
 pub mod l4;
 pub mod status;
 pub mod tls;
@@ -86,6 +87,9 @@ pub struct Settings {
     pub ssl_passthrough: bool,
     /// `proxy-stream-timeout` (ConfigMap): idle timeout of TCP and UDP services and passthrough.
     pub stream_timeout: std::time::Duration,
+    /// The ConfigMap's `global-auth-url` (with `global-auth-method`, `-signin`,
+    /// `-response-headers`): external auth of every Ingress without `auth-url`.
+    pub global_auth: Option<Result<annotations::auth::External, String>>,
 }
 
 impl Settings {
@@ -113,6 +117,7 @@ impl Settings {
             l4_bind: std::net::IpAddr::from([0, 0, 0, 0]),
             ssl_passthrough: false,
             stream_timeout: std::time::Duration::from_secs(600),
+            global_auth: None,
         }
     }
 }

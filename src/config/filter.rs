@@ -48,6 +48,10 @@ pub enum Filter {
     /// `enable-cors`: preflights answered 204 with the CORS headers; the headers on every
     /// other answer to a matching origin.
     Cors(Box<super::cors::CorsPolicy>),
+    /// `auth-type: basic`: requests without valid credentials answer 401.
+    BasicAuth(super::auth::BasicAuth),
+    /// `auth-url` (or the ConfigMap's `global-auth-url`): a sub-request decides.
+    ExternalAuth(std::sync::Arc<super::auth::ExternalAuth>),
 }
 
 /// What an error backend is told about the request it answers for (ingress-nginx's `X-Namespace`,

@@ -8,6 +8,7 @@
 //! backends.
 
 pub mod affinity;
+pub mod auth;
 pub mod backend;
 pub mod canary;
 pub mod cors;

@@ -83,7 +83,15 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
     if let Some(answer) = super::client_auth::on_request(ctx, &live.config, &target, &mut req) {
         return filters::on_response(filters, ctx, answer);
     }
+    let host = filters::has_async(filters).then(|| filters::original_host(&req));
     if let Some(answer) = filters::on_request(filters, ctx, &mut req) {
+        return filters::on_response(filters, ctx, answer);
+    }
+    let mut cookies = filters::external_auth::AuthCookies::default();
+    if let Some(host) = &host
+        && let Some(mut answer) = filters::on_request_async(filters, ctx, host, &mut req, &mut cookies).await
+    {
+        cookies.apply(&mut answer);
         return filters::on_response(filters, ctx, answer);
     }
     let pages = filters::error_pages(filters);
@@ -107,5 +115,6 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
         drop(resp);
         resp = error_pages::answer(ctx, &live, pages, target.proxy(&live.config), original, code).await;
     }
+    cookies.apply(&mut resp);
     filters::on_response(filters, ctx, resp)
 }

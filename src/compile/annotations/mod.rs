@@ -23,6 +23,7 @@ pub mod auth_tls;
 pub mod ipfilter;
 pub mod ratelimit;
 pub mod cors;
+pub mod auth;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -53,6 +54,7 @@ pub const REGISTRY: &[(&str, &[&str])] = &[
     ("ipfilter", ipfilter::KEYS),
     ("ratelimit", ratelimit::KEYS),
     ("cors", cors::KEYS),
+    ("auth", auth::KEYS),
 ];
 
 /// Whether Vestibule honours `key` (without prefix): some family owns it and applies it.
@@ -97,6 +99,8 @@ pub struct Annotations {
     pub http: std::sync::Arc<crate::config::http::HttpSettings>,
     /// `enable-cors` and `cors-*`.
     pub cors: Option<crate::config::cors::CorsPolicy>,
+    /// `auth-*` (resolved against the store by `compile::auth`).
+    pub auth: auth::Auth,
 }
 
 /// An annotation that could not be used: its field path, why, and the diagnostic reason.
@@ -212,6 +216,7 @@ pub fn parse(ing: &Ingress, defaults: &Annotations) -> (Annotations, Vec<Annotat
         ratelimit: ratelimit::parse(&mut r, &defaults.http),
         http: defaults.http.clone(),
         cors: cors::parse(&mut r),
+        auth: auth::parse(&mut r),
     };
     snippet::parse(&mut r);
     let mut errors = r.errors;

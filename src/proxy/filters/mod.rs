@@ -13,6 +13,10 @@ mod upstream_vhost;
 mod ip_filter;
 mod rate_limit;
 mod cors;
+mod basic_auth;
+mod htpasswd;
+pub mod external_auth;
+mod auth_request;
 
 pub mod default_backend_headers;
 
@@ -43,6 +47,9 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
             Filter::IpFilter(f) => ip_filter::on_request(f, ctx),
             Filter::RateLimit(l) => rate_limit::on_request(l, ctx),
             Filter::Cors(p) => cors::on_request(p, ctx, req),
+            Filter::BasicAuth(a) => basic_auth::on_request(a, ctx, req),
+            // The async pass (`on_request_async`).
+            Filter::ExternalAuth(_) => None,
             // Act on responses only (error pages: the handler's error-page step).
             Filter::ResponseHeaders { .. } | Filter::ProxyRedirect { .. } | Filter::ProxyCookie { .. } | Filter::ErrorPages(_) => None,
         };
@@ -60,6 +67,7 @@ pub fn on_response(filters: &[Filter], ctx: &Ctx<'_>, mut resp: Response<RespBod
             // Act on requests only.
             Filter::HttpsRedirect { .. } | Filter::Rewrite { .. } | Filter::AppRoot { .. } | Filter::FixedRedirect { .. } | Filter::WwwRedirect { .. } => {}
             Filter::UpstreamVhost { .. } | Filter::LocationDenied { .. } | Filter::DefaultBackendHeaders(_) | Filter::ErrorPages(_) => {}
+            Filter::BasicAuth(_) | Filter::ExternalAuth(_) => {}
             Filter::ResponseHeaders { headers } => response_headers::on_response(headers, &mut resp),
             Filter::ProxyRedirect { from, to } => proxy_redirect::on_response(from, to, &mut resp),
             Filter::ProxyCookie { path, domain } => proxy_cookie::on_response(path.as_ref(), domain.as_ref(), &mut resp),
@@ -77,4 +85,27 @@ pub fn error_pages(filters: &[Filter]) -> Option<&crate::config::filter::ErrorPa
         Filter::ErrorPages(p) => Some(p),
         _ => None,
     })
+}
+
+/// Whether the route has request filters that need I/O (`on_request_async`).
+pub fn has_async(filters: &[Filter]) -> bool {
+    filters.iter().any(|f| matches!(f, Filter::ExternalAuth(_)))
+}
+
+/// The client's Host as sent, for filters that need it after others changed the request.
+pub fn original_host<B>(req: &Request<B>) -> String {
+    auth_request::original_host(req)
+}
+
+/// The request filters that need I/O (the `auth-url` sub-request), after the sync ones, in
+/// order; the first that answers ends the request. `host` is the client's Host as sent.
+pub async fn on_request_async<B>(filters: &[Filter], ctx: &Ctx<'_>, host: &str, req: &mut Request<B>, cookies: &mut external_auth::AuthCookies) -> Option<Response<RespBody>> {
+    for f in filters {
+        if let Filter::ExternalAuth(a) = f
+            && let Some(answer) = external_auth::on_request(a, ctx, host, req, cookies).await
+        {
+            return Some(answer);
+        }
+    }
+    None
 }
