@@ -103,3 +103,19 @@ async fn proxy_real_ip_cidr_trusts_only_its_forwarders() {
     let trusted_chain = "X-Forwarded-For: 10.1.1.1, 127.0.0.2\r\n";
     assert_eq!(status_from(a, "127.0.0.2", "a", trusted_chain).await, 200);
 }
+
+/// What an Ingress's defaultBackend serves is protected as its paths are: the unmatched paths of
+/// its hosts, and (for a rule-less Ingress) every host no rule names.
+#[tokio::test]
+async fn default_backends_carry_their_ingress_protections() {
+    let web = echo("web").await;
+    let full = format!("{P}whitelist-source-range");
+    let with_rules = Ingress::new("default", "guarded").annotation(&full, "127.0.0.1/32").default_backend("web", 80).host_path("guarded", "/app", "Prefix", "web", 80).to_yaml();
+    let catch_all = Ingress::new("default", "catch-all").annotation(&full, "127.0.0.1/32").default_backend("web", 80).to_yaml();
+    let h = start_all(&web, &[with_rules, catch_all], &[]).await;
+    let a = h.running.http;
+    assert_eq!(status_from(a, "127.0.0.1", "guarded", "").await, 200, "/ is the host's defaultBackend, and 127.0.0.1 is listed");
+    assert_eq!(status_from(a, "127.0.0.2", "guarded", "").await, 403, "the host's defaultBackend is not a way around the list");
+    assert_eq!(status_from(a, "127.0.0.1", "elsewhere", "").await, 200);
+    assert_eq!(status_from(a, "127.0.0.2", "elsewhere", "").await, 403, "nor is the catch-all");
+}

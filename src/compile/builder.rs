@@ -60,7 +60,7 @@ impl<'a> Builder<'a> {
 
     pub fn host_default(&mut self, backend: Arc<Backend>, owner: Arc<ObjRef>, host: &str) -> HostDefault {
         let labels = RouteLabels::new(host, "", &owner, &backend.service);
-        HostDefault { id: self.next_id(), backend, ingress: owner, proxy: self.proxy.clone(), labels, canary: None }
+        HostDefault { id: self.next_id(), backend, ingress: owner, proxy: self.proxy.clone(), labels, canary: None, filters: None }
     }
 
     /// Records a diagnostic found outside the builder (the ConfigMap's).

@@ -165,6 +165,9 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
         Some(d) => resolve(b, &oref, "spec.defaultBackend", d, ann).map(|backend| {
             let mut d = b.host_default(backend, oref.clone(), "");
             d.proxy = location::proxy(b, ann);
+            // As a catch-all it carries its Ingress's filters (protections first), never none.
+            let ctx = location::context(&oref, &d.backend);
+            d.filters = Some(location::filters(b, ing, &oref, ann, &Arc::from(Vec::new()), ctx, None));
             d
         }),
         None => None,
@@ -179,6 +182,9 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
         {
             let mut hd = b.host_default(d.backend.clone(), d.ingress.clone(), rule.host.as_deref().unwrap_or(""));
             hd.proxy = d.proxy.clone();
+            // The host's unmatched paths get the Ingress's filters, as its paths do.
+            let ctx = location::context(&oref, &hd.backend);
+            hd.filters = Some(location::filters(b, ing, &oref, ann, &redirect, ctx, None));
             b.vhost(&host, is_tls, &redirect).default = Some(hd);
             served(b, &oref).hosts.insert(host.clone());
         }

@@ -46,6 +46,9 @@ pub struct HostDefault {
     pub labels: RouteLabels,
     /// A canary Ingress's alternative backend for the catch-all default.
     pub canary: Option<Arc<Canary>>,
+    /// The filters of the Ingress this default comes from (its protections, headers, ...);
+    /// `None` for a default that has none of its own (`--default-backend-service`).
+    pub filters: Option<Arc<[Filter]>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -135,8 +138,15 @@ impl<'a> Target<'a> {
     pub fn filters(&self) -> &'a [Filter] {
         match self {
             Target::Route { route, .. } => &route.filters,
-            Target::HostDefault { vhost, .. } | Target::HostNotFound { vhost } => &vhost.filters,
-            _ => &[],
+            // A host's own defaultBackend carries its Ingress's filters (the host's included);
+            // a host falling through to the global default keeps the host's.
+            Target::HostDefault { vhost, default } => match (&vhost.default, &default.filters) {
+                (Some(own), Some(f)) if std::ptr::eq(own, *default) => f,
+                _ => &vhost.filters,
+            },
+            Target::HostNotFound { vhost } => &vhost.filters,
+            Target::Default(d) => d.filters.as_deref().unwrap_or(&[]),
+            Target::NotFound => &[],
         }
     }
 
