@@ -184,3 +184,24 @@ async fn the_real_world_corpus_is_reported_and_served() {
     eprintln!("corpus: {} files, {} distinct {PREFIX}* keys: {} honoured ({honoured:?}), {} named as not honoured", files.len(), all.len(), honoured.len(), all.len() - honoured.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// docs/annotations.md's table says of each ingress-nginx annotation whether Vestibule honours
+/// it: that must be what the annotation registry does.
+#[test]
+fn the_annotations_table_matches_the_registry() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/annotations.md")).unwrap();
+    let table = doc.split("| annotation | status | details |").nth(1).expect("the table").split("\n\n").next().unwrap();
+    let mut rows = 0;
+    for line in table.lines().filter(|l| l.starts_with("| `")) {
+        let key = line.split('`').nth(1).unwrap();
+        let status = line.split('|').nth(2).unwrap().trim();
+        let owned = vestibule::compile::annotations::is_owned(key);
+        if status.starts_with("not supported") {
+            assert!(!owned, "{key} is marked {status:?} but a family owns it");
+        } else {
+            assert!(owned, "{key} is marked {status:?} but no family owns it");
+        }
+        rows += 1;
+    }
+    assert!(rows > 100, "{rows} rows");
+}
