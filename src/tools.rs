@@ -81,6 +81,19 @@ pub async fn explain(args: ExplainArgs, out: &mut (dyn Write + Send)) -> anyhow:
     }
     let (fallback, _, _) = crate::tls::self_signed(&["vestibule.invalid"])?;
     let settings = args.routing.settings(fallback);
+    if args.url.starts_with("tcp://") || args.url.starts_with("udp://") {
+        let c = crate::compile::compile(&store, &settings);
+        return match explain::explain_l4(&c.config, &c.diagnostics, &args.url).expect("an L4 URL") {
+            Ok(text) => {
+                out.write_all(text.as_bytes())?;
+                Ok(if text.contains("-> no ") { 1 } else { 0 })
+            }
+            Err(e) => {
+                writeln!(out, "error: {e}")?;
+                Ok(2)
+            }
+        };
+    }
     match explain::explain(&store, &settings, &args.url) {
         Err(e) => {
             writeln!(out, "error: {e}")?;

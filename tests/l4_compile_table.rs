@@ -118,3 +118,33 @@ fn proxy_stream_timeout_is_the_idle_timeout() {
     let out = compile::compile(&store, &s);
     assert_eq!(out.config.l4[0].idle_timeout, std::time::Duration::from_secs(30));
 }
+
+/// `vestibule explain tcp://HOST:PORT` says which Service and endpoints a TCP port reaches, and
+/// why a port reaches nothing.
+#[test]
+fn explain_names_the_service_behind_a_tcp_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let ep: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let cm = common::ConfigMap::new("ingress", "tcp").data("9000", "db/postgres:5432:PROXY").data("9001", "db/missing:5432").to_yaml();
+    let svc = common::Service::new("db", "postgres").port("pg", 5432).to_yaml();
+    let slice = common::EndpointSlice::new("db", "postgres-1", "postgres").port("pg", 5432).ready(&ep.ip().to_string()).to_yaml();
+    std::fs::write(dir.path().join("m.yaml"), common::manifest(vec![cm, svc, slice])).unwrap();
+    let run = |url: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vestibule"))
+            .args(["explain", url, "--tcp-services-configmap", "ingress/tcp", "--manifests"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = run("tcp://front.example:9000");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Service db/postgres port 5432") && text.contains("127.0.0.1:5432"), "{text}");
+    assert!(text.contains("from clients read, to endpoints no"), "{text}");
+    let (code, text) = run("tcp://front.example:9001");
+    assert_eq!(code, Some(0), "the port listens; its Service is missing: {text}");
+    assert!(text.contains("no ready endpoints"), "{text}");
+    let (code, text) = run("tcp://front.example:9002");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no tcp service on port 9002"), "{text}");
+}

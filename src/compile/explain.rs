@@ -355,3 +355,33 @@ mod tests {
         assert!(host_matches(None, "x"));
     }
 }
+
+/// What a `tcp://HOST:PORT` or `udp://HOST:PORT` URL reaches: the TCP or UDP service on that
+/// port, from the services ConfigMaps. `None` when `url` is not such a URL.
+pub fn explain_l4(config: &Config, diags: &[Diagnostic], url: &str) -> Option<Result<String, String>> {
+    let (protocol, rest) = if let Some(r) = url.strip_prefix("tcp://") {
+        (crate::config::l4::L4Protocol::Tcp, r)
+    } else {
+        (crate::config::l4::L4Protocol::Udp, url.strip_prefix("udp://")?)
+    };
+    let port: u16 = match rest.trim_end_matches('/').rsplit_once(':').map(|(_, p)| p.parse()) {
+        Some(Ok(p)) => p,
+        _ => return Some(Err(format!("{url:?}: expected {}://HOST:PORT", protocol.as_str()))),
+    };
+    let Some(s) = config.l4.iter().find(|s| s.protocol == protocol && s.addr.port() == port) else {
+        let why: Vec<String> = diags.iter().filter(|d| d.object.kind == "ConfigMap" && d.field == format!("data.{port}")).map(|d| format!("  problem: {}", d.message)).collect();
+        return Some(Ok(format!("{url}\n  -> no {} service on port {port}\n{}", protocol.as_str(), why.join("\n"))));
+    };
+    let b = &s.backend;
+    let endpoints: Vec<String> = b.endpoints.iter().map(|e| e.to_string()).collect();
+    let mut text = format!("{url}\n  -> {} service {} ({})\n     backend Service {}/{} port {}: ", protocol.as_str(), s.name, s.origin, b.namespace, b.service, b.port);
+    match &b.unavailable {
+        Some(why) => text.push_str(&format!("no ready endpoints: {why}\n")),
+        None => text.push_str(&format!("endpoints {}\n", endpoints.join(", "))),
+    }
+    if s.decode_proxy || s.encode_proxy {
+        text.push_str(&format!("     PROXY protocol: from clients {}, to endpoints {}\n", if s.decode_proxy { "read" } else { "no" }, if s.encode_proxy { "sent" } else { "no" }));
+    }
+    text.push_str(&format!("     idle timeout {:?}\n", s.idle_timeout));
+    Some(Ok(text))
+}
