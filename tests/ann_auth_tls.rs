@@ -232,9 +232,8 @@ async fn a_connection_set_up_for_another_host_is_misdirected() {
 /// a policy that refuses (never one without client authentication).
 #[test]
 fn unusable_secrets_are_errors_naming_the_ingress_and_key() {
-    use vestibule::compile::{Reason, Settings, Severity};
-    vestibule::tls::install_provider();
-    let settings = Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
+    use vestibule::compile::{Reason, Severity};
+    let settings = compile_settings();
     let c = ca("Test CA");
     let docs = [
         Secret::new("default", "nocrt").string_data("tls.crt", &c.pem).to_yaml(),

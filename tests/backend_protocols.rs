@@ -6,7 +6,6 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,7 +15,7 @@ use common::*;
 use http_body_util::Full;
 use serde_json::Value;
 use vestibule::compile::{self, Reason};
-use vestibule::store::{ObjRef, Store};
+use vestibule::store::ObjRef;
 
 fn backend(svc: &str, addr: SocketAddr) -> String {
     format!("{}\n---\n", backend_yaml("default", svc, &[addr]))
@@ -50,15 +49,6 @@ async fn get(h: &Harness, host: &str) -> (u16, Value) {
     if status == 200 { (status, json(resp).await) } else { (status, Value::Null) }
 }
 
-fn store_of(yaml: &str) -> Store {
-    let parsed = vestibule::source::parse::parse_text(Path::new("manifests.yaml"), yaml);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut store = Store::default();
-    for o in parsed.objects {
-        store.insert(o);
-    }
-    store
-}
 
 /// An HTTPS backend with the certificate `issued` (for `backend.internal`), answering JSON
 /// that says how it was reached. Counts completed TLS handshakes.
@@ -320,8 +310,7 @@ async fn invalid_backend_protocol_is_reported_and_http_is_used() {
     assert!(j["tls"].is_null());
 
     let field = "metadata.annotations[nginx.ingress.kubernetes.io/backend-protocol]";
-    vestibule::tls::install_provider();
-    let settings = compile::Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
+    let settings = compile_settings();
     let diags = compile::compile(&store_of(&m), &settings).diagnostics;
     let d = diags.iter().find(|d| d.field == field).unwrap_or_else(|| panic!("no diagnostic for {field}: {diags:#?}"));
     assert_eq!(d.reason, Reason::InvalidField);

@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::path::Path;
 
 use clap::Parser;
 use common::*;
 use vestibule::compile::{self, Reason, Settings};
-use vestibule::source::parse::parse_text;
-use vestibule::store::{ObjRef, Store};
+use vestibule::store::ObjRef;
 
 const OURS: &str = "vestibule.dev/ingress-controller";
 const NGINX: &str = "k8s.io/ingress-nginx";
@@ -196,19 +194,9 @@ async fn custom_ingress_class_and_controller_class_flags() {
 
 // ---- compile, directly ----
 
-fn store_of(text: &str) -> Store {
-    let parsed = parse_text(Path::new("objects.yaml"), text);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut store = Store::default();
-    for obj in parsed.objects {
-        store.insert(obj);
-    }
-    store
-}
 
 fn settings() -> Settings {
-    vestibule::tls::install_provider();
-    Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0)
+    compile_settings()
 }
 
 #[test]

@@ -6,25 +6,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use common::*;
-use vestibule::compile::{self, Reason, Settings, Severity};
+use vestibule::compile::{self, Reason, Severity};
 use vestibule::config::{AffinityMode, BackendProtocol, Config, HeaderPattern, Policy, Target};
-use vestibule::source::parse::parse_text;
-use vestibule::store::Store;
 
 const A: &str = "nginx.ingress.kubernetes.io/";
 
 fn compiled(docs: Vec<String>) -> compile::Compiled {
-    vestibule::tls::install_provider();
-    let parsed = parse_text(Path::new("objects.yaml"), &manifest(docs));
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut store = Store::default();
-    for obj in parsed.objects {
-        store.insert(obj);
-    }
-    compile::compile(&store, &Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0))
+    compile::compile(&store_of(&manifest(docs)), &compile_settings())
 }
 
 fn backends(svcs: &[&str]) -> Vec<String> {

@@ -5,31 +5,18 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use vestibule::compile::{self, Compiled, Reason, Settings, Severity};
 use vestibule::config::{Filter, Route, Target};
-use vestibule::source::parse::parse_text;
-use vestibule::store::Store;
 
 const CREATED: &str = "2020-01-01T00:00:00Z";
 const N: &str = "nginx.ingress.kubernetes.io/";
 
-fn store_of(text: &str) -> Store {
-    let parsed = parse_text(Path::new("objects.yaml"), text);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut store = Store::default();
-    for obj in parsed.objects {
-        store.insert(obj);
-    }
-    store
-}
 
 fn settings() -> Settings {
-    vestibule::tls::install_provider();
-    let mut s = Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
+    let mut s = compile_settings();
     s.configmap = Some(("ingress".into(), "vestibule".into()));
     s
 }

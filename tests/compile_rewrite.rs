@@ -5,13 +5,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use common::*;
-use vestibule::compile::{self, Compiled, Reason, Settings, Severity};
+use vestibule::compile::{self, Compiled, Reason, Severity};
 use vestibule::config::{Config, Filter, Target};
-use vestibule::source::parse::parse_text;
-use vestibule::store::Store;
 
 const CREATED: &str = "2020-01-01T00:00:00Z";
 const A: &str = "nginx.ingress.kubernetes.io/";
@@ -21,14 +18,8 @@ fn compile_docs(docs: &[String], configmap: Option<&ConfigMap>) -> Compiled {
     if let Some(cm) = configmap {
         text = manifest([text, cm.to_yaml()]);
     }
-    let parsed = parse_text(Path::new("objects.yaml"), &text);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut store = Store::default();
-    for obj in parsed.objects {
-        store.insert(obj);
-    }
-    vestibule::tls::install_provider();
-    let mut settings = Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
+    let store = store_of(&text);
+    let mut settings = compile_settings();
     if configmap.is_some() {
         settings.configmap = Some(("default".into(), "vestibule".into()));
     }

@@ -6,12 +6,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use common::*;
 use vestibule::compile::{self, Diagnostic, Reason, Settings, Severity};
 use vestibule::config::{Config, Filter, Policy, Target};
-use vestibule::source::parse::parse_text;
 use vestibule::store::{ObjRef, Store};
 
 const CREATED: &str = "2020-01-01T00:00:00Z";
@@ -23,19 +21,9 @@ fn run(store: &Store, settings: &Settings) -> (Config, Vec<Diagnostic>) {
     (c.config, c.diagnostics)
 }
 
-fn store_of(text: &str) -> Store {
-    let parsed = parse_text(Path::new("objects.yaml"), text);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut store = Store::default();
-    for obj in parsed.objects {
-        store.insert(obj);
-    }
-    store
-}
 
 fn settings() -> Settings {
-    vestibule::tls::install_provider();
-    Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0)
+    compile_settings()
 }
 
 fn ingress(name: &str) -> Ingress {

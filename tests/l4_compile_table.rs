@@ -4,27 +4,14 @@
 
 mod common;
 
-use std::path::Path;
 
 use common::*;
 use vestibule::compile::{self, Reason, Settings, Severity};
 use vestibule::config::L4Protocol;
-use vestibule::source::parse::parse_text;
-use vestibule::store::Store;
 
-fn store_of(text: &str) -> Store {
-    let parsed = parse_text(Path::new("objects.yaml"), text);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut store = Store::default();
-    for obj in parsed.objects {
-        store.insert(obj);
-    }
-    store
-}
 
 fn settings() -> Settings {
-    vestibule::tls::install_provider();
-    let mut s = Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0);
+    let mut s = compile_settings();
     s.tcp_services = Some(("ingress".into(), "tcp".into()));
     s.udp_services = Some(("ingress".into(), "udp".into()));
     s.l4_bind = "127.0.0.1".parse().unwrap();

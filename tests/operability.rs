@@ -6,7 +6,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -789,15 +788,6 @@ fn fallback_settings() -> vestibule::compile::Settings {
     vestibule::compile::Settings::new(vestibule::tls::self_signed(&["x"]).unwrap().0)
 }
 
-fn store_of(yaml: &str) -> Store {
-    let parsed = vestibule::source::parse::parse_text(Path::new("manifests.yaml"), yaml);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut store = Store::default();
-    for o in parsed.objects {
-        store.insert(o);
-    }
-    store
-}
 
 fn explain_in(store: &Store, url: &str) -> Explanation {
     explain::explain(store, &fallback_settings(), url).unwrap()

@@ -207,3 +207,20 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VESTIBULE_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
 }
+
+/// The objects of a manifest text as the file source stores them; a parse error fails the test.
+pub fn store_of(text: &str) -> vestibule::store::Store {
+    let parsed = vestibule::source::parse::parse_text(std::path::Path::new("objects.yaml"), text);
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    let mut store = vestibule::store::Store::default();
+    for obj in parsed.objects {
+        store.insert(obj);
+    }
+    store
+}
+
+/// Compile settings with the built-in defaults and a generated fallback certificate.
+pub fn compile_settings() -> vestibule::compile::Settings {
+    vestibule::tls::install_provider();
+    vestibule::compile::Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0)
+}
