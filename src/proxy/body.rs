@@ -53,25 +53,6 @@ impl Progress {
     }
 }
 
-/// Waits for `fut`, giving up after `timeout` with neither an answer nor request body progress.
-pub async fn with_idle_timeout<F: std::future::Future>(fut: F, timeout: Duration, progress: &Progress) -> Option<F::Output> {
-    tokio::pin!(fut);
-    let mut deadline = Instant::now() + timeout;
-    loop {
-        tokio::select! {
-            out = &mut fut => return Some(out),
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                let next = progress.last() + timeout;
-                if next > Instant::now() {
-                    deadline = next;
-                } else {
-                    return None;
-                }
-            }
-        }
-    }
-}
-
 /// Waits for an exchange with an endpoint: while the request body is still being sent, at most
 /// `send` without it moving (`proxy-send-timeout`); once it is sent, at most `read` for the
 /// answer (`proxy-read-timeout`), counted from when the body was last moved.
