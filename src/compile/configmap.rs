@@ -239,14 +239,9 @@ fn seconds(v: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// The booleans ingress-nginx reads from its ConfigMap (Go's `strconv.ParseBool`).
-pub(super) fn boolean(v: &str) -> Option<bool> {
-    match v.trim() {
-        "true" | "True" | "TRUE" | "t" | "T" | "1" => Some(true),
-        "false" | "False" | "FALSE" | "f" | "F" | "0" => Some(false),
-        _ => None,
-    }
-}
+/// The booleans ingress-nginx reads from its ConfigMap: Go's `strconv.ParseBool`, as for the
+/// annotations.
+pub(super) use super::annotations::go_bool as boolean;
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 //! Ingress's rules whose Service has no endpoints).
 
 use super::Reader;
-use super::hosts::go_bool;
+use super::go_bool;
 
 pub const KEYS: &[&str] = &["custom-http-errors", "default-backend", "disable-proxy-intercept-errors"];
 

@@ -14,14 +14,7 @@ pub struct Hosts {
     pub service_upstream: bool,
 }
 
-/// Go's `strconv.ParseBool`, as ingress-nginx reads boolean annotations.
-pub fn go_bool(v: &str) -> Option<bool> {
-    match v.trim() {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
+use super::go_bool;
 
 /// ingress-nginx's server-name charset (nginx regex names included).
 fn server_name_chars(s: &str) -> bool {
