@@ -14,6 +14,7 @@ pub mod debug;
 pub mod demo;
 pub mod echo;
 pub mod engine;
+pub mod gateway_api;
 pub mod metrics;
 pub mod proxy;
 pub mod serve;

@@ -13,6 +13,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute};
+
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -29,6 +31,12 @@ pub enum Object {
     Secret(Secret),
     ConfigMap(ConfigMap),
     Namespace(Namespace),
+    GatewayClass(GatewayClass),
+    Gateway(Gateway),
+    HTTPRoute(HTTPRoute),
+    GRPCRoute(GRPCRoute),
+    TLSRoute(TLSRoute),
+    ReferenceGrant(ReferenceGrant),
 }
 
 impl Object {
@@ -41,6 +49,12 @@ impl Object {
             Object::Secret(_) => "Secret",
             Object::ConfigMap(_) => "ConfigMap",
             Object::Namespace(_) => "Namespace",
+            Object::GatewayClass(_) => "GatewayClass",
+            Object::Gateway(_) => "Gateway",
+            Object::HTTPRoute(_) => "HTTPRoute",
+            Object::GRPCRoute(_) => "GRPCRoute",
+            Object::TLSRoute(_) => "TLSRoute",
+            Object::ReferenceGrant(_) => "ReferenceGrant",
         }
     }
 
@@ -53,12 +67,18 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HTTPRoute(o) => &o.metadata,
+            Object::GRPCRoute(o) => &o.metadata,
+            Object::TLSRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(&self) -> bool {
-        !matches!(self, Object::IngressClass(_) | Object::Namespace(_))
+        !matches!(self, Object::IngressClass(_) | Object::Namespace(_) | Object::GatewayClass(_))
     }
 
     pub fn obj_ref(&self) -> ObjRef {
@@ -81,6 +101,12 @@ pub enum SharedObject {
     Secret(Arc<Secret>),
     ConfigMap(Arc<ConfigMap>),
     Namespace(Arc<Namespace>),
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    HTTPRoute(Arc<HTTPRoute>),
+    GRPCRoute(Arc<GRPCRoute>),
+    TLSRoute(Arc<TLSRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
 }
 
 impl From<Object> for SharedObject {
@@ -93,6 +119,12 @@ impl From<Object> for SharedObject {
             Object::Secret(o) => SharedObject::Secret(Arc::new(o)),
             Object::ConfigMap(o) => SharedObject::ConfigMap(Arc::new(o)),
             Object::Namespace(o) => SharedObject::Namespace(Arc::new(o)),
+            Object::GatewayClass(o) => SharedObject::GatewayClass(Arc::new(o)),
+            Object::Gateway(o) => SharedObject::Gateway(Arc::new(o)),
+            Object::HTTPRoute(o) => SharedObject::HTTPRoute(Arc::new(o)),
+            Object::GRPCRoute(o) => SharedObject::GRPCRoute(Arc::new(o)),
+            Object::TLSRoute(o) => SharedObject::TLSRoute(Arc::new(o)),
+            Object::ReferenceGrant(o) => SharedObject::ReferenceGrant(Arc::new(o)),
         }
     }
 }
@@ -111,6 +143,12 @@ impl SharedObject {
             SharedObject::Secret(a) => addr(a),
             SharedObject::ConfigMap(a) => addr(a),
             SharedObject::Namespace(a) => addr(a),
+            SharedObject::GatewayClass(a) => addr(a),
+            SharedObject::Gateway(a) => addr(a),
+            SharedObject::HTTPRoute(a) => addr(a),
+            SharedObject::GRPCRoute(a) => addr(a),
+            SharedObject::TLSRoute(a) => addr(a),
+            SharedObject::ReferenceGrant(a) => addr(a),
         };
         p(self) == p(other)
     }
@@ -124,6 +162,12 @@ impl SharedObject {
             SharedObject::Secret(o) => ("Secret", &o.metadata, true),
             SharedObject::ConfigMap(o) => ("ConfigMap", &o.metadata, true),
             SharedObject::Namespace(o) => ("Namespace", &o.metadata, false),
+            SharedObject::GatewayClass(o) => ("GatewayClass", &o.metadata, false),
+            SharedObject::Gateway(o) => ("Gateway", &o.metadata, true),
+            SharedObject::HTTPRoute(o) => ("HTTPRoute", &o.metadata, true),
+            SharedObject::GRPCRoute(o) => ("GRPCRoute", &o.metadata, true),
+            SharedObject::TLSRoute(o) => ("TLSRoute", &o.metadata, true),
+            SharedObject::ReferenceGrant(o) => ("ReferenceGrant", &o.metadata, true),
         };
         ObjRef {
             kind,
@@ -167,6 +211,12 @@ pub struct Store {
     pub secrets: BTreeMap<Key, Arc<Secret>>,
     pub config_maps: BTreeMap<Key, Arc<ConfigMap>>,
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
+    pub gateway_classes: BTreeMap<String, Arc<GatewayClass>>,
+    pub gateways: BTreeMap<Key, Arc<Gateway>>,
+    pub http_routes: BTreeMap<Key, Arc<HTTPRoute>>,
+    pub grpc_routes: BTreeMap<Key, Arc<GRPCRoute>>,
+    pub tls_routes: BTreeMap<Key, Arc<TLSRoute>>,
+    pub reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
 }
 
 fn key(meta: &ObjectMeta) -> Key {
@@ -199,6 +249,24 @@ impl Store {
             Object::Namespace(o) => {
                 self.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), Arc::new(o));
             }
+            Object::GatewayClass(o) => {
+                self.gateway_classes.insert(o.metadata.name.clone().unwrap_or_default(), Arc::new(o));
+            }
+            Object::Gateway(o) => {
+                self.gateways.insert(key(&o.metadata), Arc::new(o));
+            }
+            Object::HTTPRoute(o) => {
+                self.http_routes.insert(key(&o.metadata), Arc::new(o));
+            }
+            Object::GRPCRoute(o) => {
+                self.grpc_routes.insert(key(&o.metadata), Arc::new(o));
+            }
+            Object::TLSRoute(o) => {
+                self.tls_routes.insert(key(&o.metadata), Arc::new(o));
+            }
+            Object::ReferenceGrant(o) => {
+                self.reference_grants.insert(key(&o.metadata), Arc::new(o));
+            }
         }
     }
 
@@ -229,6 +297,24 @@ impl Store {
             SharedObject::Namespace(o) => {
                 self.namespaces.insert(o.metadata.name.clone().unwrap_or_default(), o.clone());
             }
+            SharedObject::GatewayClass(o) => {
+                self.gateway_classes.insert(o.metadata.name.clone().unwrap_or_default(), o.clone());
+            }
+            SharedObject::Gateway(o) => {
+                self.gateways.insert(key(&o.metadata), o.clone());
+            }
+            SharedObject::HTTPRoute(o) => {
+                self.http_routes.insert(key(&o.metadata), o.clone());
+            }
+            SharedObject::GRPCRoute(o) => {
+                self.grpc_routes.insert(key(&o.metadata), o.clone());
+            }
+            SharedObject::TLSRoute(o) => {
+                self.tls_routes.insert(key(&o.metadata), o.clone());
+            }
+            SharedObject::ReferenceGrant(o) => {
+                self.reference_grants.insert(key(&o.metadata), o.clone());
+            }
         }
     }
 
@@ -240,6 +326,12 @@ impl Store {
             + self.secrets.len()
             + self.config_maps.len()
             + self.namespaces.len()
+            + self.gateway_classes.len()
+            + self.gateways.len()
+            + self.http_routes.len()
+            + self.grpc_routes.len()
+            + self.tls_routes.len()
+            + self.reference_grants.len()
     }
 
     pub fn is_empty(&self) -> bool {

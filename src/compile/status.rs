@@ -3,13 +3,33 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::gateway_api as gw;
 use crate::store::Key;
 
 /// Per-object results of one compile.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
     /// Every Ingress in the store, by namespace and name.
     pub ingresses: BTreeMap<Key, IngressStatus>,
+    /// The Gateway API objects that are ours, with the status compile gives them.
+    pub gateway: GatewayApiStatus,
+}
+
+/// Gateway API status as compile decides it: the leader writes it, `explain` and `check` show
+/// it. Compile has no clock, so every condition's `lastTransitionTime` is the epoch; the writer
+/// keeps the time of a condition whose status did not change and stamps the others.
+/// `observedGeneration` is the object's `metadata.generation`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayApiStatus {
+    /// GatewayClasses whose `spec.controllerName` is ours, by name.
+    pub gateway_classes: BTreeMap<String, gw::GatewayClassStatus>,
+    /// Gateways of our classes.
+    pub gateways: BTreeMap<Key, gw::GatewayStatus>,
+    /// For each route, the parent entries for parents that are ours (under our
+    /// `controllerName`); entries of other controllers are the writer's to keep.
+    pub http_routes: BTreeMap<Key, Vec<gw::RouteParentStatus>>,
+    pub grpc_routes: BTreeMap<Key, Vec<gw::RouteParentStatus>>,
+    pub tls_routes: BTreeMap<Key, Vec<gw::RouteParentStatus>>,
 }
 
 /// Whether an object is ours to serve.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::legacy::LegacyIngress;
 pub use super::locate::{field_at, locate};
 use crate::compile::validate;
+use crate::gateway_api as gw;
 use crate::store::{ObjRef, Object};
 
 /// Why one document (or one whole file) was not accepted.
@@ -184,9 +185,15 @@ fn identity(v: &Value) -> Option<ObjRef> {
         "Secret" => "Secret",
         "ConfigMap" => "ConfigMap",
         "Namespace" => "Namespace",
+        "GatewayClass" => "GatewayClass",
+        "Gateway" => "Gateway",
+        "HTTPRoute" => "HTTPRoute",
+        "GRPCRoute" => "GRPCRoute",
+        "TLSRoute" => "TLSRoute",
+        "ReferenceGrant" => "ReferenceGrant",
         _ => return None,
     };
-    let ns = if matches!(kind, "IngressClass" | "Namespace") { "" } else { str_at(v, &["metadata", "namespace"]).unwrap_or("default") };
+    let ns = if matches!(kind, "IngressClass" | "Namespace" | "GatewayClass") { "" } else { str_at(v, &["metadata", "namespace"]).unwrap_or("default") };
     Some(ObjRef::new(kind, ns, name))
 }
 
@@ -253,6 +260,13 @@ fn parse_object(ctx: &Ctx, doc: Option<&str>, value: Value, out: &mut Parsed) {
         ("Secret", "v1") => typed::<Secret>(ctx, doc, &value, &id).map(Object::Secret),
         ("ConfigMap", "v1") => typed::<ConfigMap>(ctx, doc, &value, &id).map(Object::ConfigMap),
         ("Namespace", "v1") => typed::<Namespace>(ctx, doc, &value, &id).map(Object::Namespace),
+        ("GatewayClass", "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1") => typed::<gw::GatewayClass>(ctx, doc, &value, &id).map(Object::GatewayClass),
+        ("Gateway", "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1") => typed::<gw::Gateway>(ctx, doc, &value, &id).map(Object::Gateway),
+        ("HTTPRoute", "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1") => typed::<gw::HTTPRoute>(ctx, doc, &value, &id).map(Object::HTTPRoute),
+        ("GRPCRoute", "gateway.networking.k8s.io/v1") => typed::<gw::GRPCRoute>(ctx, doc, &value, &id).map(Object::GRPCRoute),
+        ("TLSRoute", "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1alpha3" | "gateway.networking.k8s.io/v1alpha2") => typed::<gw::TLSRoute>(ctx, doc, &value, &id).map(Object::TLSRoute),
+        ("ReferenceGrant", "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1") => typed::<gw::ReferenceGrant>(ctx, doc, &value, &id).map(Object::ReferenceGrant),
+        ("GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "ReferenceGrant", _) => Err(wrong_version("gateway.networking.k8s.io/v1")),
         _ => Err(wrong_version("v1")),
     };
     let annotations = (kind == "Ingress").then(|| string_map(value.pointer("/metadata/annotations")));
@@ -289,7 +303,12 @@ fn default_namespace(obj: &mut Object) {
         Object::EndpointSlice(o) => &mut o.metadata,
         Object::Secret(o) => &mut o.metadata,
         Object::ConfigMap(o) => &mut o.metadata,
-        Object::IngressClass(_) | Object::Namespace(_) => return,
+        Object::Gateway(o) => &mut o.metadata,
+        Object::HTTPRoute(o) => &mut o.metadata,
+        Object::GRPCRoute(o) => &mut o.metadata,
+        Object::TLSRoute(o) => &mut o.metadata,
+        Object::ReferenceGrant(o) => &mut o.metadata,
+        Object::IngressClass(_) | Object::Namespace(_) | Object::GatewayClass(_) => return,
     };
     if meta.namespace.as_deref().unwrap_or("").is_empty() {
         meta.namespace = Some("default".into());
