@@ -201,6 +201,9 @@ pub struct RoutingArgs {
     /// The spec.controller of IngressClasses that are ours.
     #[arg(long, default_value = "vestibule.dev/ingress-controller")]
     pub controller_class: String,
+    /// The spec.controllerName of GatewayClasses that are ours.
+    #[arg(long, default_value = "vestibule.dev/gateway-controller")]
+    pub gateway_controller_name: String,
     /// Also serve Ingresses that name no class.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub watch_ingress_without_class: bool,
@@ -287,6 +290,7 @@ fn apply_listen(o: &mut ServeOptions, l: &ListenArgs) {
 fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {
     o.ingress_class = r.ingress_class.clone();
     o.controller_class = r.controller_class.clone();
+    o.gateway_controller_name = r.gateway_controller_name.clone();
     o.watch_without_class = r.watch_ingress_without_class;
     o.default_backend_service = r.default_backend_service.clone();
     o.default_ssl_certificate = r.default_ssl_certificate.clone();

@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub healthz_port: u16,
     pub ingress_class: String,
     pub controller_class: String,
+    /// `--gateway-controller-name`: the `spec.controllerName` of GatewayClasses that are ours.
+    pub gateway_controller_name: String,
     pub watch_without_class: bool,
     pub default_backend_service: Option<(String, String)>,
     pub default_ssl_certificate: Option<(String, String)>,
@@ -87,6 +89,7 @@ impl ServeOptions {
         let mut settings = Settings::new(fallback);
         settings.ingress_class = self.ingress_class.clone();
         settings.controller_class = self.controller_class.clone();
+        settings.gateway_controller_name = self.gateway_controller_name.clone();
         settings.watch_without_class = self.watch_without_class;
         settings.default_backend_service = self.default_backend_service.clone();
         settings.default_ssl_certificate = self.default_ssl_certificate.clone();
@@ -123,6 +126,7 @@ impl Default for ServeOptions {
             healthz_port: 10254,
             ingress_class: "vestibule".into(),
             controller_class: "vestibule.dev/ingress-controller".into(),
+            gateway_controller_name: crate::compile::DEFAULT_GATEWAY_CONTROLLER.into(),
             watch_without_class: true,
             default_backend_service: None,
             default_ssl_certificate: None,

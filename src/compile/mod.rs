@@ -45,6 +45,8 @@ pub struct Settings {
     pub ingress_class: String,
     /// `--controller-class`: the `spec.controller` of IngressClasses that are ours.
     pub controller_class: String,
+    /// `--gateway-controller-name`: the `spec.controllerName` of GatewayClasses that are ours.
+    pub gateway_controller_name: String,
     /// `--watch-ingress-without-class`.
     pub watch_without_class: bool,
     /// `--default-backend-service`.
@@ -92,11 +94,15 @@ pub struct Settings {
     pub global_auth: Option<Result<annotations::auth::External, String>>,
 }
 
+/// The default `--gateway-controller-name`.
+pub const DEFAULT_GATEWAY_CONTROLLER: &str = "vestibule.dev/gateway-controller";
+
 impl Settings {
     pub fn new(fallback_cert: Arc<CertifiedKey>) -> Self {
         Settings {
             ingress_class: "vestibule".into(),
             controller_class: "vestibule.dev/ingress-controller".into(),
+            gateway_controller_name: DEFAULT_GATEWAY_CONTROLLER.into(),
             watch_without_class: true,
             default_backend_service: None,
             default_ssl_certificate: None,
