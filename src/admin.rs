@@ -1,5 +1,5 @@
-//! The health port: `/healthz`, `/metrics`, and the read-only `/debug/config` and
-//! `/debug/explain?url=` endpoints.
+//! The health port: `/healthz`, `/metrics`, the dashboard (`/dashboard`), and the read-only
+//! `/debug/config`, `/debug/live` and `/debug/explain?url=` endpoints.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,11 +25,20 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     resp
 }
 
-fn respond(shared: &Shared, snapshots: &ArcSwap<Snapshot>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(shared: &Shared, snapshots: &ArcSwap<Snapshot>, dashboard: bool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "read-only endpoint\n".into());
     }
     let query = req.uri().query().unwrap_or("");
+    if dashboard && let Some((content_type, body)) = crate::dashboard::asset(req.uri().path()) {
+        let mut resp = text(StatusCode::OK, content_type, body.to_string());
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(crate::dashboard::CSP));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return resp;
+    }
     match req.uri().path() {
         "/healthz" if shared.is_ready() => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/healthz" => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no configuration applied yet\n".into()),
@@ -44,6 +53,7 @@ fn respond(shared: &Shared, snapshots: &ArcSwap<Snapshot>, req: &Request<Incomin
             let v = crate::debug::config_json(&config, &snapshot);
             text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&v).unwrap_or_default() + "\n")
         }
+        "/debug/live" => text(StatusCode::OK, "application/json", serde_json::to_string(&crate::dashboard::live_json(shared)).unwrap_or_default() + "\n"),
         "/debug/explain" => {
             let Some(url) = crate::debug::query_value(query, "url") else {
                 return text(StatusCode::BAD_REQUEST, "text/plain", "usage: /debug/explain?url=http://HOST/PATH[&format=text]\n".into());
@@ -59,11 +69,12 @@ fn respond(shared: &Shared, snapshots: &ArcSwap<Snapshot>, req: &Request<Incomin
                 Ok(x) => text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&x).unwrap_or_default() + "\n"),
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz, /metrics, /debug/config, /debug/explain?url=\n".into()),
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz, /metrics, /dashboard, /debug/config, /debug/live, /debug/explain?url=\n".into()),
     }
 }
 
-pub fn spawn(listener: TcpListener, shared: Arc<Shared>, snapshots: Arc<ArcSwap<Snapshot>>) -> tokio::task::JoinHandle<()> {
+/// Serves the health port; `dashboard` adds `/dashboard` (`--enable-dashboard`).
+pub fn spawn(listener: TcpListener, shared: Arc<Shared>, snapshots: Arc<ArcSwap<Snapshot>>, dashboard: bool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -73,7 +84,7 @@ pub fn spawn(listener: TcpListener, shared: Arc<Shared>, snapshots: Arc<ArcSwap<
             let (shared, snapshots) = (shared.clone(), snapshots.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let resp = respond(&shared, &snapshots, &req);
+                    let resp = respond(&shared, &snapshots, dashboard, &req);
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;

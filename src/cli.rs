@@ -115,6 +115,9 @@ pub struct ListenArgs {
     /// Port for /healthz (0 picks a free port).
     #[arg(long, default_value_t = 10254)]
     pub healthz_port: u16,
+    /// Serve the read-only web dashboard at /dashboard on the healthz port.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_dashboard: bool,
     /// On SIGTERM, how long /healthz reports unready while the listeners still accept, so that
     /// load balancers stop sending new connections first.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -285,6 +288,7 @@ fn apply_listen(o: &mut ServeOptions, l: &ListenArgs) {
     o.http_port = l.http_port;
     o.https_port = l.https_port;
     o.healthz_port = l.healthz_port;
+    o.enable_dashboard = l.enable_dashboard;
 }
 
 fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {

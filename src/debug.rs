@@ -33,6 +33,7 @@ fn vhost(v: &VirtualHost) -> Value {
             "path": r.rule_path,
             "pathType": r.path_type,
             "ingress": format!("{}/{}", r.ingress.namespace, r.ingress.name),
+            "source": r.ingress.to_string(),
             "sslRedirect": r.filters.iter().any(|f| matches!(f, crate::config::Filter::HttpsRedirect { .. })),
             "backend": backend(&r.backend()),
         })).collect::<Vec<_>>(),

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod controller;
+pub mod dashboard;
 pub mod debug;
 pub mod demo;
 pub mod echo;

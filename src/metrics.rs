@@ -321,6 +321,43 @@ struct ReqLabelSet {
     status: String,
 }
 
+/// Requests counted for one route so far, by class of status, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteTotals {
+    pub host: String,
+    pub path: String,
+    pub namespace: String,
+    pub ingress: String,
+    pub service: String,
+    pub requests: u64,
+    /// Answers with a 5xx status.
+    pub errors: u64,
+}
+
+impl Metrics {
+    /// The request totals of every route seen so far (the counters `/metrics` exports).
+    pub fn route_totals(&self) -> Vec<RouteTotals> {
+        let routes: Vec<Arc<RouteStats>> = self.routes.lock().expect("routes lock").values().cloned().collect();
+        let mut out: Vec<RouteTotals> = routes
+            .iter()
+            .map(|r| {
+                let (mut requests, mut errors) = (0, 0);
+                for (status, _, s) in r.by.read().expect("stats lock").iter() {
+                    let n = s.requests.load(Ordering::Relaxed);
+                    requests += n;
+                    if *status >= 500 {
+                        errors += n;
+                    }
+                }
+                let l = &r.labels;
+                RouteTotals { host: l.host.to_string(), path: l.path.to_string(), namespace: l.namespace.to_string(), ingress: l.ingress.to_string(), service: l.service.to_string(), requests, errors }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.host, &a.path, &a.namespace, &a.ingress).cmp(&(&b.host, &b.path, &b.namespace, &b.ingress)));
+        out
+    }
+}
+
 /// Encodes the per-route statistics as ingress-nginx's metric families.
 #[derive(Debug)]
 struct RequestCollector(Arc<Metrics>);

@@ -26,6 +26,8 @@ pub struct ServeOptions {
     pub http_port: u16,
     pub https_port: u16,
     pub healthz_port: u16,
+    /// `--enable-dashboard`: `/dashboard` on the healthz port.
+    pub enable_dashboard: bool,
     pub ingress_class: String,
     pub controller_class: String,
     /// `--gateway-controller-name`: the `spec.controllerName` of GatewayClasses that are ours.
@@ -124,6 +126,7 @@ impl Default for ServeOptions {
             http_port: 8080,
             https_port: 8443,
             healthz_port: 10254,
+            enable_dashboard: true,
             ingress_class: "vestibule".into(),
             controller_class: "vestibule.dev/ingress-controller".into(),
             gateway_controller_name: crate::compile::DEFAULT_GATEWAY_CONTROLLER.into(),
@@ -213,6 +216,7 @@ pub struct Frontend {
     healthz_listener: Option<TcpListener>,
     /// The admission webhook, bound (with `--validating-webhook`).
     pub webhook: Option<crate::webhook::Bound>,
+    dashboard: bool,
 }
 
 impl Frontend {
@@ -243,14 +247,14 @@ impl Frontend {
             Some(w) => Some(crate::webhook::bind(w).await?),
             None => None,
         };
-        Ok(Frontend { engine, shared, healthz, healthz_listener: Some(healthz_l), webhook })
+        Ok(Frontend { engine, shared, healthz, healthz_listener: Some(healthz_l), webhook, dashboard: opts.enable_dashboard })
     }
 
     /// Starts accepting on the health listener and the webhook's (once; later calls do
     /// nothing).
     pub fn spawn(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
         let Some(l) = self.healthz_listener.take() else { return Vec::new() };
-        let mut tasks = vec![crate::admin::spawn(l, self.shared.clone(), self.engine.snapshot.clone())];
+        let mut tasks = vec![crate::admin::spawn(l, self.shared.clone(), self.engine.snapshot.clone(), self.dashboard)];
         if let Some(w) = &mut self.webhook {
             tasks.extend(w.spawn(self.engine.snapshot.clone(), self.engine.settings.clone(), self.shared.metrics.clone()));
         }

@@ -103,6 +103,19 @@ impl EndpointState {
     }
 }
 
+/// An endpoint's state as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointHealth {
+    /// Taken out of balancing after consecutive connect failures, until its backoff ends.
+    pub ejected: bool,
+    /// Ejections in a row (resets once it connects again after its backoff).
+    pub ejections: u32,
+    pub in_flight: u32,
+    /// Peak-EWMA response latency, once measured.
+    pub latency_ms: Option<f64>,
+}
+
 /// Endpoint states by address and round-robin cursors by backend, shared by every config.
 /// Entries live until a configuration without them is swapped in (`retain`).
 #[derive(Debug, Default)]
@@ -124,6 +137,18 @@ impl Registry {
         let c = Arc::new(AtomicUsize::new(0));
         map.insert(backend.to_string(), c.clone());
         c
+    }
+
+    /// What the balancer knows of one endpoint now, for operators; `None` before its first use.
+    pub fn health(&self, addr: SocketAddr) -> Option<EndpointHealth> {
+        let e = self.endpoints.lock().expect("registry lock").get(&addr).cloned()?;
+        let ewma = e.ewma_ns.load(Ordering::Relaxed);
+        Some(EndpointHealth {
+            ejected: e.ejected(now_ns()),
+            ejections: e.ejections.load(Ordering::Relaxed),
+            in_flight: e.in_flight.load(Ordering::Relaxed),
+            latency_ms: (ewma != 0).then(|| ewma as f64 / 1e6),
+        })
     }
 
     /// Forgets endpoints and backends the live configuration no longer has.
