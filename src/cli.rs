@@ -115,6 +115,12 @@ pub struct ListenArgs {
     /// Port for /healthz (0 picks a free port).
     #[arg(long, default_value_t = 10254)]
     pub healthz_port: u16,
+    /// Serve HTTP/3 (QUIC) on the HTTPS port's UDP twin, advertised with Alt-Svc.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub http3: bool,
+    /// UDP port for HTTP/3 (default: the HTTPS port).
+    #[arg(long)]
+    pub http3_port: Option<u16>,
     /// Serve the read-only web dashboard at /dashboard on the healthz port.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_dashboard: bool,
@@ -289,6 +295,8 @@ fn apply_listen(o: &mut ServeOptions, l: &ListenArgs) {
     o.https_port = l.https_port;
     o.healthz_port = l.healthz_port;
     o.enable_dashboard = l.enable_dashboard;
+    o.http3 = l.http3;
+    o.http3_port = l.http3_port;
 }
 
 fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {

@@ -292,6 +292,9 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         anyhow::bail!("{e}");
     }
     let (http, https) = (front.listener("http")?, front.listener("https")?);
+    if let Some((_, task)) = front.spawn_http3(&opts.serve, https) {
+        tasks.push(task.abort_handle());
+    }
     let webhook = front.webhook.as_ref().map(|w| w.endpoint.clone());
     match (&opts.patch_webhook_ca, webhook.as_ref().map(|w| w.ca_pem.as_ref())) {
         (Some(name), Some(Some(ca))) => tasks.push(crate::webhook::patch::spawn(client.clone(), name.clone(), ca.clone()).abort_handle()),

@@ -26,6 +26,9 @@ pub struct ServeOptions {
     pub http_port: u16,
     pub https_port: u16,
     pub healthz_port: u16,
+    /// `--http3`: HTTP/3 on UDP, at `http3_port` or the HTTPS listener's port.
+    pub http3: bool,
+    pub http3_port: Option<u16>,
     /// `--enable-dashboard`: `/dashboard` on the healthz port.
     pub enable_dashboard: bool,
     pub ingress_class: String,
@@ -127,6 +130,8 @@ impl Default for ServeOptions {
             https_port: 8443,
             healthz_port: 10254,
             enable_dashboard: true,
+            http3: true,
+            http3_port: None,
             ingress_class: "vestibule".into(),
             controller_class: "vestibule.dev/ingress-controller".into(),
             gateway_controller_name: crate::compile::DEFAULT_GATEWAY_CONTROLLER.into(),
@@ -153,6 +158,8 @@ pub struct Running {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub healthz: SocketAddr,
+    /// HTTP/3 (UDP), with `--http3`.
+    pub http3: Option<SocketAddr>,
     /// The admission webhook, with `--validating-webhook`.
     pub webhook: Option<crate::webhook::Endpoint>,
     pub shared: Arc<Shared>,
@@ -261,6 +268,31 @@ impl Frontend {
         tasks
     }
 
+    /// Opens HTTP/3 beside the HTTPS listener at `https` (UDP, same port unless
+    /// `--http3-port`), and starts advertising it. A UDP port that cannot be bound is logged and
+    /// HTTPS goes on without HTTP/3.
+    pub fn spawn_http3(&self, opts: &ServeOptions, https: SocketAddr) -> Option<(SocketAddr, tokio::task::JoinHandle<()>)> {
+        if !opts.http3 {
+            return None;
+        }
+        let addr = SocketAddr::new(https.ip(), opts.http3_port.unwrap_or(https.port()));
+        let limits = crate::proxy::h3::H3Limits::from_opts(&self.shared.opts);
+        match crate::proxy::h3::bind(self.shared.clone(), addr, &limits) {
+            Ok(endpoint) => {
+                let local = endpoint.local_addr().unwrap_or(addr);
+                // Clients reach the port the HTTPS redirects name.
+                let port = if opts.http3_port.is_some() { local.port() } else { opts.public_https_port.unwrap_or(local.port()) };
+                let _ = self.shared.alt_svc.set(crate::proxy::h3::alt_svc(port));
+                tracing::info!(%local, "HTTP/3 serving");
+                Some((local, crate::proxy::h3::spawn(self.shared.clone(), endpoint, limits)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP/3 is off");
+                None
+            }
+        }
+    }
+
     /// Where the traffic listener `name` is bound, once open.
     pub fn listener(&self, name: &str) -> anyhow::Result<SocketAddr> {
         self.shared.listeners.local_addr(name).ok_or_else(|| anyhow::anyhow!("the {name} listener is not open"))
@@ -287,6 +319,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let (rescan, changes) = tokio::sync::mpsc::channel::<Instant>(1);
     let watcher = files::watch(source.paths(), rescan.clone()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
     let mut tasks = front.spawn();
+    let http3 = front.spawn_http3(&opts, https).map(|(addr, task)| {
+        tasks.push(task);
+        addr
+    });
     let webhook = front.webhook.as_ref().map(|w| w.endpoint.clone());
     let Frontend { engine, shared, healthz, .. } = front;
     let snapshot = engine.snapshot.clone();
@@ -305,7 +341,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     };
     tasks.push(tokio::spawn(engine.run(false, changes, read, applied)));
     tracing::info!(%http, %https, %healthz, manifests = ?opts.manifests, "vestibule serving");
-    Ok(Running { http, https, healthz, webhook, shared, snapshot, tasks, rescan, _watcher: Some(watcher) })
+    Ok(Running { http, https, healthz, http3, webhook, shared, snapshot, tasks, rescan, _watcher: Some(watcher) })
 }
 
 fn log_report(report: &files::LoadReport, metrics: &Metrics) {

@@ -48,6 +48,7 @@ impl ConnInfo {
 /// Answers one request, and records it in metrics and the access log once its response ends.
 pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<B>) -> Result<Response<RespBody>, Infallible> {
     let ctx = Ctx::new(&shared, &conn, &req);
+    let alt_svc = alt_svc(&shared, &conn, &req);
     let started = Started {
         at: Instant::now(),
         method: metrics::method_label(req.method()),
@@ -60,7 +61,23 @@ pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req
     let mut resp = pipeline(&ctx, req, &progress, &mut outcome).await;
     respond::server_header(resp.headers_mut(), ctx.http.server_tokens);
     respond::global_headers(resp.headers_mut(), &ctx.http, ctx.conn.tls);
+    if let Some(v) = alt_svc {
+        resp.headers_mut().insert(http::header::ALT_SVC, v);
+    }
     Ok(log::observe(&shared, started, progress, outcome, resp))
+}
+
+/// HTTPS answers over TCP name the HTTP/3 port, for hosts HTTP/3 serves.
+fn alt_svc<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>) -> Option<http::HeaderValue> {
+    let v = shared.alt_svc.get()?;
+    if !conn.tls || req.version() == http::Version::HTTP_3 {
+        return None;
+    }
+    let live = shared.live.load();
+    if !live.config.client_auth.hosts.is_empty() && !super::h3::serves_host(&live.config, &router::request_host(req)) {
+        return None;
+    }
+    Some(v.clone())
 }
 
 /// Head checks, route, request filters, upstream, response filters.

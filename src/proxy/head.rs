@@ -57,8 +57,9 @@ fn settle_authority<B>(req: &mut Request<B>) -> Result<(), Refusal> {
             if !valid_host(a.as_bytes()) {
                 return Err(Refusal::BadRequest("an invalid authority in the request target"));
             }
-            if req.version() == Version::HTTP_2 {
-                // RFC 9113 §8.3.1: a Host that names another entity than :authority is malformed.
+            if req.version() >= Version::HTTP_2 {
+                // RFC 9113 §8.3.1 (and RFC 9114 §4.3.1): a Host that names another entity than
+                // :authority is malformed.
                 if let Some(h) = req.headers().get(header::HOST) {
                     if !h.as_bytes().eq_ignore_ascii_case(a.as_bytes()) {
                         return Err(Refusal::BadRequest("a Host header that differs from :authority"));
@@ -75,6 +76,7 @@ fn settle_authority<B>(req: &mut Request<B>) -> Result<(), Refusal> {
                 }
             }
             None if req.version() == Version::HTTP_11 => return Err(Refusal::BadRequest("an HTTP/1.1 request without Host")),
+            None if req.version() == Version::HTTP_3 => return Err(Refusal::BadRequest("an HTTP/3 request without :authority or Host")),
             None => {}
         },
     }

@@ -5,6 +5,7 @@
 pub mod admit;
 pub mod affinity;
 pub mod balance;
+pub mod h3;
 pub mod body;
 pub mod client_auth;
 pub mod context;
@@ -110,6 +111,8 @@ pub struct Shared {
     pub l4: l4::L4Listeners,
     /// Rate-limit buckets and connection counts, kept across configuration swaps.
     pub limits: limits::Limits,
+    /// The `Alt-Svc` value HTTPS answers carry once HTTP/3 listens (`h3=":PORT"; ma=86400`).
+    pub alt_svc: std::sync::OnceLock<http::HeaderValue>,
 }
 
 /// Graceful shutdown: one signal for every connection and tunnel, and a count of those still
@@ -225,6 +228,7 @@ impl Shared {
             drain: Drain::new(),
             per_ip: admit::PerIp::default(),
             limits: limits::Limits::default(),
+            alt_svc: std::sync::OnceLock::new(),
             l4: l4::L4Listeners::default(),
         })
     }

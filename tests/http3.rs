@@ -1,0 +1,168 @@
+//! HTTP/3 through real sockets: a real h3 client over QUIC (quinn) against the UDP twin of the
+//! HTTPS port. Certificates by SNI, routing, request bodies, the access log's protocol and the
+//! metrics are those of the TCP listeners; HTTPS answers over TCP advertise it in `Alt-Svc`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use common::*;
+use vestibule::tls::{IssuedCert, issue_with_ca};
+
+fn manifests(tea: SocketAddr, cert: &IssuedCert) -> String {
+    manifest([
+        Ingress::new("default", "cafe").tls(&["cafe.example.com"], "cafe-tls").host_path("cafe.example.com", "/tea", "Prefix", "tea", 80).to_yaml(),
+        backend_yaml("default", "tea", &[tea]),
+        secret_yaml("default", "cafe-tls", &cert.cert_pem, &cert.key_pem),
+    ])
+}
+
+/// An HTTP/3 client connection to `addr` for `sni`, trusting `ca_pem` only.
+struct Client {
+    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    conn: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+async fn connect(addr: SocketAddr, sni: &str, ca_pem: &str) -> Client {
+    vestibule::tls::install_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from(der_of(ca_pem))).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13]).with_root_certificates(roots).with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, sni).unwrap()).await.expect("QUIC handshake in time").expect("QUIC handshake");
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await.unwrap();
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    Client { send, conn, _endpoint: endpoint }
+}
+
+impl Client {
+    /// One request; the status, headers and body of the answer.
+    async fn request(&mut self, method: &str, url: &str, body: &[u8]) -> (u16, http::HeaderMap, Vec<u8>) {
+        let req = http::Request::builder().method(method).uri(url).body(()).unwrap();
+        let mut stream = self.send.send_request(req).await.unwrap();
+        if !body.is_empty() {
+            stream.send_data(Bytes::copy_from_slice(body)).await.unwrap();
+        }
+        stream.finish().await.unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), stream.recv_response()).await.expect("answer in time").unwrap();
+        let mut out = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+            out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        (resp.status().as_u16(), resp.headers().clone(), out)
+    }
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+}
+
+#[tokio::test]
+async fn requests_over_http3_take_the_same_routes_certificates_and_filters() {
+    let tea = echo("tea").await;
+    let cert = issue_with_ca(&["cafe.example.com"]).unwrap();
+    let h = start(&manifests(tea.addr, &cert)).await;
+    let h3 = h.running.http3.expect("HTTP/3 is on by default");
+    assert_eq!(h3.port(), h.running.https.port(), "the HTTPS port's UDP twin");
+
+    let mut c = connect(h3, "cafe.example.com", &cert.ca_pem).await;
+    // The certificate SNI picked is the Ingress's, as over TCP.
+    let chain = c.conn.peer_identity().unwrap().downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>().unwrap();
+    assert_eq!(chain[0].as_ref(), der_of(&cert.cert_pem).as_slice());
+
+    let (status, headers, body) = c.request("GET", "https://cafe.example.com/tea/green?x=1", b"").await;
+    assert_eq!(status, 200);
+    let echoed = json(&body);
+    assert_eq!(echoed["service"], "tea");
+    assert_eq!(echoed["path"], "/tea/green");
+    assert_eq!(echoed["query"], "x=1");
+    assert_eq!(echoed["host"], "cafe.example.com");
+    assert_eq!(echoed["headers"]["x-forwarded-proto"], "https");
+    assert!(headers.get("x-request-id").is_none() || !headers["x-request-id"].is_empty());
+    assert!(headers.get("alt-svc").is_none(), "not advertised on HTTP/3 itself");
+    assert!(headers.get("strict-transport-security").is_some(), "HSTS as on HTTPS");
+
+    // A body goes up as it does over TCP.
+    let payload = vec![b'x'; 200_000];
+    let (status, _, body) = c.request("POST", "https://cafe.example.com/tea", &payload).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["body_bytes"], payload.len(), "{}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+
+    // Routing: an unknown path is the same 404 as over TCP.
+    let (status, _, _) = c.request("GET", "https://cafe.example.com/coffee", b"").await;
+    assert_eq!(status, 404);
+
+    // Metrics count HTTP/3 requests like the others.
+    let metrics = h.client.get(format!("http://{}/metrics", h.running.healthz)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("nginx_ingress_controller_requests{") && l.contains("host=\"cafe.example.com\"") && l.contains("method=\"POST\"")), "{metrics}");
+}
+
+#[tokio::test]
+async fn https_over_tcp_advertises_http3_and_the_flag_turns_it_off() {
+    let tea = echo("tea").await;
+    let cert = issue_with_ca(&["cafe.example.com"]).unwrap();
+    let h = start(&manifests(tea.addr, &cert)).await;
+    let client = h.https_client(&["cafe.example.com"], &cert.ca_pem);
+    let resp = client.get(format!("https://cafe.example.com:{}/tea", h.running.https.port())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["alt-svc"], format!("h3=\":{}\"; ma=86400", h.running.https.port()).as_str());
+    // Plain HTTP does not advertise it.
+    let plain = h.get("cafe.example.com", "/tea").await;
+    assert!(plain.headers().get("alt-svc").is_none());
+
+    let off = start_with(&manifests(tea.addr, &cert), |o| o.http3 = false).await;
+    assert!(off.running.http3.is_none());
+    let client = off.https_client(&["cafe.example.com"], &cert.ca_pem);
+    let resp = client.get(format!("https://cafe.example.com:{}/tea", off.running.https.port())).send().await.unwrap();
+    assert!(resp.headers().get("alt-svc").is_none());
+}
+
+#[tokio::test]
+async fn a_host_that_needs_a_client_certificate_is_sent_back_to_tcp() {
+    let tea = echo("tea").await;
+    let cert = issue_with_ca(&["cafe.example.com", "secure.example.com"]).unwrap();
+    let ca = issue_with_ca(&["client"]).unwrap();
+    let m = manifest([
+        manifests(tea.addr, &cert),
+        Ingress::new("default", "secure")
+            .annotation("nginx.ingress.kubernetes.io/auth-tls-secret", "default/client-ca")
+            .annotation("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on")
+            .tls(&["secure.example.com"], "cafe-tls")
+            .host_path("secure.example.com", "/", "Prefix", "tea", 80)
+            .to_yaml(),
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: client-ca\n  namespace: default\nstringData:\n  ca.crt: {}\n", serde_json::to_string(&ca.ca_pem).unwrap()),
+    ]);
+    let h = start(&m).await;
+    let mut c = connect(h.running.http3.unwrap(), "secure.example.com", &cert.ca_pem).await;
+    let (status, _, _) = c.request("GET", "https://secure.example.com/", b"").await;
+    assert_eq!(status, 421, "never served without the certificate check");
+    // The other host on the same connection is served.
+    let (status, _, _) = c.request("GET", "https://cafe.example.com/tea", b"").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_http3_request_in_flight_finish() {
+    let tea = echo("tea").await;
+    let cert = issue_with_ca(&["cafe.example.com"]).unwrap();
+    let h = start(&manifests(tea.addr, &cert)).await;
+    let mut c = connect(h.running.http3.unwrap(), "cafe.example.com", &cert.ca_pem).await;
+    assert_eq!(c.request("GET", "https://cafe.example.com/tea", b"").await.0, 200);
+    // A slow request in flight (the echo backend waits before answering), then shutdown.
+    let req = http::Request::get("https://cafe.example.com/tea?delay_ms=500").body(()).unwrap();
+    let mut stream = c.send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    let Harness { running, .. } = h;
+    let shutdown = tokio::spawn(running.shutdown(Duration::from_millis(0), Duration::from_secs(5)));
+    let resp = tokio::time::timeout(Duration::from_secs(5), stream.recv_response()).await.expect("answered").unwrap();
+    assert_eq!(resp.status(), 200);
+    while stream.recv_data().await.unwrap().is_some() {}
+    assert_eq!(shutdown.await.unwrap(), 0, "nothing left open");
+}
