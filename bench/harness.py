@@ -1503,7 +1503,7 @@ def render(R, configs):
       f"failed connections, reads, timeouts; *non-2xx* are answers other than 2xx/3xx.")
     if any(s.get("l4") and s["id"] in sc for s in SCENARIOS):
         w("- **TCP services** (scenarios 9 and 10): the backend is bench/loadgen `tcp-backend` on CPU "
-          f"{st['load_cpu']} (a source port writing 64 KiB chunks until the client goes, and an echo port). Each "
+          f"{st['load_cpu']} (a source port writing 64 KiB chunks until the client goes, and an echo port that closes after the first newline). Each "
           "proxy forwards one port to each as plain TCP: nginx with a `stream {}` server per port (Debian's "
           "libnginx-mod-stream, loaded by `load_module`) carrying the directives ingress-nginx writes for a TCP "
           "service (`proxy_timeout 600s`, `proxy_next_upstream on`, 3 tries; a static upstream in place of its "
@@ -1546,7 +1546,7 @@ def render(R, configs):
     # scenarios
     w("## Data plane")
     w("")
-    w("`ceiling` is the load sent straight to the backend (no proxy). Ratios are to nginx.")
+    w("`ceiling` is the load sent straight to the backend (no proxy). Ratios are to nginx, and in one column to HAProxy.")
     w("")
     for s in SCENARIOS:
         if s["id"] not in sc:

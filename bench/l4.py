@@ -3,7 +3,8 @@ the check and the load of the two TCP scenarios (throughput, connection rate). h
 calls these when a TCP scenario is selected.
 
 The backend is `loadgen tcp-backend`: a source port that writes bytes until the client goes,
-and an echo port. Each proxy forwards one external port to each, as plain TCP:
+and an echo port that closes after the first newline. Each proxy forwards one external port to
+each, as plain TCP:
   nginx    a `stream {}` server per port (Debian's libnginx-mod-stream, loaded with load_module),
            with the directives ingress-nginx writes for a TCP service;
   HAProxy  a `listen` section per port in `mode tcp`;
@@ -212,6 +213,7 @@ SCENARIOS = [
     {"id": "tcpconn", "title": "10. TCP service connection rate", "tool": "tcp-connect", "conns": 32, "size": 64,
      "l4": "echo", "metric": "rps", "unit": "conn/s", "per": "1k conn",
      "setup": "bench/loadgen `tcp-connect`: 32 workers, each in a loop: connect to a TCP service, send 64 bytes, "
-              "read the echo (`loadgen tcp-backend`; checked), close. Latency is the whole exchange, connect "
-              "included. The client closes first, so its TIME_WAIT sockets stay on the client side."},
+              "the last a newline, read the echo (`loadgen tcp-backend`; checked), which the backend closes after "
+              "the newline; wait for that close to reach the client, close. Latency is from connect to the whole "
+              "echo. The server side closes first (as in scenario 4), so TIME_WAIT stays on listening ports."},
 ]
