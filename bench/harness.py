@@ -360,7 +360,12 @@ http {{
         if self.want_l4:
             argv = l4.backend_argv(self.loadgen, self.l4)
             self.results["commands"]["tcp-backend"] = "taskset -c %d %s" % (self.cpu_load, shlex.join(argv))
-            self.tcp_backend = PROCS.start("tcp-backend", argv, cpu=self.cpu_load, log=os.path.join(self.logs, "tcp-backend.log"))
+            log = os.path.join(self.logs, "tcp-backend.log")
+            self.tcp_backend = PROCS.start("tcp-backend", argv, cpu=self.cpu_load, log=log)
+            # Not a connection before it has bound: a connect to a port nobody listens on can
+            # pick that very port as its own (the bench's ports are in the ephemeral range) and
+            # connect to itself, and its TIME_WAIT then keeps the backend from binding.
+            wait_until(lambda: self.tcp_backend.poll() is not None or "tcp-backend:" in open(log, errors="replace").read(), 10)
             problem = l4.check(self.l4.source, "source") or l4.check(self.l4.echo, "echo")
             if problem:
                 raise SystemExit(f"the TCP backend did not answer ({problem}); see bench/out/logs/tcp-backend.log")

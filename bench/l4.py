@@ -150,6 +150,9 @@ def check(port, kind, timeout=10.0):
     while time.monotonic() < end:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                if s.getsockname() == s.getpeername():
+                    # Nobody listened, and the kernel picked `port` itself as the ephemeral port.
+                    return f"127.0.0.1:{port}: nothing listening (the check connected to itself)"
                 s.settimeout(2)
                 if kind == "echo":
                     msg = b"vestibule bench echo\n"
