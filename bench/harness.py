@@ -1458,7 +1458,7 @@ def render(R, configs):
     w("Vestibule as a ratio to nginx in every scenario (throughput: req/s, or conn/s and MB/s for the TCP "
       "services, higher is better; p99, CPU per request, peak RSS: lower is better), and to HAProxy:")
     w("")
-    w("| scenario | throughput | p99 | CPU per request | peak RSS | HAProxy throughput | Vestibule vs HAProxy |")
+    w("| scenario | throughput | p99 | CPU per request (per GB for MB/s) | peak RSS | HAProxy throughput | Vestibule vs HAProxy |")
     w("| --- | --- | --- | --- | --- | --- | --- |")
     for s in SCENARIOS:
         if s["id"] not in sc:
