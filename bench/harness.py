@@ -30,6 +30,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
+import l4  # noqa: E402  (bench/l4.py: the TCP-service scenarios)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -261,6 +265,8 @@ class Bench:
         self.p_http = base + 80
         self.p_https = base + 443
         self.p_healthz = base + 254
+        self.l4 = l4.Ports(base)  # TCP services: base+4, +5 (backend), +10, +11 (proxies)
+        self.want_l4 = False  # set by run() when a TCP scenario is selected
         ncpu = os.cpu_count() or 1
         self.cpu_proxy = a.proxy_cpu if ncpu > 1 else 0
         self.cpu_load = a.load_cpu
@@ -351,6 +357,18 @@ http {{
             wait_until(lambda: http_get(self.p_echo, "/")[0] == 200, 10)
         if not ok:
             raise SystemExit("the backend did not answer; see bench/out/logs/backend.log and echo.log")
+        if self.want_l4:
+            argv = l4.backend_argv(self.loadgen, self.l4)
+            self.results["commands"]["tcp-backend"] = "taskset -c %d %s" % (self.cpu_load, shlex.join(argv))
+            log = os.path.join(self.logs, "tcp-backend.log")
+            self.tcp_backend = PROCS.start("tcp-backend", argv, cpu=self.cpu_load, log=log)
+            # Not a connection before it has bound: a connect to a port nobody listens on can
+            # pick that very port as its own (the bench's ports are in the ephemeral range) and
+            # connect to itself, and its TIME_WAIT then keeps the backend from binding.
+            wait_until(lambda: self.tcp_backend.poll() is not None or "tcp-backend:" in open(log, errors="replace").read(), 10)
+            problem = l4.check(self.l4.source, "source") or l4.check(self.l4.echo, "echo")
+            if problem:
+                raise SystemExit(f"the TCP backend did not answer ({problem}); see bench/out/logs/tcp-backend.log")
 
     # -------------------------------------------------------------------- proxies
 
@@ -442,7 +460,7 @@ http {{
         keepalive_requests 10000;
     }}
 """
-        return (self.nginx_http_head(prefix)
+        return ((l4.nginx_load_module() if self.want_l4 else "") + self.nginx_http_head(prefix)
                 + upstream("default-bench-backend-80", self.p_backend)
                 + upstream("default-echo-80", self.p_echo)
                 + f"""    server {{
@@ -463,9 +481,12 @@ http {{
 """
                 + self.nginx_location("/ws", "default-echo-80")
                 + self.nginx_location("/", "default-bench-backend-80")
-                + "    }\n}\n")
+                + "    }\n}\n" + (l4.nginx_stream(self.l4) if self.want_l4 else ""))
 
     def haproxy_conf(self):
+        return self.haproxy_http_conf() + (l4.haproxy(self.l4) if self.want_l4 else "")
+
+    def haproxy_http_conf(self):
         return f"""global
     nbthread 1
     maxconn 8000
@@ -613,7 +634,7 @@ spec:
             name: bench-backend
             port:
               number: 80
-"""
+""" + (l4.vestibule_manifests(self.l4) if self.want_l4 else "")
         with open(os.path.join(d, "bench.yaml"), "w") as f:
             f.write(text)
         self.configs["Vestibule manifests (bench.yaml; certificate data elided)"] = \
@@ -645,7 +666,7 @@ spec:
         self.proxy_argv = {
             "nginx": ["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf")],
             "haproxy": ["haproxy", "-db", "-f", self.haproxy_cfg],
-            "vestibule": self.vestibule_argv(self.vmanifests),
+            "vestibule": self.vestibule_argv(self.vmanifests) + (l4.vestibule_args() if self.want_l4 else []),
         }
         for name, argv in self.proxy_argv.items():
             self.results["commands"][name] = "taskset -c %d %s" % (self.cpu_proxy, shlex.join(argv))
@@ -673,9 +694,16 @@ spec:
             return self.p_backend_tls if scheme == "https" else self.p_backend
         return self.p_https if scheme == "https" else self.p_http
 
+    def l4_port(self, sc, target):
+        if target == "backend":
+            return self.l4.source if sc["l4"] == "source" else self.l4.echo
+        return self.l4.proxy_source if sc["l4"] == "source" else self.l4.proxy_echo
+
     def load_argv(self, sc, target, duration, rate=None, logfile=None):
         """The load command of scenario `sc` against `target`."""
         kind = sc["tool"]
+        if sc.get("l4"):
+            return l4.load_argv(self.loadgen, sc, self.l4_port(sc, target), duration)
         scheme = "https" if kind in ("tls", "h2load") else sc.get("scheme", "http")
         port = self.addr_for(target, scheme)
         d = f"{duration:g}"
@@ -748,6 +776,8 @@ spec:
         if not line:
             return {"error": f"loadgen printed no result (rc {rc}): {err.strip()[:300]}"}
         g = json.loads(line)
+        if sc.get("l4"):
+            return l4.parse(sc, g)
         r = {"requests": g["requests"], "seconds": g["seconds"], "rps": g["rps"], "errors": g["errors"], "non2xx": 0,
              "p50_us": g["p50_us"], "p99_us": g["p99_us"], "p999_us": g["p999_us"], "max_us": g["max_us"]}
         if g.get("first_error"):
@@ -770,6 +800,8 @@ spec:
         """One request the way the scenario sends them; None if fine, else what is wrong."""
         if sc["tool"] == "ws":
             return None  # the warm-up run checks the echo
+        if sc.get("l4"):
+            return l4.check(self.l4_port(sc, target), sc["l4"])
         path = sc.get("path", "/")
         tls = sc.get("scheme") == "https" or sc["tool"] in ("tls", "h2load")
         status, body = http_get(self.addr_for(target, "https" if tls else "http"), path, tls=tls, sni=HOST, timeout=5)
@@ -784,6 +816,7 @@ spec:
 
     def run_scenario(self, sc):
         res = {}
+        metric, unit = sc.get("metric", "rps"), sc.get("unit", "req/s")
         self.results["scenarios"][sc["id"]] = {"title": sc["title"], "runs": res, "setup": sc.get("setup", "")}
         rate = None
         if sc["tool"] == "rate":
@@ -822,17 +855,25 @@ spec:
                         r["error"] = f"{target} exited during the run (code {p.returncode})"
                 r["cpu_busy"] = {c: busy_pct(t0, t1, c) for c in sorted(t1)}
                 if r.get("requests"):
-                    r["cpu_ms_per_1k"] = 1000.0 * r["cpu_s"] / r["requests"] * 1000 if p else None
+                    # CPU ms per 1,000 requests (connections), or per GB moved.
+                    units = r["bytes"] / 1e9 if sc.get("metric") == "mbytes_s" else r["requests"] / 1000
+                    r["cpu_ms_per_1k"] = 1000.0 * r["cpu_s"] / units if p and units else None
                 if r.get("error") or not r.get("requests"):
                     self.fail(f"{sc['id']} {target}: {r.get('error') or r.get('first_error') or 'no request succeeded'}")
                 res[target] = r
-                self.log(f"    {r.get('rps', 0):10.0f} req/s  p99 {fmt_us(r.get('p99_us'))}  errors {r.get('errors', 0)}"
+                self.log(f"    {r.get(metric) or 0:10.0f} {unit}  p99 {fmt_us(r.get('p99_us'))}  errors {r.get('errors', 0)}"
                          + (f"  cpu {r['cpu_s']:.2f}s  rss {r['rss_peak_mb']:.1f}MB" if p else ""))
             finally:
                 if p:
                     PROCS.stop(p)
                     if target == "vestibule":
                         self.collect_vestibule_log(os.path.join(self.logs, f"vestibule-{sc['id']}.log"), sc["id"])
+        v = res.get("vestibule", {}).get(metric)
+        ratios = {f"vestibule/{o}": v / res[o][metric] for o in ("nginx", "haproxy")
+                  if v and res.get(o, {}).get(metric)}
+        self.results["scenarios"][sc["id"]]["ratios"] = ratios
+        if ratios:
+            self.log(f"    {unit}: " + ", ".join(f"{k} {x:.2f}x" for k, x in ratios.items()))
 
     def collect_vestibule_log(self, path, tag):
         try:
@@ -1227,6 +1268,8 @@ spec:
         self.results["settings"] = {"duration_s": self.duration, "warmup_s": self.warmup, "proxy_cpu": self.cpu_proxy,
                                     "load_cpu": self.cpu_load, "nginx_upstreams": self.a.nginx_upstreams}
         self.make_cert()
+        self.want_l4 = not self.a.skip_data_plane and any(
+            sc.get("l4") and (not self.a.only or sc["id"] in self.a.only.split(",")) for sc in SCENARIOS)
         self.start_backend()
         self.prepare_proxies()
         self.targets = [t for t in TARGETS if t in self.a.targets.split(",")]
@@ -1275,7 +1318,7 @@ SCENARIOS = [
     {"id": "ws", "title": "8. WebSocket echo round trips", "tool": "ws", "conns": 16, "size": 64,
      "setup": "bench/loadgen `ws`: 16 upgraded connections, each sending a 64-byte binary message and waiting "
               "for its echo from `vestibule echo`, back to back."},
-]
+] + l4.SCENARIOS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1412,17 +1455,19 @@ def render(R, configs):
             w(f"| RSS at {big:,} Ingresses | ≤ 200 MB{'' if big >= 10000 else ' (at 10,000)'} | peak {v['rss_peak_mb']:.0f} MB, steady {v.get('rss_steady_mb', 0):.0f} MB | {verdict(v['rss_peak_mb'] <= 200)} |")
     w("")
     # ratios summary
-    w("Vestibule as a ratio to nginx in every scenario (req/s: higher is better; p99, CPU per request, peak RSS: lower is better):")
+    w("Vestibule as a ratio to nginx in every scenario (throughput: req/s, or conn/s and MB/s for the TCP "
+      "services, higher is better; p99, CPU per request, peak RSS: lower is better), and to HAProxy:")
     w("")
-    w("| scenario | req/s | p99 | CPU per request | peak RSS | HAProxy req/s |")
-    w("| --- | --- | --- | --- | --- | --- |")
+    w("| scenario | throughput | p99 | CPU per request (per GB for MB/s) | peak RSS | HAProxy throughput | Vestibule vs HAProxy |")
+    w("| --- | --- | --- | --- | --- | --- | --- |")
     for s in SCENARIOS:
         if s["id"] not in sc:
             continue
         v, n, h = run_of(s["id"], "vestibule"), run_of(s["id"], "nginx"), run_of(s["id"], "haproxy")
-        w(f"| {sc[s['id']]['title']} | {ratio(v.get('rps'), n.get('rps'))} | {ratio(v.get('p99_us'), n.get('p99_us'))} | "
+        m = s.get("metric", "rps")
+        w(f"| {sc[s['id']]['title']} | {ratio(v.get(m), n.get(m))} | {ratio(v.get('p99_us'), n.get('p99_us'))} | "
           f"{ratio(v.get('cpu_ms_per_1k'), n.get('cpu_ms_per_1k'))} | {ratio(v.get('rss_peak_mb'), n.get('rss_peak_mb'))} | "
-          f"{ratio(h.get('rps'), n.get('rps'))} |")
+          f"{ratio(h.get(m), n.get(m))} | {ratio(v.get(m), h.get(m))} |")
     w("")
 
     # method
@@ -1461,6 +1506,15 @@ def render(R, configs):
       f"measured run; **CPU ms / 1k req** divides it by the requests served. **Peak RSS** is VmHWM, summed over "
       f"nginx's master and worker (shared pages count twice, so this overstates nginx a little). Errors are "
       f"failed connections, reads, timeouts; *non-2xx* are answers other than 2xx/3xx.")
+    if any(s.get("l4") and s["id"] in sc for s in SCENARIOS):
+        w("- **TCP services** (scenarios 9 and 10): the backend is bench/loadgen `tcp-backend` on CPU "
+          f"{st['load_cpu']} (a source port writing 64 KiB chunks until the client goes, and an echo port that closes after the first newline). Each "
+          "proxy forwards one port to each as plain TCP: nginx with a `stream {}` server per port (Debian's "
+          "libnginx-mod-stream, loaded by `load_module`) carrying the directives ingress-nginx writes for a TCP "
+          "service (`proxy_timeout 600s`, `proxy_next_upstream on`, 3 tries; a static upstream in place of its "
+          "Lua balancer), HAProxy with a `listen` section per port in `mode tcp`, Vestibule with "
+          "`--tcp-services-configmap` naming a ConfigMap of the two ports (`default/tcp-source:9000`, "
+          "`default/tcp-echo:9001`). *CPU ms / GB* divides the proxy's CPU time by the bytes it moved.")
     w("- **Control plane**: N Ingresses, one file each, with 5 paths to 5 Services, an EndpointSlice of 10 ready "
       "endpoints per Service, and TLS on every tenth host (one generated certificate reused by all Secrets), in "
       "50 namespaces. Vestibule serves the directory. nginx gets the equivalent nginx.conf: one server block per "
@@ -1497,7 +1551,7 @@ def render(R, configs):
     # scenarios
     w("## Data plane")
     w("")
-    w("`ceiling` is the load sent straight to the backend (no proxy). Ratios are to nginx.")
+    w("`ceiling` is the load sent straight to the backend (no proxy). Ratios are to nginx, and in one column to HAProxy.")
     w("")
     for s in SCENARIOS:
         if s["id"] not in sc:
@@ -1510,22 +1564,25 @@ def render(R, configs):
             setup += f" Rate: **{x['rate']:,} req/s**" + ("" if x.get("rate_from_nginx") else " (nginx's maximum was not measured: a fixed default)") + "."
         w(setup)
         w("")
-        w("| | req/s | p50 | p99 | p99.9 | max | errors | non-2xx | CPU s | CPU ms / 1k req | peak RSS MB | req/s vs nginx | p99 vs nginx | CPU/req vs nginx | RSS vs nginx | CPU0 / CPU1 busy |")
-        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        m, unit, per = s.get("metric", "rps"), s.get("unit", "req/s"), s.get("per", "1k req")
+        w(f"| | {unit} | p50 | p99 | p99.9 | max | errors | non-2xx | CPU s | CPU ms / {per} | peak RSS MB | {unit} vs nginx | {unit} vs HAProxy | p99 vs nginx | CPU/{per.split()[-1]} vs nginx | RSS vs nginx | CPU0 / CPU1 busy |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         n = x["runs"].get("nginx", {})
+        hp = x["runs"].get("haproxy", {})
         for t in TARGETS:
             r = x["runs"].get(t)
             if r is None:
                 continue
             name = "ceiling (backend alone)" if t == "backend" else t
             if r.get("error") and not r.get("requests"):
-                w(f"| {name} | failed: {r['error'][:160]} |" + " |" * 15)
+                w(f"| {name} | failed: {r['error'][:160]} |" + " |" * 16)
                 continue
             busy = r.get("cpu_busy", {})
-            w(f"| {name} | {fmt_num(r.get('rps'))} | {fmt_us(r.get('p50_us'))} | {fmt_us(r.get('p99_us'))} | "
+            w(f"| {name} | {fmt_num(r.get(m))} | {fmt_us(r.get('p50_us'))} | {fmt_us(r.get('p99_us'))} | "
               f"{fmt_us(r.get('p999_us'))} | {fmt_us(r.get('max_us'))} | {fmt_num(r.get('errors'))} | {fmt_num(r.get('non2xx'))} | "
               f"{fmt_num(r.get('cpu_s'), 2)} | {fmt_num(r.get('cpu_ms_per_1k'), 1)} | {fmt_num(r.get('rss_peak_mb'), 1)} | "
-              f"{ratio(r.get('rps'), n.get('rps')) if t != 'nginx' else '1'} | "
+              f"{ratio(r.get(m), n.get(m)) if t != 'nginx' else '1'} | "
+              f"{ratio(r.get(m), hp.get(m)) if t != 'haproxy' else '1'} | "
               f"{ratio(r.get('p99_us'), n.get('p99_us')) if t != 'nginx' else '1'} | "
               f"{ratio(r.get('cpu_ms_per_1k'), n.get('cpu_ms_per_1k')) if t not in ('nginx', 'backend') else ('1' if t == 'nginx' else '–')} | "
               f"{ratio(r.get('rss_peak_mb'), n.get('rss_peak_mb')) if t not in ('nginx', 'backend') else ('1' if t == 'nginx' else '–')} | "

@@ -4,7 +4,8 @@
 #   bench/run.sh            the full run (~15 minutes); writes docs/benchmarks.md
 #   bench/run.sh --quick    a smoke test (~3 minutes, 3 s per scenario, 1,000 Ingresses)
 #
-# Installs what it uses from Debian's packages when missing (nginx, haproxy, wrk, h2load, ...),
+# Installs what it uses from Debian's packages when missing (nginx and its stream module,
+# haproxy, wrk, h2load, ...),
 # builds Vestibule (`cargo build --release --locked`) and bench/loadgen, then runs
 # bench/harness.py pinned to the load generator's CPU. Every other flag goes to the harness
 # (`bench/run.sh --help` lists them); VESTIBULE_BIN=path skips building Vestibule.
@@ -23,6 +24,9 @@ done
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have nginx || need+=(nginx)
+# nginx's `stream {}` (the TCP-service scenarios): Debian ships it as a module of its own.
+stream_module=/usr/lib/nginx/modules/ngx_stream_module.so
+[ -e "$stream_module" ] || need+=(libnginx-mod-stream)
 have haproxy || need+=(haproxy)
 have wrk || need+=(wrk)
 have h2load || need+=(nghttp2-client)
@@ -47,6 +51,7 @@ fi
 for t in nginx haproxy wrk h2load taskset openssl python3; do
   have "$t" || { echo "bench: $t is still missing" >&2; exit 1; }
 done
+[ -e "$stream_module" ] || { echo "bench: $stream_module is still missing (libnginx-mod-stream)" >&2; exit 1; }
 have cargo || { echo "bench: cargo is required (rustup)" >&2; exit 1; }
 
 # Builds.

@@ -6,6 +6,8 @@
 //!   client waiting for it (coordinated omission).
 //! - `tls`: a new TLS connection per request, never resumed: TLS handshakes per second.
 //! - `ws`: WebSocket echo round trips on upgraded connections.
+//! - `tcp-stream`, `tcp-connect`, `tcp-backend`: plain TCP throughput and connection rate, and
+//!   the backend they run against (see tcp.rs).
 //!
 //! Each run prints one JSON line: requests, errors, seconds, rate and latency percentiles (µs).
 //! Runs are bounded by `--duration`; SIGTERM or SIGINT ends one early with what it has.
@@ -23,10 +25,15 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod tcp;
+
 const USAGE: &str = "usage:
   loadgen rate --addr IP:PORT --host HOST [--path /] --rate N --duration SECS [--connections 64]
   loadgen tls  --addr IP:PORT --host HOST [--sni NAME] [--path /] --duration SECS [--connections 16]
   loadgen ws   --addr IP:PORT --host HOST [--path /ws] --duration SECS [--connections 16] [--size 64]
+  loadgen tcp-stream  --addr IP:PORT --duration SECS [--connections 16]
+  loadgen tcp-connect --addr IP:PORT --duration SECS [--connections 16] [--size 64]
+  loadgen tcp-backend --source IP:PORT --echo IP:PORT
 common: [--timeout-ms 10000]";
 
 #[derive(Clone)]
@@ -41,12 +48,14 @@ struct Opts {
     connections: usize,
     size: usize,
     timeout: Duration,
+    source: Option<SocketAddr>,
+    echo: Option<SocketAddr>,
 }
 
 fn parse_args() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or("missing mode")?;
-    if !matches!(mode.as_str(), "rate" | "tls" | "ws") {
+    if !matches!(mode.as_str(), "rate" | "tls" | "ws" | "tcp-stream" | "tcp-connect" | "tcp-backend") {
         return Err(format!("unknown mode {mode:?}"));
     }
     let mut o = Opts {
@@ -60,6 +69,8 @@ fn parse_args() -> Result<Opts, String> {
         duration: Duration::from_secs(10),
         size: 64,
         timeout: Duration::from_secs(10),
+        source: None,
+        echo: None,
     };
     while let Some(flag) = args.next() {
         let v = args.next().ok_or_else(|| format!("{flag}: missing value"))?;
@@ -73,6 +84,8 @@ fn parse_args() -> Result<Opts, String> {
             "--duration" => o.duration = Duration::from_secs_f64(num(&v)?),
             "--connections" => o.connections = num(&v)?.max(1.0) as usize,
             "--size" => o.size = num(&v)? as usize,
+            "--source" => o.source = Some(v.parse().map_err(|_| format!("--source: not IP:PORT: {v}"))?),
+            "--echo" => o.echo = Some(v.parse().map_err(|_| format!("--echo: not IP:PORT: {v}"))?),
             "--timeout-ms" => o.timeout = Duration::from_millis(num(&v)? as u64),
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -82,6 +95,9 @@ fn parse_args() -> Result<Opts, String> {
     }
     if o.mode == "rate" && o.rate <= 0.0 {
         return Err("rate: --rate N is required".into());
+    }
+    if o.mode == "tcp-backend" && (o.source.is_none() || o.echo.is_none()) {
+        return Err("tcp-backend: --source IP:PORT and --echo IP:PORT are required".into());
     }
     Ok(o)
 }
@@ -118,6 +134,13 @@ fn main() {
         }
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    if opts.mode == "tcp-backend" {
+        if let Err(e) = rt.block_on(tcp::backend(opts.source.unwrap(), opts.echo.unwrap())) {
+            eprintln!("loadgen: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     rt.block_on(run(opts));
 }
 
@@ -128,11 +151,14 @@ async fn run(o: Opts) {
     let mut workers = Vec::new();
     let next = Arc::new(AtomicU64::new(0));
     let tls = if o.mode == "tls" { Some(tls_connector()) } else { None };
+    let bytes = Arc::new(AtomicU64::new(0));
     for _ in 0..o.connections {
         let (o, t) = (o.clone(), tally.clone());
         workers.push(match o.mode.as_str() {
             "rate" => tokio::spawn(rate_worker(o, t, start, end, next.clone())),
             "tls" => tokio::spawn(tls_worker(o, t, end, tls.clone().unwrap())),
+            "tcp-stream" => tokio::spawn(tcp::stream_worker(o, t, end, bytes.clone())),
+            "tcp-connect" => tokio::spawn(tcp::connect_worker(o, t, end)),
             _ => tokio::spawn(ws_worker(o, t, end)),
         });
     }
@@ -150,10 +176,10 @@ async fn run(o: Opts) {
     }
     STOP.store(true, Ordering::Relaxed);
     let elapsed = Instant::now().min(end).duration_since(start).as_secs_f64().max(1e-9);
-    report(&o, &tally, elapsed);
+    report(&o, &tally, elapsed, bytes.load(Ordering::Relaxed));
 }
 
-fn report(o: &Opts, t: &Tally, secs: f64) {
+fn report(o: &Opts, t: &Tally, secs: f64, bytes: u64) {
     let mut s = std::mem::take(&mut *t.samples.lock().unwrap());
     s.sort_unstable();
     let pct = |p: f64| -> u32 {
@@ -166,7 +192,7 @@ fn report(o: &Opts, t: &Tally, secs: f64) {
     let mean = if s.is_empty() { 0.0 } else { s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64 };
     let first_error = t.first_error.lock().unwrap().clone().unwrap_or_default().replace('\\', "\\\\").replace('"', "'");
     println!(
-        "{{\"mode\":\"{}\",\"requests\":{},\"errors\":{},\"seconds\":{:.3},\"rps\":{:.1},\"target_rate\":{},\"connections\":{},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1},\"first_error\":\"{}\"}}",
+        "{{\"mode\":\"{}\",\"requests\":{},\"errors\":{},\"seconds\":{:.3},\"rps\":{:.1},\"target_rate\":{},\"connections\":{},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1},\"bytes\":{},\"mbytes_s\":{:.1},\"first_error\":\"{}\"}}",
         o.mode,
         s.len(),
         t.errors.load(Ordering::Relaxed),
@@ -180,6 +206,8 @@ fn report(o: &Opts, t: &Tally, secs: f64) {
         pct(99.9),
         s.last().copied().unwrap_or(0),
         mean,
+        bytes,
+        bytes as f64 / secs / 1e6,
         first_error
     );
 }
