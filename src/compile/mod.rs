@@ -11,6 +11,7 @@ mod canary;
 pub mod class;
 pub mod configmap;
 pub mod diag;
+pub mod gateway;
 pub mod explain;
 pub mod http_settings;
 pub mod headers_settings;
