@@ -176,8 +176,10 @@ impl Backend {
 /// with several, each request goes to one picked at random in proportion to the weights, and a
 /// weight of 0 is never picked. When every weight is 0 the route answers 500. A share whose
 /// Gateway API backendRef could not be resolved is a `Backend::unresolved`: it keeps its weight
-/// and answers 500. `filters` (a Gateway API backendRef's own) run after the route's when this
-/// backend is picked: request filters after the route's, response filters before the route's.
+/// and answers 500; so is the one share of a rule that has no backendRefs at all (a route
+/// always has at least one share: `Route::backend` is the first). `filters` (a Gateway API
+/// backendRef's own) run after the route's when this backend is picked: request filters after
+/// the route's, response filters before the route's.
 #[derive(Debug, Clone)]
 pub struct WeightedBackend {
     pub backend: Arc<Backend>,
