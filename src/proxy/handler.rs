@@ -93,7 +93,7 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
         return ctx.fail(StatusCode::FORBIDDEN);
     }
     let live = shared.live();
-    let target = router::route(&live.config, &req);
+    let target = router::route(&live.config, &req, ctx.conn.local.port());
     if shared.opts.metrics {
         outcome.stats = target.route_id().map(|(id, labels)| live.stats(id, labels, &shared.metrics).clone());
     }
