@@ -66,7 +66,7 @@ fn rules(b: &mut Builder, r: &gw::HTTPRoute, oref: &Arc<ObjRef>, problems: &mut 
                     let why = format!("{}; requests for this rule answer 500", p.message);
                     problems.refs(b, oref, p.field, RefProblem { reason: p.reason, message: p.message });
                     let backend = b.resolver.unresolved(&ns, "", "", why);
-                    (Arc::from(Vec::new()), Arc::from(vec![crate::config::WeightedBackend { backend, weight: 0 }]))
+                    (Arc::from(Vec::new()), Arc::from(vec![crate::config::WeightedBackend::new(backend, 0)]))
                 }
             };
             let (rule_path, path_type) = match &m.path {
