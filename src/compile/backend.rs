@@ -215,7 +215,7 @@ impl<'a> Resolver<'a> {
     /// no endpoints, and `why` says why.
     pub fn unresolved(&mut self, ns: &str, service: &str, port: &str, why: String) -> Arc<Backend> {
         self.next_id += 1;
-        Arc::new(Backend::new(self.next_id - 1, ns, service, port, Vec::new(), Some(why)))
+        Arc::new(Backend::unresolved(self.next_id - 1, ns, service, port, why))
     }
 
     /// The backend for `--default-backend-service`: the Service's first port.

@@ -221,6 +221,13 @@ pub struct ProxySettings {
     pub response_buffering: bool,
     /// `proxy-http-version: 1.0`: requests to HTTP/1 endpoints ask for the connection to close.
     pub http10: bool,
+    /// The whole exchange, from the request's arrival to the backend's answer head, retries
+    /// included (Gateway API `timeouts.request`): 504 when it passes. `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// Each try on an endpoint, from connecting to the answer head (Gateway API
+    /// `timeouts.backendRequest`): a try that takes longer is a timeout (504, or the next
+    /// endpoint where `next_upstream` allows). `None`: only `connect_timeout`/`read_timeout`.
+    pub try_timeout: Option<Duration>,
 }
 
 /// ingress-nginx's `proxy-next-upstream` tokens, as data: which failures try the next endpoint.
@@ -265,6 +272,8 @@ impl Default for ProxySettings {
             request_buffering: true,
             response_buffering: false,
             http10: false,
+            request_timeout: None,
+            try_timeout: None,
         }
     }
 }
@@ -277,7 +286,7 @@ pub struct Route {
     pub id: usize,
     pub matches: RouteMatch,
     pub filters: Arc<[Filter]>,
-    /// Where requests go; one today, weighted splits later.
+    /// Where requests go: one, or a weighted split (see `WeightedBackend`).
     pub backends: Arc<[WeightedBackend]>,
     pub proxy: Arc<ProxySettings>,
     /// The path as the Ingress wrote it (used in logs and metrics labels).
@@ -324,7 +333,7 @@ impl RouteOrder {
 }
 
 impl Route {
-    /// The first backend (the only one until weighted splits exist).
+    /// The first backend (an Ingress route's only one; for tools, the first of a split).
     pub fn backend(&self) -> &Arc<super::Backend> {
         &self.backends[0].backend
     }

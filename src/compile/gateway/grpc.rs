@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::attach::{self, RouteInfo};
 use super::filters::{self, FilterProblem};
 use super::listeners::{GwListener, age_key};
-use super::refs::{self, RefProblem};
+use super::refs;
 use super::routes::{self, Problems};
 use super::GwTables;
 use crate::compile::builder::Builder;
@@ -57,17 +57,21 @@ fn rules(b: &mut Builder, r: &gw::GRPCRoute, oref: &Arc<ObjRef>, problems: &mut 
             let mut resolve = |br: &gw::BackendRef, f: &str| -> Result<Arc<crate::config::Backend>, FilterProblem> {
                 refs::backend(b, "GRPCRoute", &ns, br, BackendProtocol::Grpc).map_err(|p| FilterProblem { field: f.to_string(), message: p.message, reason: p.reason })
             };
-            let (filters, backends) = match filters::grpc_filters(&rule.filters, &format!("spec.rules[{i}].filters"), &mut resolve) {
-                Ok(f) => (Arc::from(f), backends.clone()),
-                Err(p) => {
-                    if p.reason == "UnsupportedValue" {
-                        problems.unsupported(b, oref, p.field, p.message);
-                        continue;
+            let compiled = (|| {
+                let route_filters = filters::grpc_filters(&rule.filters, &format!("spec.rules[{i}].filters"), &mut resolve)?;
+                let mut shares: Vec<WeightedBackend> = backends.to_vec();
+                for (k, br) in rule.backend_refs.iter().enumerate() {
+                    if !br.filters.is_empty() && k < shares.len() {
+                        shares[k].filters = Arc::from(filters::grpc_filters(&br.filters, &format!("spec.rules[{i}].backendRefs[{k}].filters"), &mut resolve)?);
                     }
-                    let why = format!("{}; requests for this rule answer 500", p.message);
-                    problems.refs(b, oref, p.field, RefProblem { reason: p.reason, message: p.message });
-                    let backend = b.resolver.unresolved(&ns, "", "", why);
-                    (Arc::from(Vec::new()), Arc::from(vec![WeightedBackend { backend, weight: 0 }]))
+                }
+                Ok::<_, FilterProblem>((route_filters, shares))
+            })();
+            let (filters, backends): (Arc<[crate::config::Filter]>, Arc<[WeightedBackend]>) = match compiled {
+                Ok((f, shares)) => (Arc::from(f), Arc::from(shares)),
+                Err(p) => {
+                    problems.filter(b, oref, p);
+                    (Arc::from(filters::unusable()), backends.clone())
                 }
             };
             let rule_path = matches.path.path.clone();

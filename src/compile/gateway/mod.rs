@@ -16,6 +16,7 @@ pub mod hostnames;
 mod http;
 mod listeners;
 mod refs;
+pub mod report;
 mod routes;
 mod tls_route;
 

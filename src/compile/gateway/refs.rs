@@ -89,5 +89,5 @@ pub fn backends(b: &mut Builder, kind: &str, route_ns: &str, refs: &[&gw::Backen
 }
 
 fn weighted(backend: Arc<Backend>, weight: u32) -> WeightedBackend {
-    WeightedBackend { backend, weight }
+    WeightedBackend::new(backend, weight)
 }
