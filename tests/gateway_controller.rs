@@ -2,6 +2,8 @@
 //! store (and served), the CRD presence check, and the status the leader writes.
 
 mod common;
+#[path = "gateway_controller/e2e.rs"]
+mod e2e;
 mod fakeapi;
 
 use std::io::Write;

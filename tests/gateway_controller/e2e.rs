@@ -1,0 +1,104 @@
+//! End to end: Gateway API objects created through the fake API server are served through
+//! real sockets by the controller, and the leader writes the conditions compile decides.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A port that was free a moment ago, for a Gateway listener (which cannot ask for port 0).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn gateway_on(ns: &str, name: &str, port: u16) -> Value {
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": name, "namespace": ns},
+           "spec": {"gatewayClassName": "vestibule", "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}})
+}
+
+fn condition<'a>(conds: &'a Value, type_: &str) -> &'a Value {
+    conds.as_array().and_then(|a| a.iter().find(|c| c["type"] == type_)).unwrap_or(&Value::Null)
+}
+
+/// Our parent entry in a route's status.
+fn our_parent(api: &FakeApi, kind: &str, ns: &str, name: &str) -> Value {
+    let r = api.get(kind, ns, name).unwrap();
+    r["status"]["parents"].as_array().and_then(|a| a.iter().find(|p| p["controllerName"] == CONTROLLER).cloned()).unwrap_or(Value::Null)
+}
+
+/// An HTTPRoute created through the API is served within a second; the GatewayClass and the
+/// Gateway get Accepted/Programmed with observedGeneration and the published address; a
+/// route to a missing Service gets ResolvedRefs=False BackendNotFound (and answers 500), then
+/// True once the Service exists, with Accepted keeping its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_are_served_and_their_status_follows_compile() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeApi::start().await;
+    let web = common::echo("web").await;
+    let port = free_port();
+    api.apply(gateway_class("vestibule", CONTROLLER));
+    api.apply(gateway_on("default", "gw", port));
+    api.apply_yaml(&common::backend_yaml("default", "web", &[web.addr]));
+    let run = controller::start(options(&api, dir.path(), "token-a", "ctrl-a")).await.unwrap();
+    wait_for("leadership", Duration::from_secs(10), || run.is_leader()).await;
+    let gw_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    api.apply(http_route("default", "web", "gw", "web.example.com", "web"));
+    let t = wait_route(gw_addr, "web.example.com", "/", (200, Some("web")), Duration::from_secs(5)).await;
+    assert!(t < Duration::from_secs(1), "an HTTPRoute took {t:?} to be served");
+
+    wait_for("GatewayClass Accepted", Duration::from_secs(5), || condition(&api.get("GatewayClass", "", "vestibule").unwrap()["status"]["conditions"], "Accepted")["status"] == "True").await;
+    let class = api.get("GatewayClass", "", "vestibule").unwrap();
+    assert_eq!(condition(&class["status"]["conditions"], "SupportedVersion")["status"], "True");
+    wait_for("Gateway Programmed", Duration::from_secs(5), || condition(&api.get("Gateway", "default", "gw").unwrap()["status"]["conditions"], "Programmed")["status"] == "True").await;
+    let g = api.get("Gateway", "default", "gw").unwrap();
+    assert_eq!(condition(&g["status"]["conditions"], "Accepted")["status"], "True");
+    assert_eq!(condition(&g["status"]["conditions"], "Accepted")["observedGeneration"], 1);
+    assert_eq!(g["status"]["addresses"], json!([{"type": "IPAddress", "value": "203.0.113.7"}]));
+    assert_eq!(g["status"]["listeners"][0]["name"], "http");
+    wait_for("attachedRoutes 1", Duration::from_secs(5), || api.get("Gateway", "default", "gw").unwrap()["status"]["listeners"][0]["attachedRoutes"] == 1).await;
+    wait_for("route Accepted", Duration::from_secs(5), || condition(&our_parent(&api, "HTTPRoute", "default", "web")["conditions"], "ResolvedRefs")["status"] == "True").await;
+
+    // A route to a Service that does not exist.
+    api.apply(http_route("default", "broken", "gw", "broken.example.com", "missing"));
+    wait_route(gw_addr, "broken.example.com", "/", (500, None), Duration::from_secs(5)).await;
+    wait_for("ResolvedRefs False", Duration::from_secs(5), || condition(&our_parent(&api, "HTTPRoute", "default", "broken")["conditions"], "ResolvedRefs")["reason"] == "BackendNotFound").await;
+    let before = our_parent(&api, "HTTPRoute", "default", "broken");
+    assert_eq!(condition(&before["conditions"], "ResolvedRefs")["status"], "False");
+    assert_eq!(condition(&before["conditions"], "Accepted")["status"], "True", "still accepted: {before}");
+    assert_eq!(before["parentRef"]["name"], "gw");
+
+    // The Service appears: ResolvedRefs turns True; Accepted keeps its time.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let missing = common::echo("missing").await;
+    api.apply_yaml(&common::backend_yaml("default", "missing", &[missing.addr]));
+    wait_route(gw_addr, "broken.example.com", "/", (200, Some("missing")), Duration::from_secs(5)).await;
+    wait_for("ResolvedRefs True", Duration::from_secs(5), || condition(&our_parent(&api, "HTTPRoute", "default", "broken")["conditions"], "ResolvedRefs")["status"] == "True").await;
+    let after = our_parent(&api, "HTTPRoute", "default", "broken");
+    assert_eq!(condition(&after["conditions"], "Accepted")["lastTransitionTime"], condition(&before["conditions"], "Accepted")["lastTransitionTime"]);
+    assert_ne!(condition(&after["conditions"], "ResolvedRefs")["lastTransitionTime"], condition(&before["conditions"], "ResolvedRefs")["lastTransitionTime"]);
+
+    // A spec change is a new generation, and the conditions observe it.
+    let mut changed = http_route("default", "broken", "gw", "broken.example.com", "missing");
+    changed["spec"]["hostnames"] = json!(["broken.example.com", "also.example.com"]);
+    api.apply(changed);
+    wait_for("observedGeneration 2", Duration::from_secs(5), || condition(&our_parent(&api, "HTTPRoute", "default", "broken")["conditions"], "Accepted")["observedGeneration"] == 2).await;
+
+    // Detached: the route now names a Gateway that is not ours, and loses our entry.
+    let mut detached = http_route("default", "broken", "elsewhere", "broken.example.com", "missing");
+    detached["spec"]["hostnames"] = json!(["broken.example.com"]);
+    api.apply(detached);
+    wait_for("our entry removed", Duration::from_secs(5), || our_parent(&api, "HTTPRoute", "default", "broken").is_null()).await;
+    wait_route(gw_addr, "broken.example.com", "/", (404, None), Duration::from_secs(5)).await;
+
+    // Quiet: with nothing changing, nothing is written.
+    let writes = || api.requests().iter().filter(|r| r.method == "PUT" && r.path.contains("gateway.networking.k8s.io")).count();
+    let n = writes();
+    api.apply_yaml(&common::backend_yaml("default", "unrelated", &[web.addr]));
+    wait_for("a new configuration", Duration::from_secs(5), || applied(&run).is_some_and(|a| a.store.services.contains_key(&key("default", "unrelated")))).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(writes(), n, "no status write when nothing changed");
+    run.stop();
+}
