@@ -102,3 +102,69 @@ async fn http_routes_are_served_and_their_status_follows_compile() {
     assert_eq!(writes(), n, "no status write when nothing changed");
     run.stop();
 }
+
+/// Conditions appear and clear as the cluster changes: a route from another namespace is
+/// NotAllowedByListeners until the listener allows all namespaces, then RefNotPermitted for
+/// its Service in another namespace until a ReferenceGrant allows it; the listener counts it
+/// once attached. A TLSRoute served only as v1alpha2 gets its parent entry through v1alpha2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_clear_when_their_cause_goes_away() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeApi::start().await;
+    api.serve_only_crds(&[("GatewayClass", "v1"), ("Gateway", "v1"), ("HTTPRoute", "v1"), ("GRPCRoute", "v1"), ("ReferenceGrant", "v1beta1"), ("TLSRoute", "v1alpha2")]);
+    let web = common::echo("web").await;
+    let (port, tls_port) = (free_port(), free_port());
+    let gw = |from: &str| {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": "default"},
+               "spec": {"gatewayClassName": "vestibule", "listeners": [
+                   {"name": "http", "port": port, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": from}}},
+                   {"name": "tls", "port": tls_port, "protocol": "TLS", "tls": {"mode": "Passthrough"}, "allowedRoutes": {"namespaces": {"from": "All"}}}]}})
+    };
+    api.apply(gateway_class("vestibule", CONTROLLER));
+    api.apply(gw("Same"));
+    api.apply_yaml(&common::backend_yaml("default", "web", &[web.addr]));
+    let mut route = http_route("apps", "cross", "gw", "cross.example.com", "web");
+    route["spec"]["parentRefs"][0]["namespace"] = json!("default");
+    route["spec"]["rules"][0]["backendRefs"][0]["namespace"] = json!("default");
+    api.apply(route);
+    api.apply(json!({"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TLSRoute", "metadata": {"name": "tls", "namespace": "default"},
+                     "spec": {"parentRefs": [{"name": "gw", "sectionName": "tls"}], "hostnames": ["tls.example.com"], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}));
+    let run = controller::start(options(&api, dir.path(), "token-a", "ctrl-a")).await.unwrap();
+    let gw_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let parent = || our_parent(&api, "HTTPRoute", "apps", "cross");
+    let attached = || api.get("Gateway", "default", "gw").unwrap()["status"]["listeners"].as_array().and_then(|l| l.iter().find(|l| l["name"] == "http").cloned()).unwrap_or(Value::Null)["attachedRoutes"].clone();
+
+    wait_for("NotAllowedByListeners", Duration::from_secs(10), || condition(&parent()["conditions"], "Accepted")["reason"] == "NotAllowedByListeners").await;
+    assert_eq!(condition(&parent()["conditions"], "Accepted")["status"], "False");
+    assert_eq!(attached(), json!(0));
+    assert_eq!(route_status(gw_addr, "cross.example.com").await, 404, "not attached, not served");
+
+    // The listener allows every namespace: accepted, but the Service in another namespace is
+    // not permitted (and answers 500).
+    api.apply(gw("All"));
+    wait_for("Accepted", Duration::from_secs(5), || condition(&parent()["conditions"], "Accepted")["status"] == "True").await;
+    wait_for("RefNotPermitted", Duration::from_secs(5), || condition(&parent()["conditions"], "ResolvedRefs")["reason"] == "RefNotPermitted").await;
+    wait_for("attachedRoutes 1", Duration::from_secs(5), || attached() == json!(1)).await;
+    wait_route(gw_addr, "cross.example.com", "/", (500, None), Duration::from_secs(5)).await;
+
+    // A ReferenceGrant in the Service's namespace allows it.
+    api.apply(json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant", "metadata": {"name": "apps-to-web", "namespace": "default"},
+                     "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "apps"}], "to": [{"group": "", "kind": "Service"}]}}));
+    wait_for("ResolvedRefs True", Duration::from_secs(5), || condition(&parent()["conditions"], "ResolvedRefs")["status"] == "True").await;
+    wait_route(gw_addr, "cross.example.com", "/", (200, Some("web")), Duration::from_secs(5)).await;
+    // And its removal takes the permission back.
+    api.delete("ReferenceGrant", "default", "apps-to-web");
+    wait_for("RefNotPermitted again", Duration::from_secs(5), || condition(&parent()["conditions"], "ResolvedRefs")["reason"] == "RefNotPermitted").await;
+
+    // The TLSRoute's entry went through the version the cluster serves.
+    wait_for("TLSRoute parent", Duration::from_secs(5), || !our_parent(&api, "TLSRoute", "default", "tls").is_null()).await;
+    assert_eq!(condition(&our_parent(&api, "TLSRoute", "default", "tls")["conditions"], "Accepted")["status"], "True", "{}", our_parent(&api, "TLSRoute", "default", "tls"));
+    let puts: Vec<String> = api.requests().iter().filter(|r| r.method == "PUT" && r.path.contains("tlsroutes")).map(|r| r.path.clone()).collect();
+    assert!(!puts.is_empty() && puts.iter().all(|p| p == "/apis/gateway.networking.k8s.io/v1alpha2/namespaces/default/tlsroutes/tls/status"), "{puts:?}");
+    run.stop();
+}
+
+async fn route_status(addr: SocketAddr, host: &str) -> u16 {
+    route(addr, host, "/").await.0
+}
