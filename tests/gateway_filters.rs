@@ -150,8 +150,8 @@ async fn a_mirror_backend_gets_a_copy() {
     assert!(t.elapsed() < Duration::from_millis(1500), "the mirror slowed the request: {:?}", t.elapsed());
     let got = wait_seen(&seen, 1).await;
     assert_eq!(got.len(), 1, "{got:?}");
-    let (method, path, host, body) = &got[0];
-    assert_eq!((method.as_str(), path.as_str(), host.as_str(), body.as_slice()), ("POST", "/m/post", "gw.example.com", b"copy me".as_slice()));
+    let r = &got[0];
+    assert_eq!((r.method.as_str(), r.path.as_str(), r.host.as_str(), r.body.as_slice()), ("POST", "/m/post", "gw.example.com", b"copy me".as_slice()));
 }
 
 #[tokio::test]
