@@ -95,6 +95,23 @@ async fn an_httproute_change_is_live_within_a_second() {
     let r = |svc: &str| route("HTTPRoute", "default", "r", "2024-01-01T00:00:00Z", json!({"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [backend_ref(svc, 1)]}]}));
     let h = start(&manifest(base.iter().cloned().chain([r("v1")]))).await;
     assert_eq!(get_on(&h.client, port, "x", "/", &[]).await, (200, Some("v1".into())));
+    // Load while the route changes: every request must succeed, on one backend or the other.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, stop) = (h.client.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match get_on(&client, port, "x", "/", &[]).await {
+                    (200, Some(_)) => ok += 1,
+                    other => failed.push(other),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     h.write("manifests.yaml", &manifest(base.iter().cloned().chain([r("v2")])));
     let started = std::time::Instant::now();
     loop {
@@ -104,4 +121,56 @@ async fn an_httproute_change_is_live_within_a_second() {
         assert!(started.elapsed() < Duration::from_secs(1), "the change was not live within 1 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(ok > 0 && failed.is_empty(), "{ok} ok, failed: {failed:?}");
+    }
+}
+
+#[tokio::test]
+async fn ingress_and_httproute_share_the_ingress_port_with_ties_to_the_oldest() {
+    let (ing, rt) = (echo("ing").await, echo("rt").await);
+    let port = free_port();
+    let manifests = manifest([
+        gateway_class("vestibule", CONTROLLER),
+        gateway("default", "gw", "vestibule", vec![listener("http", port, "HTTP", json!({}))]),
+        route("HTTPRoute", "default", "older", "2019-01-01T00:00:00Z", json!({
+            "parentRefs": [{"name": "gw"}], "hostnames": ["shop.example.com"],
+            "rules": [{"matches": [{"path": {"value": "/cart"}}], "backendRefs": [backend_ref("rt", 1)]},
+                      {"matches": [{"path": {"value": "/"}, "headers": [{"name": "x-beta", "value": "1"}]}], "backendRefs": [backend_ref("rt", 1)]}],
+        })),
+        Ingress::new("default", "shop").created("2020-01-01T00:00:00Z").host_path("shop.example.com", "/", "Prefix", "ing", 80).host_path("shop.example.com", "/cart", "Prefix", "ing", 80).to_yaml(),
+        backend_yaml("default", "ing", &[ing.addr]),
+        backend_yaml("default", "rt", &[rt.addr]),
+    ]);
+    let h = start_with(&manifests, |o| o.http_port = port).await;
+    assert_eq!(h.running.http.port(), port);
+    let c = &h.client;
+    assert_eq!(get_on(c, port, "shop.example.com", "/cart/1", &[]).await.1.as_deref(), Some("rt"), "the HTTPRoute is older: it wins the tie");
+    assert_eq!(get_on(c, port, "shop.example.com", "/", &[]).await.1.as_deref(), Some("ing"));
+    assert_eq!(get_on(c, port, "shop.example.com", "/x", &[("x-beta", "1")]).await.1.as_deref(), Some("rt"), "a header match ranks above a bare prefix");
+}
+
+#[tokio::test]
+async fn a_backend_ref_that_cannot_be_resolved_answers_500() {
+    let web = echo("web").await;
+    let port = free_port();
+    let manifests = manifest([
+        gateway_class("vestibule", CONTROLLER),
+        gateway("default", "gw", "vestibule", vec![listener("http", port, "HTTP", json!({}))]),
+        route("HTTPRoute", "default", "r", "2024-01-01T00:00:00Z", json!({
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"matches": [{"path": {"value": "/missing"}}], "backendRefs": [backend_ref("nope", 1)]},
+                      {"matches": [{"path": {"value": "/other-ns"}}], "backendRefs": [{"name": "web", "namespace": "other", "port": 80}]},
+                      {"backendRefs": [backend_ref("web", 1)]}],
+        })),
+        backend_yaml("default", "web", &[web.addr]),
+        backend_yaml("other", "web", &[web.addr]),
+    ]);
+    let h = start(&manifests).await;
+    assert_eq!(get_on(&h.client, port, "x", "/missing", &[]).await.0, 500);
+    assert_eq!(get_on(&h.client, port, "x", "/other-ns", &[]).await.0, 500, "no ReferenceGrant");
+    assert_eq!(get_on(&h.client, port, "x", "/", &[]).await, (200, Some("web".into())));
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use super::attach::{self, RouteInfo};
 use super::filters::{self, FilterProblem};
 use super::listeners::{GwListener, age_key};
-use super::refs::{self, RefProblem};
+use super::refs;
 use super::routes::{self, Problems};
 use super::GwTables;
 use crate::compile::builder::Builder;
 use crate::config::route::{Pattern, full_match};
-use crate::config::{BackendProtocol, HeaderMatch, PathKind, PathMatch, QueryMatch, Route, RouteLabels, RouteMatch, RouteOrder};
+use crate::config::{BackendProtocol, HeaderMatch, PathKind, PathMatch, QueryMatch, Route, RouteLabels, RouteMatch, RouteOrder, WeightedBackend};
 use crate::gateway_api as gw;
 use crate::store::ObjRef;
 
@@ -43,7 +43,7 @@ fn rules(b: &mut Builder, r: &gw::HTTPRoute, oref: &Arc<ObjRef>, problems: &mut 
         if let Some(p) = problem {
             problems.refs(b, oref, format!("spec.rules[{i}].backendRefs"), p);
         }
-        let backends: Arc<[crate::config::WeightedBackend]> = Arc::from(backends);
+        let backends: Arc<[WeightedBackend]> = Arc::from(backends);
         for (j, m) in rule.matches_or_default().iter().enumerate() {
             let field = format!("spec.rules[{i}].matches[{j}]");
             let matches = match route_match(m, &field) {
@@ -53,22 +53,32 @@ fn rules(b: &mut Builder, r: &gw::HTTPRoute, oref: &Arc<ObjRef>, problems: &mut 
                     continue;
                 }
             };
+            let mut proxy = (*b.proxy).clone();
             let mut resolve = |br: &gw::BackendRef, f: &str| -> Result<Arc<crate::config::Backend>, FilterProblem> {
                 refs::backend(b, "HTTPRoute", &ns, br, BackendProtocol::Http).map_err(|p| FilterProblem { field: f.to_string(), message: p.message, reason: p.reason })
             };
-            let (filters, backends) = match filters::http_filters(&rule.filters, &format!("spec.rules[{i}].filters"), &matches.path, &mut resolve) {
-                Ok(f) => (Arc::from(f), backends.clone()),
-                Err(p) => {
-                    if p.reason == "UnsupportedValue" {
-                        problems.unsupported(b, oref, p.field, p.message);
-                        continue;
+            let compiled = (|| {
+                if let Some(t) = &rule.timeouts {
+                    filters::apply_timeouts(t, &format!("spec.rules[{i}].timeouts"), &mut proxy)?;
+                }
+                let route_filters = filters::http_filters(&rule.filters, &format!("spec.rules[{i}].filters"), &matches.path, &mut resolve)?;
+                // A backendRef's own filters, for this match (ReplacePrefixMatch needs its path).
+                let mut shares: Vec<WeightedBackend> = backends.to_vec();
+                for (k, br) in rule.backend_refs.iter().enumerate() {
+                    if !br.filters.is_empty() && k < shares.len() {
+                        shares[k].filters = Arc::from(filters::http_filters(&br.filters, &format!("spec.rules[{i}].backendRefs[{k}].filters"), &matches.path, &mut resolve)?);
                     }
-                    let why = format!("{}; requests for this rule answer 500", p.message);
-                    problems.refs(b, oref, p.field, RefProblem { reason: p.reason, message: p.message });
-                    let backend = b.resolver.unresolved(&ns, "", "", why);
-                    (Arc::from(Vec::new()), Arc::from(vec![crate::config::WeightedBackend::new(backend, 0)]))
+                }
+                Ok::<_, FilterProblem>((route_filters, shares))
+            })();
+            let (filters, backends): (Arc<[crate::config::Filter]>, Arc<[WeightedBackend]>) = match compiled {
+                Ok((f, shares)) => (Arc::from(f), Arc::from(shares)),
+                Err(p) => {
+                    problems.filter(b, oref, p);
+                    (Arc::from(filters::unusable()), backends.clone())
                 }
             };
+            let proxy = Arc::new(proxy);
             let (rule_path, path_type) = match &m.path {
                 None => ("/".to_string(), "PathPrefix"),
                 Some(p) => (p.value_or_default().to_string(), path_type(p.type_or_default())),
@@ -78,7 +88,7 @@ fn rules(b: &mut Builder, r: &gw::HTTPRoute, oref: &Arc<ObjRef>, problems: &mut 
                 matches,
                 filters,
                 backends,
-                proxy: b.proxy.clone(),
+                proxy,
                 rule_path,
                 path_type,
                 ingress: oref.clone(),

@@ -11,11 +11,14 @@ mod attach;
 mod certs;
 mod conditions;
 pub mod filters;
+mod grpc;
 pub mod hostnames;
 mod http;
 mod listeners;
 mod refs;
+pub mod report;
 mod routes;
+mod tls_route;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -50,6 +53,8 @@ pub(super) fn process(b: &mut Builder, tls: &mut TlsCerts) -> GwTables {
     let mut all = listeners::listeners(b, &classes);
     let mut t = GwTables::default();
     http::process(b, &mut all, &mut t);
+    grpc::process(b, &mut all, &mut t);
+    tls_route::process(b, &mut all, &mut t);
     listeners::finish(b, &all);
     let ingress_ports: Vec<u16> = b.settings.listeners.iter().map(|l| l.addr.port()).filter(|p| *p != 0).collect();
     for l in all.iter().filter(|l| l.ready) {

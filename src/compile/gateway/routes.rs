@@ -20,6 +20,9 @@ use crate::store::ObjRef;
 #[derive(Debug, Default)]
 pub struct Problems {
     pub accepted: Option<(String, String)>,
+    /// A filter (or timeout) Vestibule cannot apply: `Accepted: False` (UnsupportedValue), and
+    /// the rule answers 500 (never served as though the filter were absent).
+    pub filter: Option<(String, String)>,
     pub refs: Option<RefProblem>,
 }
 
@@ -29,6 +32,17 @@ impl Problems {
         let why = if p.reason == "RefNotPermitted" { Reason::InvalidField } else { Reason::ServiceNotFound };
         b.diag(Severity::Warning, oref, field, why, format!("{}; requests for it answer 500", p.message));
         self.refs.get_or_insert(p);
+    }
+
+    /// Records a filter problem: an unsupported value, or a reference (a mirror's) that cannot
+    /// be used; the rule concerned answers 500.
+    pub fn filter(&mut self, b: &mut Builder, oref: &ObjRef, p: super::filters::FilterProblem) {
+        if p.reason == super::filters::UNSUPPORTED {
+            b.diag(Severity::Error, oref, p.field.clone(), Reason::InvalidField, format!("{}; requests for this rule answer 500", p.message));
+            self.filter.get_or_insert((p.field, p.message));
+        } else {
+            self.refs(b, oref, p.field, RefProblem { reason: p.reason, message: p.message });
+        }
     }
 
     /// Records a value Vestibule does not support; the route is not served.
@@ -54,7 +68,12 @@ pub fn serve(b: &mut Builder, t: &mut GwTables, all: &mut [GwListener], route: &
             parent.attached.clear();
             parent.accepted = cond("Accepted", false, "UnsupportedValue", format!("{field}: {msg}"), route.meta);
         }
-        if parent.accepted.status != "True" {
+        if let Some((field, msg)) = &problems.filter
+            && parent.accepted.status == "True"
+        {
+            parent.accepted = cond("Accepted", false, "UnsupportedValue", format!("{field}: {msg}; requests for the rule answer 500"), route.meta);
+        }
+        if parent.accepted.status != "True" && parent.attached.is_empty() {
             let msg = format!("not attached to Gateway {}: {} ({})", parent_name(&parent.parent_ref, oref), parent.accepted.message, parent.accepted.reason);
             b.diag(Severity::Warning, oref, format!("spec.parentRefs[{index}]"), Reason::InvalidField, msg);
         }
