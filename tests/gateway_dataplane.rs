@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::recorder::{recorder, recorder_h2, wait_seen};
 use common::*;
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
@@ -243,51 +244,6 @@ async fn unusable_filters_answer_500() {
     assert_eq!(p.get("/a/x").await.status(), 500);
 }
 
-/// What a recording backend saw: method, path, Host and body of each request.
-type Seen = Arc<std::sync::Mutex<Vec<(String, String, String, Vec<u8>)>>>;
-
-/// A backend that records every request and answers 200 after `delay`.
-async fn recorder(delay: Duration) -> (SocketAddr, Seen, tokio::task::JoinHandle<()>) {
-    use http_body_util::BodyExt;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((io, _)) = l.accept().await else { return };
-            let s = s.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let s = s.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-                        let host = parts.headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-                        s.lock().unwrap().push((parts.method.to_string(), parts.uri.path().to_string(), host, body));
-                        tokio::time::sleep(delay).await;
-                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"mirror"))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(io), svc).await;
-            });
-        }
-    });
-    (addr, seen, task)
-}
-
-/// Waits (polling, up to 5 s) until `seen` holds `n` requests.
-async fn wait_seen(seen: &Seen, n: usize) -> Vec<(String, String, String, Vec<u8>)> {
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let now = seen.lock().unwrap().clone();
-        if now.len() >= n || Instant::now() > until {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn mirror_gets_a_copy_and_never_slows_the_request() {
     let a = echo("a").await;
@@ -305,7 +261,7 @@ async fn mirror_gets_a_copy_and_never_slows_the_request() {
     assert_eq!((v["service"].as_str(), v["body_bytes"].as_u64()), (Some("a"), Some(12)));
     assert!(t.elapsed() < Duration::from_millis(1500), "the mirror's slowness leaked: {:?}", t.elapsed());
     let got = wait_seen(&seen, 2).await;
-    let mut got: Vec<_> = got.into_iter().map(|(m, path, host, body)| (m, path, host, String::from_utf8(body).unwrap())).collect();
+    let mut got: Vec<_> = got.into_iter().map(|r| (r.method, r.path, r.host, String::from_utf8(r.body).unwrap())).collect();
     got.sort();
     assert_eq!(got, vec![("GET".into(), "/mirrored/get".into(), "gw.test".into(), String::new()), ("POST".into(), "/mirrored/post".into(), "gw.test".into(), "hello mirror".into())]);
 
@@ -318,7 +274,7 @@ async fn mirror_gets_a_copy_and_never_slows_the_request() {
     p.set("a", |r| r.filters = filters(vec![mirror(1, 1)]));
     assert_eq!(p.get("/a/always").await.status(), 200);
     let got = wait_seen(&seen, 1).await;
-    assert_eq!(got.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(), ["/a/always"]);
+    assert_eq!(got.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), ["/a/always"]);
 
     // A mirror that cannot be reached changes nothing for the client.
     let dead = Arc::new(Backend::new(0, "default", "dead", "80", vec!["127.0.0.1:9".parse().unwrap()], None));
@@ -356,4 +312,41 @@ async fn gateway_cors_preflights_and_answers() {
     assert_eq!(resp.headers()["vary"], "Origin");
     assert!(resp.headers().get("access-control-max-age").is_none(), "preflight only");
     assert_eq!(json(resp).await["service"], "a");
+}
+
+#[tokio::test]
+async fn grpc_requests_get_header_edits_and_mirrors() {
+    use vestibule::config::BackendProtocol;
+    let (main_addr, main_seen, _t1) = recorder_h2(Duration::ZERO).await;
+    let (mirror_addr, mirror_seen, _t2) = recorder_h2(Duration::ZERO).await;
+    let p = plane(&[("svc", main_addr), ("mirror", mirror_addr)]).await;
+    let grpc = |b: Arc<Backend>| {
+        let mut g = Backend::new(b.id, &b.namespace, &b.service, &b.port, b.endpoints.clone(), None);
+        g.protocol = BackendProtocol::Grpc;
+        Arc::new(g)
+    };
+    let (main, mirror) = (grpc(p.backend("svc")), grpc(p.backend("mirror")));
+    p.set("svc", |r| {
+        r.backends = Arc::from(vec![WeightedBackend::new(main, 1)]);
+        r.filters = filters(vec![
+            Filter::RequestHeaderEdit(edit(&[("x-set", "1")], &[("x-add", "b")], &["x-drop"])),
+            Filter::ResponseHeaderEdit(edit(&[("x-answered", "yes")], &[], &[])),
+            Filter::Mirror(Arc::new(vestibule::config::filter::Mirror { backend: mirror, numerator: 1, denominator: 1 })),
+        ]);
+    });
+    let client = reqwest::Client::builder().http2_prior_knowledge().resolve("gw.test", p.addr).build().unwrap();
+    // A unary gRPC call's framing: no compression, a 5-byte message.
+    let frame = b"\0\0\0\0\x05hello".to_vec();
+    let resp = client.post(format!("http://gw.test:{}/svc/Echo", p.addr.port())).header("content-type", "application/grpc").header("te", "trailers")
+        .header("x-add", "a").header("x-drop", "1").body(frame.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-answered"], "yes");
+    let main = wait_seen(&main_seen, 1).await;
+    assert_eq!(main.len(), 1);
+    assert_eq!((main[0].headers["x-set"].to_str().unwrap(), main[0].headers["x-add"].to_str().unwrap()), ("1", "a,b"));
+    assert!(main[0].headers.get("x-drop").is_none());
+    assert_eq!(main[0].body, frame);
+    let copy = wait_seen(&mirror_seen, 1).await;
+    assert_eq!(copy.len(), 1, "the mirror got the call");
+    assert_eq!((copy[0].path.as_str(), copy[0].body.as_slice(), copy[0].headers["x-set"].to_str().unwrap()), ("/svc/Echo", frame.as_slice(), "1"));
 }

@@ -95,6 +95,23 @@ async fn an_httproute_change_is_live_within_a_second() {
     let r = |svc: &str| route("HTTPRoute", "default", "r", "2024-01-01T00:00:00Z", json!({"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [backend_ref(svc, 1)]}]}));
     let h = start(&manifest(base.iter().cloned().chain([r("v1")]))).await;
     assert_eq!(get_on(&h.client, port, "x", "/", &[]).await, (200, Some("v1".into())));
+    // Load while the route changes: every request must succeed, on one backend or the other.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, stop) = (h.client.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match get_on(&client, port, "x", "/", &[]).await {
+                    (200, Some(_)) => ok += 1,
+                    other => failed.push(other),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     h.write("manifests.yaml", &manifest(base.iter().cloned().chain([r("v2")])));
     let started = std::time::Instant::now();
     loop {
@@ -103,6 +120,12 @@ async fn an_httproute_change_is_live_within_a_second() {
         }
         assert!(started.elapsed() < Duration::from_secs(1), "the change was not live within 1 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        let (ok, failed) = task.await.unwrap();
+        assert!(ok > 0 && failed.is_empty(), "{ok} ok, failed: {failed:?}");
     }
 }
 

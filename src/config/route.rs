@@ -383,7 +383,9 @@ mod tests {
         m.query.push(QueryMatch { name: "q".into(), value: "a|b".into(), pattern: Some(full_match("a|b").unwrap()) });
         let mut headers = http::HeaderMap::new();
         headers.insert("x-v", "v12".parse().unwrap());
-        let facts = |headers, query| RequestFacts { path: "/", method: &http::Method::GET, headers, query };
+        fn facts<'a>(headers: &'a http::HeaderMap, query: &'a str) -> RequestFacts<'a> {
+            RequestFacts { path: "/", method: &http::Method::GET, headers, query }
+        }
         assert!(m.matches(&facts(&headers, "q=b")));
         assert!(!m.matches(&facts(&headers, "q=ab")), "the alternation is anchored as a whole");
         headers.insert("x-v", "xv12".parse().unwrap());

@@ -12,6 +12,7 @@ use vestibule::echo::{self, EchoOptions, Identity};
 use vestibule::serve::{self, Running, ServeOptions};
 
 mod objects;
+pub mod recorder;
 pub mod gateway;
 pub use objects::*;
 
