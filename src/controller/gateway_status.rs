@@ -83,13 +83,26 @@ pub fn gateway_status(computed: &gw::GatewayStatus, current: Option<&gw::Gateway
     gw::GatewayStatus { addresses: addresses.to_vec(), conditions: stamp(&computed.conditions, old, now), listeners }
 }
 
-/// A route's parents: other controllers' entries as they are, then ours as compile gives them.
+/// A route's parents: other controllers' entries as they are, ours as compile gives them (an
+/// entry of ours compile no longer gives is removed). Entries keep their places, and new ones
+/// of ours come last, so that another controller's writes and ours never reorder each other.
 pub fn route_status(ours: &[gw::RouteParentStatus], current: Option<&gw::RouteStatus>, controller: &str, now: &Time) -> gw::RouteStatus {
     let current = current.map(|c| c.parents.as_slice()).unwrap_or(&[]);
-    let mut parents: Vec<gw::RouteParentStatus> = current.iter().filter(|p| p.controller_name != controller).cloned().collect();
+    let stamped = |p: &gw::RouteParentStatus, old: &[Condition]| gw::RouteParentStatus { parent_ref: p.parent_ref.clone(), controller_name: controller.to_string(), conditions: stamp(&p.conditions, old, now) };
+    let mut parents = Vec::new();
+    for c in current {
+        if c.controller_name != controller {
+            parents.push(c.clone());
+        } else if let Some(p) = ours.iter().find(|p| p.parent_ref == c.parent_ref)
+            && !parents.iter().any(|x: &gw::RouteParentStatus| x.controller_name == controller && x.parent_ref == c.parent_ref)
+        {
+            parents.push(stamped(p, &c.conditions));
+        }
+    }
     for p in ours {
-        let old = current.iter().find(|c| c.controller_name == controller && c.parent_ref == p.parent_ref).map(|c| c.conditions.as_slice()).unwrap_or(&[]);
-        parents.push(gw::RouteParentStatus { parent_ref: p.parent_ref.clone(), controller_name: controller.to_string(), conditions: stamp(&p.conditions, old, now) });
+        if !parents.iter().any(|x| x.controller_name == controller && x.parent_ref == p.parent_ref) {
+            parents.push(stamped(p, &[]));
+        }
     }
     gw::RouteStatus { parents }
 }
@@ -346,6 +359,14 @@ mod tests {
         assert!(!out.parents.iter().any(|p| p.parent_ref.name == "gone"), "a parent compile no longer lists loses our entry");
         // Writing it again changes nothing: no write storm.
         assert_eq!(route_status(&computed, Some(&out), ours, &at(99)), out);
+        // Another controller that puts its entry last is not fought over.
+        let reordered = gw::RouteStatus { parents: vec![out.parents[1].clone(), out.parents[0].clone()] };
+        assert_eq!(route_status(&computed, Some(&reordered), ours, &at(99)), reordered);
+        // A new parent of ours comes last.
+        let two = vec![computed[0].clone(), parent("second", ours, vec![cond("Accepted", "True", "Accepted", 0, 1)])];
+        let out2 = route_status(&two, Some(&reordered), ours, &at(99));
+        assert_eq!(out2.parents.iter().map(|p| p.parent_ref.name.as_str()).collect::<Vec<_>>(), vec!["gw", "foreign", "second"]);
+        assert_eq!(out2.parents[2].conditions[0].last_transition_time, at(99));
     }
 
     #[test]
