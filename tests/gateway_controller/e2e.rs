@@ -168,3 +168,53 @@ async fn conditions_clear_when_their_cause_goes_away() {
 async fn route_status(addr: SocketAddr, host: &str) -> u16 {
     route(addr, host, "/").await.0
 }
+
+/// An HTTPRoute change through the API is live within a second, and requests sent meanwhile
+/// all succeed (the old backend until the switch, the new one after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_route_changes_are_live_within_a_second_without_failed_requests() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeApi::start().await;
+    let (v1, v2) = (common::echo("v1").await, common::echo("v2").await);
+    let port = free_port();
+    api.apply(gateway_class("vestibule", CONTROLLER));
+    api.apply(gateway_on("default", "gw", port));
+    api.apply_yaml(&common::backend_yaml("default", "v1", &[v1.addr]));
+    api.apply_yaml(&common::backend_yaml("default", "v2", &[v2.addr]));
+    api.apply(http_route("default", "app", "gw", "app.example.com", "v1"));
+    let run = controller::start(options(&api, dir.path(), "token-a", "ctrl-a")).await.unwrap();
+    let gw_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_route(gw_addr, "app.example.com", "/", (200, Some("v1")), Duration::from_secs(10)).await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match route(gw_addr, "app.example.com", "/").await {
+                    (200, Some(s)) if s == "v1" || s == "v2" => ok += 1,
+                    other => failed.push(other),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.apply(http_route("default", "app", "gw", "app.example.com", "v2"));
+    let t = wait_route(gw_addr, "app.example.com", "/", (200, Some("v2")), Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for l in load {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(t < Duration::from_secs(1), "the change took {t:?}");
+    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), ok as usize + failed.len(), &failed[..failed.len().min(5)]);
+    assert!(ok > 20, "the load ran ({ok} requests)");
+    run.stop();
+}
