@@ -78,6 +78,9 @@ pub struct ControllerOptions {
     pub debounce: Duration,
     /// Retry delays after a watch error.
     pub backoff: Backoff,
+    /// How often API discovery is asked again while some Gateway API kinds are missing (so
+    /// that CRDs installed later are watched without a restart).
+    pub gateway_rediscovery: Duration,
     /// Events: how many may be sent at once after a quiet time...
     pub event_burst: u32,
     /// ...and how many per second after that.
@@ -105,6 +108,7 @@ impl Default for ControllerOptions {
             lease_grace_secs: 5,
             debounce: Duration::from_millis(100),
             backoff: Backoff::default(),
+            gateway_rediscovery: Duration::from_secs(60),
             event_burst: 25,
             event_rate: 2.0,
             patch_webhook_ca: None,
@@ -312,6 +316,7 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         extra_secrets: opts.serve.default_ssl_certificate.iter().cloned().collect(),
         debounce: opts.debounce,
         backoff: opts.backoff,
+        gateway_rediscovery: opts.gateway_rediscovery,
     };
     let (source, mut batches) = KubeSource::start(client.clone(), &source_opts);
     let health = source.health.clone();

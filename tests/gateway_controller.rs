@@ -442,3 +442,32 @@ async fn only_the_leader_writes_gateway_status() {
     a.stop();
     b.stop();
 }
+
+/// CRDs installed after the start are watched from then on, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crds_installed_later_are_watched() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeApi::start().await;
+    api.serve_only_crds(&[]);
+    api.apply(gateway_class("vestibule", CONTROLLER));
+    api.apply(http_route("default", "web", "gw", "web.example.com", "web"));
+    let mut opts = options(&api, dir.path(), "token-a", "ctrl-a");
+    opts.gateway_rediscovery = Duration::from_millis(100);
+    let run = controller::start(opts).await.unwrap();
+    wait_for("the first configuration", Duration::from_secs(10), || applied(&run).is_some()).await;
+    assert!(applied(&run).unwrap().store.http_routes.is_empty(), "not installed, not read");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(applied(&run).unwrap().store.http_routes.is_empty());
+
+    api.serve_only_crds(&[("GatewayClass", "v1"), ("Gateway", "v1"), ("HTTPRoute", "v1"), ("GRPCRoute", "v1"), ("ReferenceGrant", "v1beta1"), ("TLSRoute", "v1")]);
+    wait_for("the HTTPRoute read once its CRD is installed", Duration::from_secs(5), || applied(&run).is_some_and(|a| a.store.http_routes.contains_key(&key("default", "web")) && a.store.gateway_classes.contains_key("vestibule"))).await;
+    // The status writer uses the kinds found later too.
+    wait_for("GatewayClass status", Duration::from_secs(5), || api.get("GatewayClass", "", "vestibule").unwrap()["status"]["conditions"].as_array().is_some_and(|c| !c.is_empty())).await;
+    // Once every kind is served, discovery is not asked again.
+    let asked = || api.requests().iter().filter(|r| r.path == "/apis").count();
+    let n = asked();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(asked(), n, "no more discovery once everything is served");
+    run.stop();
+}

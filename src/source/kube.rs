@@ -68,6 +68,8 @@ pub struct SourceOptions {
     /// Quiet time that ends a burst of changes.
     pub debounce: Duration,
     pub backoff: Backoff,
+    /// How often API discovery is asked again while some Gateway API kinds are missing.
+    pub gateway_rediscovery: Duration,
 }
 
 impl Default for SourceOptions {
@@ -80,6 +82,7 @@ impl Default for SourceOptions {
             extra_secrets: Vec::new(),
             debounce: Duration::from_millis(100),
             backoff: Backoff::default(),
+            gateway_rediscovery: Duration::from_secs(60),
         }
     }
 }
@@ -150,7 +153,7 @@ impl KubeSource {
         };
         let ns = opts.watch_namespace.as_deref().filter(|n| !n.is_empty());
         let w = Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff };
-        let (gateway, t) = GatewaySource::start(client.clone(), ns.map(str::to_string), w.clone());
+        let (gateway, t) = GatewaySource::start(client.clone(), ns.map(str::to_string), w.clone(), opts.gateway_rediscovery);
         src.gateway = gateway;
         src.tasks.push(t);
         let cfg = watcher::Config::default;

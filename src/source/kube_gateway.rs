@@ -5,8 +5,10 @@
 //! which kinds are served, and in which version: GatewayClass, Gateway, HTTPRoute and GRPCRoute
 //! in v1; ReferenceGrant in v1beta1 (else v1); TLSRoute in v1 (else v1alpha2). The kinds that
 //! are missing are logged once, in one line, and not watched: the Ingress side works the same
-//! without them, and readiness waits only for the kinds that are served. Kinds installed later
-//! are picked up on a restart.
+//! without them, and readiness waits only for the kinds that are served. While some are
+//! missing, discovery is asked again now and then (every minute by default): kinds installed
+//! later are watched from then on, without a restart. (A CRD removed while watched makes its
+//! watch fail, as an unreachable API server would: restart to stop watching it.)
 //!
 //! Discovery that fails for a transient reason (the API server unreachable, a 5xx) is retried
 //! with the watches' backoff; a 4xx answer (discovery refused) means no Gateway API kind is
@@ -16,6 +18,10 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::reflector::Store as Reader;
@@ -150,6 +156,16 @@ pub struct GatewayReaders {
 type WatchFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl GatewayReaders {
+    /// These readers with those of `more` (kinds discovery found later) added.
+    fn with(&self, more: GatewayReaders) -> GatewayReaders {
+        let mut discovery = self.discovery.clone();
+        discovery.served.extend(more.discovery.served);
+        macro_rules! pick {
+            ($($f:ident),*) => { GatewayReaders { discovery, $($f: self.$f.clone().or(more.$f)),* } };
+        }
+        pick!(classes, gateways, http_routes, grpc_routes, tls_routes, tls_routes_alpha, grants, grants_v1)
+    }
+
     /// Builds the reflectors of the kinds `discovery` found, and the watch futures that fill them.
     fn build(client: &Client, ns: Option<&str>, discovery: GatewayDiscovery, w: &Watches) -> (GatewayReaders, Vec<WatchFuture>) {
         let mut r = GatewayReaders { discovery, ..Default::default() };
@@ -256,7 +272,7 @@ impl GatewaySource {
 
     /// Spawns discovery and then the watches of the served kinds; returns the source and the
     /// task to abort on stop.
-    pub fn start(client: Client, ns: Option<String>, w: Watches) -> (GatewaySource, tokio::task::AbortHandle) {
+    pub fn start(client: Client, ns: Option<String>, w: Watches, rediscover: Duration) -> (GatewaySource, tokio::task::AbortHandle) {
         let (tx, rx) = watch::channel(None);
         let task = tokio::spawn(async move {
             let mut retry = w.backoff_iter();
@@ -279,16 +295,45 @@ impl GatewaySource {
             if missing.is_empty() {
                 tracing::info!(served = %served.join(", "), "Gateway API: every kind is served");
             } else if served.is_empty() {
-                tracing::warn!(missing = %missing.join(", "), "Gateway API CRDs are not installed: Gateway API objects are not served (Ingress is unaffected); install the Gateway API bundle and restart to serve them");
+                tracing::warn!(missing = %missing.join(", "), "Gateway API CRDs are not installed: Gateway API objects are not served (Ingress is unaffected); they are once the Gateway API bundle is installed");
             } else {
-                tracing::warn!(missing = %missing.join(", "), served = %served.join(", "), "some Gateway API CRDs are not installed: those kinds are not served (install them and restart to serve them)");
+                tracing::warn!(missing = %missing.join(", "), served = %served.join(", "), "some Gateway API CRDs are not installed: those kinds are not served until they are");
             }
             let (readers, futs) = GatewayReaders::build(&client, ns.as_deref(), discovery, &w);
-            drop(w);
-            let _ = tx.send(Some(Arc::new(readers)));
-            futures::future::join_all(futs).await;
-            // Watches run until aborted; keep the readers published meanwhile.
-            tx.closed().await;
+            let mut current = Arc::new(readers);
+            let _ = tx.send(Some(current.clone()));
+            // The watches run here, so that aborting this task stops them.
+            let mut running: FuturesUnordered<WatchFuture> = futs.into_iter().collect();
+            let mut tick = tokio::time::interval(rediscover.max(Duration::from_millis(10)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = running.next(), if !running.is_empty() => {}
+                    _ = tick.tick() => {
+                        if current.discovery.missing().is_empty() {
+                            continue;
+                        }
+                        let found = match discover(&client).await {
+                            Ok(d) => d,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "API discovery of gateway.networking.k8s.io failed; trying again later");
+                                continue;
+                            }
+                        };
+                        let new = GatewayDiscovery { served: found.served.into_iter().filter(|(k, _)| !current.discovery.served.contains_key(k)).collect() };
+                        if new.served.is_empty() {
+                            continue;
+                        }
+                        let names: Vec<String> = new.served.iter().map(|(k, v)| format!("{k} ({v})")).collect();
+                        tracing::info!(served = %names.join(", "), "Gateway API CRDs installed: these kinds are watched from now on");
+                        let (more, futs) = GatewayReaders::build(&client, ns.as_deref(), new, &w);
+                        running.extend(futs);
+                        current = Arc::new(current.with(more));
+                        let _ = tx.send(Some(current.clone()));
+                    }
+                }
+            }
         });
         (GatewaySource { readers: rx }, task.abort_handle())
     }
