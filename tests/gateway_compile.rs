@@ -346,3 +346,79 @@ fn https_listeners_need_usable_certificate_refs() {
     assert_eq!(c.config.tls.pick(Some("secure.com")).secret, Some(("default".into(), "cert".into())));
     assert!(c.config.tls.pick(Some("x.com")).secret.is_none(), "no grant, no certificate");
 }
+
+#[test]
+fn grpc_and_tls_routes_attach_by_kind_and_get_their_own_status() {
+    let s = compile_settings();
+    let c = compile_docs(
+        &[
+            class(),
+            gw1(vec![
+                listener("http", 8700, "HTTP", json!({})),
+                listener("pass", 8701, "TLS", json!({"hostname": "*.db.test", "tls": {"mode": "Passthrough"}})),
+            ]),
+            route("GRPCRoute", "default", "rpc", OLD, json!({"parentRefs": [{"name": "gw"}], "rules": [{"matches": [{"method": {"service": "shop.Orders", "method": "Get"}}], "backendRefs": [backend_ref("web", 1)]}]})),
+            route("GRPCRoute", "default", "rpc-on-tls", OLD, json!({"parentRefs": [{"name": "gw", "sectionName": "pass"}], "rules": [{"backendRefs": [backend_ref("web", 1)]}]})),
+            route("TLSRoute", "default", "db", OLD, json!({"parentRefs": [{"name": "gw"}], "hostnames": ["pg.db.test"], "rules": [{"backendRefs": [backend_ref("web", 1)]}]})),
+            route("TLSRoute", "default", "gone", OLD, json!({"parentRefs": [{"name": "gw"}], "hostnames": ["x.db.test"], "rules": [{"backendRefs": [backend_ref("nope", 1)]}]})),
+            backend("web"),
+        ],
+        &s,
+    );
+    let g = &c.status.gateway;
+    let key = |n: &str| ("default".to_string(), n.to_string());
+    assert_eq!(cond(&g.grpc_routes[&key("rpc")][0].conditions, "Accepted"), t("Accepted"));
+    assert_eq!(cond(&g.grpc_routes[&key("rpc-on-tls")][0].conditions, "Accepted"), f("NotAllowedByListeners"), "a Passthrough listener takes TLSRoutes only");
+    assert_eq!(cond(&g.tls_routes[&key("db")][0].conditions, "Accepted"), t("Accepted"));
+    assert_eq!(cond(&g.tls_routes[&key("gone")][0].conditions, "ResolvedRefs"), f("BackendNotFound"));
+    assert_eq!(routed(&c, 8700, "h", "/shop.Orders/Get", &[]), "GRPCRoute rpc /shop.Orders/Get -> web");
+    assert_eq!(routed(&c, 8700, "h", "/shop.Orders/Put", &[]), "404");
+    let pass = c.config.passthrough_on(8701);
+    assert_eq!(pass.backend("pg.db.test").map(|b| b.service.as_str()), Some("web"));
+    assert!(pass.backend("x.db.test").is_none(), "an unusable backendRef splices nothing");
+    assert!(c.config.passthrough_on(8700).backend("pg.db.test").is_none(), "only on the TLS listener's port");
+    assert_eq!(listener_status(&c, "gw", "pass").attached_routes, 2);
+    let grpc = c.config.ports[&8700].vhost("h").unwrap().routes[0].backend().protocol;
+    assert_eq!(grpc, vestibule::config::BackendProtocol::Grpc, "GRPCRoute backends are spoken to over h2c");
+}
+
+#[test]
+fn a_listener_without_hostname_serves_its_certificate_for_the_names_in_it() {
+    let s = compile_settings();
+    let (_, cert, key) = vestibule::tls::self_signed(&["one.test", "two.test"]).unwrap();
+    let c = compile_docs(
+        &[class(), gw1(vec![listener("https", 8800, "HTTPS", json!({"tls": {"certificateRefs": [{"name": "cert"}]}}))]), Secret::tls("default", "cert", &cert, &key).to_yaml()],
+        &s,
+    );
+    for name in ["one.test", "two.test"] {
+        assert_eq!(c.config.tls.pick(Some(name)).secret, Some(("default".into(), "cert".into())), "{name}");
+    }
+    assert!(c.config.listeners.iter().any(|l| l.addr.port() == 8800 && l.protocol == ListenerProtocol::Https));
+}
+
+#[test]
+fn a_rule_whose_filter_cannot_be_applied_answers_500_and_the_route_says_why() {
+    let s = compile_settings();
+    let c = compile_docs(
+        &[
+            class(),
+            gw1(vec![listener("http", 8900, "HTTP", json!({}))]),
+            http_route("default", "r", OLD, json!({"parentRefs": [{"name": "gw"}], "rules": [
+                {"matches": [{"path": {"value": "/ext"}}], "filters": [{"type": "ExtensionRef", "extensionRef": {"group": "example.com", "kind": "Thing", "name": "t"}}], "backendRefs": [backend_ref("web", 1)]},
+                {"backendRefs": [backend_ref("web", 1)]},
+            ]})),
+            backend("web"),
+        ],
+        &s,
+    );
+    let headers = http::HeaderMap::new();
+    let filters_of = |path: &'static str| match c.config.route_on(8900, "h", &RequestFacts { path, method: &http::Method::GET, headers: &headers, query: "" }) {
+        Target::Route { route, .. } => route.filters.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(filters_of("/ext"), vec![vestibule::config::Filter::LocationDenied { status: 500 }], "never served as though the filter were absent");
+    assert!(filters_of("/other").is_empty(), "the other rule is served");
+    assert_eq!(cond(&route_parent(&c, "default", "r").conditions, "Accepted"), f("UnsupportedValue"));
+    let shown: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(shown.iter().any(|d| d.starts_with("HTTPRoute default/r: spec.rules[0].filters[0].extensionRef: ")), "{shown:#?}");
+}
