@@ -395,3 +395,30 @@ fn a_listener_without_hostname_serves_its_certificate_for_the_names_in_it() {
     }
     assert!(c.config.listeners.iter().any(|l| l.addr.port() == 8800 && l.protocol == ListenerProtocol::Https));
 }
+
+#[test]
+fn a_rule_whose_filter_cannot_be_applied_answers_500_and_the_route_says_why() {
+    let s = compile_settings();
+    let c = compile_docs(
+        &[
+            class(),
+            gw1(vec![listener("http", 8900, "HTTP", json!({}))]),
+            http_route("default", "r", OLD, json!({"parentRefs": [{"name": "gw"}], "rules": [
+                {"matches": [{"path": {"value": "/ext"}}], "filters": [{"type": "ExtensionRef", "extensionRef": {"group": "example.com", "kind": "Thing", "name": "t"}}], "backendRefs": [backend_ref("web", 1)]},
+                {"backendRefs": [backend_ref("web", 1)]},
+            ]})),
+            backend("web"),
+        ],
+        &s,
+    );
+    let headers = http::HeaderMap::new();
+    let filters_of = |path: &'static str| match c.config.route_on(8900, "h", &RequestFacts { path, method: &http::Method::GET, headers: &headers, query: "" }) {
+        Target::Route { route, .. } => route.filters.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(filters_of("/ext"), vec![vestibule::config::Filter::LocationDenied { status: 500 }], "never served as though the filter were absent");
+    assert!(filters_of("/other").is_empty(), "the other rule is served");
+    assert_eq!(cond(&route_parent(&c, "default", "r").conditions, "Accepted"), f("UnsupportedValue"));
+    let shown: Vec<String> = c.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(shown.iter().any(|d| d.starts_with("HTTPRoute default/r: spec.rules[0].filters[0].extensionRef: ")), "{shown:#?}");
+}

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::gateway::*;
-use common::recorder::{recorder, wait_seen};
+use common::recorder::{recorder, recorder_h2, wait_seen};
 use common::*;
 use serde_json::{Value, json};
 
@@ -177,4 +177,93 @@ async fn cors_filter_through_an_httproute() {
     let resp = req(&h, port, reqwest::Method::GET, "/cors").header("origin", "https://foobar.com").send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn rule_timeouts_answer_504() {
+    let a = echo("a").await;
+    let rules = json!([
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/request"}}], "timeouts": {"request": "500ms"}, "backendRefs": [backend_ref("a", 1)]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/backend"}}], "timeouts": {"request": "10s", "backendRequest": "300ms"}, "backendRefs": [backend_ref("a", 1)]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/none"}}], "timeouts": {"request": "0s"}, "backendRefs": [backend_ref("a", 1)]},
+    ]);
+    let (h, port) = serve(rules, &[("a", &a)]).await;
+    for path in ["/request?delay_ms=3000", "/backend?delay_ms=3000"] {
+        let t = Instant::now();
+        assert_eq!(req(&h, port, reqwest::Method::GET, path).send().await.unwrap().status(), 504, "{path}");
+        assert!(t.elapsed() < Duration::from_millis(2500), "{path}: {:?}", t.elapsed());
+    }
+    assert_eq!(req(&h, port, reqwest::Method::GET, "/request?delay_ms=20").send().await.unwrap().status(), 200);
+    assert_eq!(req(&h, port, reqwest::Method::GET, "/none?delay_ms=700").send().await.unwrap().status(), 200, "0s is no timeout");
+}
+
+#[tokio::test]
+async fn backend_ref_filters_apply_to_their_share() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let tagged = |name: &str| json!({"name": name, "port": 80, "filters": [
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-share", "value": name}]}},
+        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "x-share", "value": name}]}},
+    ]});
+    let (h, port) = serve(json!([{"backendRefs": [tagged("a"), tagged("b")]}]), &[("a", &a), ("b", &b)]).await;
+    let mut seen = HashMap::new();
+    for _ in 0..40 {
+        let resp = req(&h, port, reqwest::Method::GET, "/").send().await.unwrap();
+        let share = resp.headers()["x-share"].to_str().unwrap().to_string();
+        let v = json_of(resp).await;
+        assert_eq!((v["service"].as_str(), v["headers"]["x-share"].as_str()), (Some(share.as_str()), Some(share.as_str())));
+        *seen.entry(share).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[tokio::test]
+async fn an_extension_ref_is_not_skipped() {
+    let a = echo("a").await;
+    let rules = json!([
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/ext"}}],
+         "filters": [{"type": "ExtensionRef", "extensionRef": {"group": "example.com", "kind": "Magic", "name": "m"}}],
+         "backendRefs": [backend_ref("a", 1)]},
+        {"backendRefs": [backend_ref("a", 1)]},
+    ]);
+    let (h, port) = serve(rules, &[("a", &a)]).await;
+    assert_eq!(req(&h, port, reqwest::Method::GET, "/ext/x").send().await.unwrap().status(), 500);
+    assert_eq!(req(&h, port, reqwest::Method::GET, "/other").send().await.unwrap().status(), 200, "the other rule is served");
+}
+
+#[tokio::test]
+async fn grpcroute_header_modifiers_and_mirror() {
+    let (main_addr, main_seen, _t1) = recorder_h2(Duration::ZERO).await;
+    let (mirror_addr, mirror_seen, _t2) = recorder_h2(Duration::ZERO).await;
+    let port = free_port();
+    let spec = json!({"parentRefs": [{"name": "gw"}], "hostnames": ["grpc.example.com"], "rules": [{
+        "matches": [{"method": {"service": "echo.Echo", "method": "Say"}}],
+        "filters": [
+            {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-set", "value": "1"}], "add": [{"name": "x-add", "value": "b"}], "remove": ["x-drop"]}},
+            {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "x-answered", "value": "yes"}]}},
+            {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "mirror", "port": 80}}},
+        ],
+        "backendRefs": [{"name": "svc", "port": 80}],
+    }]});
+    let docs = vec![
+        gateway_class("vestibule", CONTROLLER),
+        gateway("default", "gw", "vestibule", vec![listener("http", port, "HTTP", json!({}))]),
+        route("GRPCRoute", "default", "g", "2024-01-01T00:00:00Z", spec),
+        backend_yaml("default", "svc", &[main_addr]),
+        backend_yaml("default", "mirror", &[mirror_addr]),
+    ];
+    let _h = start(&manifest(docs)).await;
+    let client = reqwest::Client::builder().http2_prior_knowledge().resolve("grpc.example.com", ([127, 0, 0, 1], port).into()).build().unwrap();
+    // A unary call's framing: uncompressed, 5 bytes.
+    let frame = b"\0\0\0\0\x05hello".to_vec();
+    let resp = client.post(format!("http://grpc.example.com:{port}/echo.Echo/Say")).header("content-type", "application/grpc").header("te", "trailers")
+        .header("x-add", "a").header("x-drop", "1").body(frame.clone()).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-answered"], "yes");
+    let main = wait_seen(&main_seen, 1).await;
+    assert_eq!(main.len(), 1);
+    assert_eq!((main[0].path.as_str(), main[0].headers["x-set"].to_str().unwrap(), main[0].headers["x-add"].to_str().unwrap()), ("/echo.Echo/Say", "1", "a,b"));
+    assert!(main[0].headers.get("x-drop").is_none());
+    let copy = wait_seen(&mirror_seen, 1).await;
+    assert_eq!(copy.len(), 1, "the mirror got the call");
+    assert_eq!((copy[0].path.as_str(), copy[0].body.as_slice()), ("/echo.Echo/Say", frame.as_slice()));
 }

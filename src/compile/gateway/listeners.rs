@@ -240,7 +240,7 @@ fn merge(b: &mut Builder, all: &mut [GwListener]) {
             None => taken.entry(port).or_default().push(i),
             Some((reason, msg)) => {
                 let gl = &mut all[i];
-                b.diag(Severity::Warning, &gl.gw_ref.clone(), gl.field(), Reason::PathConflict, format!("{msg}; this listener is not served"));
+                b.diag(Severity::Warning, &gl.gw_ref.clone(), gl.field(), Reason::InvalidField, format!("{msg}; this listener is not served"));
                 gl.fail("Conflicted", true, reason, &msg);
                 gl.fail("Programmed", false, "Invalid", &msg);
                 if reason == "ProtocolConflict" {

@@ -29,7 +29,11 @@ pub struct Problems {
 impl Problems {
     /// Records a reference problem (the first one is the one the status shows) and says so.
     pub fn refs(&mut self, b: &mut Builder, oref: &ObjRef, field: String, p: RefProblem) {
-        let why = if p.reason == "RefNotPermitted" { Reason::InvalidField } else { Reason::ServiceNotFound };
+        let why = match p.reason {
+            "BackendNotFound" => Reason::ServiceNotFound,
+            "InvalidKind" => Reason::Unsupported,
+            _ => Reason::InvalidField,
+        };
         b.diag(Severity::Warning, oref, field, why, format!("{}; requests for it answer 500", p.message));
         self.refs.get_or_insert(p);
     }

@@ -30,7 +30,7 @@ pub fn on_request<B>(r: &Redirect, ctx: &Ctx<'_>, req: &Request<B>) -> Option<Re
         None => req.uri().path().to_string(),
     };
     let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
     let location = if default_port { format!("{scheme}://{host}{path}{query}") } else { format!("{scheme}://{host}:{port}{path}{query}") };
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
     Some(respond::redirect(status, &location, &ctx.request_id))

@@ -127,6 +127,8 @@ fn copy_head(parts: &Parts, ctx: &Ctx<'_>, backend: &Backend) -> Parts {
     }
     let (mut head, ()) = r.into_parts();
     forwarded::rewrite(&mut head, ctx, backend.protocol, false);
+    // The copy carries its whole body: nothing to wait for.
+    head.headers.remove(http::header::EXPECT);
     head
 }
 
@@ -225,5 +227,42 @@ impl<B> Tee<B> {
         if let Some((buf, tx)) = self.copy.take() {
             let _ = tx.send(buf.freeze());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    #[test]
+    fn at_most_max_in_flight() {
+        let held: Vec<Slot> = (0..MAX_IN_FLIGHT).map(|_| Slot::take().expect("a free slot")).collect();
+        assert!(Slot::take().is_none(), "the cap holds");
+        drop(held);
+        assert!(Slot::take().is_some(), "slots come back");
+        assert_eq!(in_flight(), 0);
+    }
+
+    fn body(chunks: Vec<usize>) -> impl ClientBody<Error = std::convert::Infallible> {
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = chunks.into_iter().map(|n| Ok(Frame::data(Bytes::from(vec![b'x'; n])))).collect();
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    async fn tee(chunks: Vec<usize>) -> (u64, Option<usize>) {
+        let (tx, rx) = oneshot::channel();
+        let mut t = Tee { inner: body(chunks), copy: Some((BytesMut::new(), tx)) };
+        let mut passed = 0;
+        while let Some(f) = t.frame().await {
+            passed += f.unwrap().into_data().map(|d| d.len() as u64).unwrap_or(0);
+        }
+        drop(t);
+        (passed, rx.await.ok().map(|b| b.len()))
+    }
+
+    #[tokio::test]
+    async fn the_copy_is_whole_or_nothing() {
+        assert_eq!(tee(vec![10, 20]).await, (30, Some(30)));
+        assert_eq!(tee(vec![MAX_BODY, 1]).await, ((MAX_BODY + 1) as u64, None), "over the limit: no copy, the request unharmed");
     }
 }
