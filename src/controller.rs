@@ -5,10 +5,13 @@
 //! (a coordination.k8s.io/v1 Lease held through kube-lease-manager):
 //! - `status`: writes `status.loadBalancer.ingress` of every Ingress we own, and clears it when
 //!   the last replica stops;
+//! - `gateway_status`: writes the status compile gives GatewayClasses, Gateways and route
+//!   parents of ours (with `--update-status`);
 //! - `events`: turns each compile diagnostic on an Ingress into a Kubernetes Event, once while it
 //!   stands, rate-limited, plus one `Sync` event per change of an Ingress.
 
 mod events;
+pub mod gateway_status;
 mod leader;
 mod status;
 
@@ -75,6 +78,9 @@ pub struct ControllerOptions {
     pub debounce: Duration,
     /// Retry delays after a watch error.
     pub backoff: Backoff,
+    /// How often API discovery is asked again while some Gateway API kinds are missing (so
+    /// that CRDs installed later are watched without a restart).
+    pub gateway_rediscovery: Duration,
     /// Events: how many may be sent at once after a quiet time...
     pub event_burst: u32,
     /// ...and how many per second after that.
@@ -102,6 +108,7 @@ impl Default for ControllerOptions {
             lease_grace_secs: 5,
             debounce: Duration::from_millis(100),
             backoff: Backoff::default(),
+            gateway_rediscovery: Duration::from_secs(60),
             event_burst: 25,
             event_rate: 2.0,
             patch_webhook_ca: None,
@@ -312,9 +319,11 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         extra_secrets: opts.serve.default_ssl_certificate.iter().cloned().collect(),
         debounce: opts.debounce,
         backoff: opts.backoff,
+        gateway_rediscovery: opts.gateway_rediscovery,
     };
     let (source, mut batches) = KubeSource::start(client.clone(), &source_opts);
     let health = source.health.clone();
+    let gateway_readers = source.gateway.subscribe();
     let _ = shared.metrics.source.set(Arc::new(WatchHealth(health.clone())));
     tasks.extend(source.tasks.iter().cloned());
 
@@ -368,14 +377,22 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
     };
     let clear_on_shutdown = opts.update_status && opts.update_status_on_shutdown && publish.is_some();
     if opts.update_status {
-        match publish {
+        let addresses = match publish {
             Some(publish) => {
                 let (addresses, handles) = status::addresses(client.clone(), publish, health.clone(), opts.backoff);
                 tasks.extend(handles);
-                workers.push(tokio::spawn(status::run_writer(client.clone(), leader_rx.clone(), applied_rx.clone(), addresses)).abort_handle());
+                workers.push(tokio::spawn(status::run_writer(client.clone(), leader_rx.clone(), applied_rx.clone(), addresses.clone())).abort_handle());
+                addresses
             }
-            None => tracing::info!("neither --publish-service nor --publish-status-address: Ingress status is not written"),
-        }
+            None => {
+                tracing::info!("neither --publish-service nor --publish-status-address: Ingress status is not written, and Gateways get no status.addresses");
+                let (tx, rx) = watch::channel(Some(Vec::new()));
+                tasks.push(tokio::spawn(async move { tx.closed().await }).abort_handle());
+                rx
+            }
+        };
+        let writer = gateway_status::run(client.clone(), leader_rx.clone(), applied_rx.clone(), addresses, gateway_readers);
+        workers.push(tokio::spawn(writer).abort_handle());
     }
     let event_opts = events::EventOptions {
         controller: opts.serve.controller_class.clone(),

@@ -32,7 +32,8 @@ pub fn check(args: CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let (source, store) = load(&args.manifests, args.max_manifest_size);
     let (fallback, _, _) = crate::tls::self_signed(&["vestibule.invalid"])?;
     let settings = args.routing.settings(fallback);
-    let diags = compile::compile(&store, &settings).diagnostics;
+    let compiled = compile::compile(&store, &settings);
+    let diags = compiled.diagnostics;
     let errors = source.errors();
     for e in &errors {
         writeln!(out, "error: {e}")?;
@@ -59,6 +60,9 @@ pub fn check(args: CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         }
     }
     for line in report.lines() {
+        writeln!(out, "{line}")?;
+    }
+    for line in compile::gateway::report::lines(&compiled.status.gateway) {
         writeln!(out, "{line}")?;
     }
     writeln!(out, "{} objects, {} ingresses: {n_err} error(s), {n_warn} warning(s)", store.len(), store.ingresses.len())?;

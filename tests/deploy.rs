@@ -84,11 +84,12 @@ fn every_document_parses_into_its_type() {
             "Service" => { typed::<Service>(doc); }
             "Deployment" => { typed::<Deployment>(doc); }
             "ValidatingWebhookConfiguration" => { typed::<ValidatingWebhookConfiguration>(doc); }
+            "GatewayClass" => { typed::<vestibule::gateway_api::GatewayClass>(doc); }
             other => panic!("{what}: unexpected kind {other}"),
         }
         // Everything namespaced lives in `vestibule`.
         let v: Value = serde_saphyr::from_str(doc).unwrap();
-        if !matches!(kind.as_str(), "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "IngressClass" | "ValidatingWebhookConfiguration") {
+        if !matches!(kind.as_str(), "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "IngressClass" | "ValidatingWebhookConfiguration" | "GatewayClass") {
             assert_eq!(v["metadata"]["namespace"], "vestibule", "{what}");
         }
     }
@@ -244,6 +245,17 @@ fn rbac_is_least_privilege() {
         }
     }
     expected.extend([("networking.k8s.io", "ingresses/status", "update"), ("events.k8s.io", "events", "create")]);
+    // Gateway API: the six kinds read, the status of the five that have one written.
+    for r in ["gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "referencegrants"] {
+        for v in ["get", "list", "watch"] {
+            expected.push(("gateway.networking.k8s.io", r, v));
+        }
+    }
+    for r in ["gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status", "tlsroutes/status"] {
+        for v in ["update", "patch"] {
+            expected.push(("gateway.networking.k8s.io", r, v));
+        }
+    }
     assert_eq!(rule_set(&rules), set(&expected), "the ClusterRole grants exactly what the controller uses");
 
     let role: Role = one(&docs, "Role", "static/vestibule.yaml");
@@ -340,4 +352,39 @@ fn webhook() {
     assert_eq!(crb.role_ref.name, cr.metadata.name.unwrap());
     let subjects = crb.subjects.unwrap();
     assert_eq!((subjects[0].name.as_str(), subjects[0].namespace.as_deref()), ("vestibule", Some("vestibule")));
+}
+
+#[test]
+fn gateway_class_and_install_docs() {
+    let docs = documents();
+    let class: vestibule::gateway_api::GatewayClass = one(&docs, "GatewayClass", "gateway-api/gatewayclass.yaml");
+    assert_eq!(class.metadata.name.as_deref(), Some("vestibule"));
+    assert_eq!(class.spec.controller_name, vestibule::compile::DEFAULT_GATEWAY_CONTROLLER, "the default --gateway-controller-name");
+    assert!(!docs.iter().any(|d| d.1 == "GatewayClass" && d.0.ends_with("static/vestibule.yaml")), "the GatewayClass is applied after the CRDs, not with the controller");
+    // Every Gateway API kind the ClusterRole names is one the controller watches.
+    let cr: ClusterRole = one(&docs, "ClusterRole", "static/vestibule.yaml");
+    let named: BTreeSet<String> = rule_set(&cr.rules.unwrap()).into_iter().filter(|r| r.0 == "gateway.networking.k8s.io" && r.2 == "watch").map(|r| r.1).collect();
+    let watched: BTreeSet<String> = vestibule::source::kube_gateway::GATEWAY_KINDS.iter().map(|k| k.plural.to_string()).collect();
+    assert_eq!(named, watched);
+
+    // The install doc pins the upstream bundle of the release the types come from.
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/gateway-api-install.md")).unwrap();
+    let commands: Vec<&str> = doc.lines().filter(|l| l.starts_with("kubectl apply")).collect();
+    assert!(commands.contains(&"kubectl apply --server-side -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.5.1/standard-install.yaml"), "{commands:?}");
+    assert!(commands.contains(&"kubectl apply --server-side -f https://raw.githubusercontent.com/kubernetes-sigs/gateway-api/v1.5.1/config/crd/experimental/gateway.networking.k8s.io_tlsroutes.yaml"), "{commands:?}");
+    assert!(commands.contains(&"kubectl apply -f deploy/gateway-api/gatewayclass.yaml"), "{commands:?}");
+    // The versions the doc names are those the shared CRDs of that release serve.
+    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds/gateway-api");
+    if let Ok(source) = std::fs::read_to_string(crds.join("SOURCE.txt")) {
+        assert!(source.contains("tag v1.5.1"), "{source}");
+        for k in vestibule::source::kube_gateway::GATEWAY_KINDS {
+            let channel = if k.kind == "TLSRoute" { "experimental" } else { "standard" };
+            let text = std::fs::read_to_string(crds.join(format!("{channel}/gateway.networking.k8s.io_{}.yaml", k.plural))).unwrap();
+            let crd: Value = serde_saphyr::from_str(&text).unwrap();
+            let served: Vec<&str> = crd["spec"]["versions"].as_array().unwrap().iter().filter(|v| v["served"] == true).filter_map(|v| v["name"].as_str()).collect();
+            for v in k.versions {
+                assert!(served.contains(v), "{} {v} is served by the v1.5.1 CRD ({served:?})", k.kind);
+            }
+        }
+    }
 }

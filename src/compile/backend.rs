@@ -210,6 +210,14 @@ impl<'a> Resolver<'a> {
         out
     }
 
+    /// A backend that stands for a reference that could not be resolved (a Gateway API
+    /// backendRef to no Service, another kind, or another namespace without a grant): it has
+    /// no endpoints, and `why` says why.
+    pub fn unresolved(&mut self, ns: &str, service: &str, port: &str, why: String) -> Arc<Backend> {
+        self.next_id += 1;
+        Arc::new(Backend::unresolved(self.next_id - 1, ns, service, port, why))
+    }
+
     /// The backend for `--default-backend-service`: the Service's first port.
     pub fn resolve_first_port(&mut self, ns: &str, service: &str) -> (Arc<Backend>, Option<(Reason, String)>) {
         let port = self

@@ -16,6 +16,8 @@ use crate::store::{ObjRef, Store};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Matched {
+    /// The kind of object the route comes from: `Ingress`, `HTTPRoute` or `GRPCRoute`.
+    pub kind: String,
     pub ingress: String,
     /// `route`, `host default` (the Ingress's defaultBackend) or `default backend`.
     pub via: String,
@@ -63,6 +65,8 @@ pub struct Explanation {
     pub redirect: Option<String>,
     pub certificate: Option<CertChoice>,
     pub candidates: Vec<Candidate>,
+    /// For a Gateway API route: its parents' conditions, as `check` prints them.
+    pub gateway_status: Vec<String>,
 }
 
 /// Splits `scheme://host[:port]/path?query` into scheme, host and path with query (the
@@ -120,7 +124,14 @@ pub fn explain(store: &Store, settings: &Settings, url: &str) -> Result<Explanat
 pub fn explain_with(store: &Store, config: &Config, diags: &[Diagnostic], status: &Status, url: &str, https_port: u16) -> Result<Explanation, String> {
     let (scheme, host, raw_path) = split_url(url)?;
     let path = normalize_path(raw_path.split('?').next().unwrap_or("/")).into_owned();
-    let target = config.route_path(&host, &path);
+    // A URL with the port of a Gateway listener is routed by that port's table.
+    let port = url.split_once("://").map(|(_, r)| r).unwrap_or(url).split(['/', '?']).next().and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| p.parse::<u16>().ok());
+    let headers = ::http::HeaderMap::new();
+    let facts = crate::config::RequestFacts { path: &path, method: &::http::Method::GET, headers: &headers, query: "" };
+    let target = match port.filter(|p| config.ports.contains_key(p)) {
+        Some(p) => config.route_on(p, &host, &facts),
+        None => config.route_path(&host, &path),
+    };
 
     let backend_of = |b: &crate::config::Backend| (format!("{}/{}", b.namespace, b.service), b.port.clone(), b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(), b.unavailable.clone());
     let (matched, winner): (Option<Matched>, Option<&Route>) = match &target {
@@ -128,6 +139,7 @@ pub fn explain_with(store: &Store, config: &Config, diags: &[Diagnostic], status
             let (service, port, endpoints, problem) = backend_of(route.backend());
             (
                 Some(Matched {
+                    kind: route.ingress.kind.to_string(),
                     ingress: ns_name(&route.ingress),
                     via: "route".into(),
                     host: vhost.name.clone(),
@@ -144,13 +156,13 @@ pub fn explain_with(store: &Store, config: &Config, diags: &[Diagnostic], status
         Target::HostDefault { vhost, default } => {
             let (service, port, endpoints, problem) = backend_of(&default.backend);
             let via = if default.ingress.kind == "Ingress" && vhost.default.is_some() { "the host's defaultBackend" } else { "default backend" };
-            (Some(Matched { ingress: ns_name(&default.ingress), via: via.into(), host: vhost.name.clone(), path: String::new(), path_type: String::new(), service, port, endpoints, problem }), None)
+            (Some(Matched { kind: "Ingress".into(), ingress: ns_name(&default.ingress), via: via.into(), host: vhost.name.clone(), path: String::new(), path_type: String::new(), service, port, endpoints, problem }), None)
         }
         Target::Default(d) => {
             let (service, port, endpoints, problem) = backend_of(&d.backend);
             let via = if d.ingress.kind == "Ingress" { "a rule-less Ingress's defaultBackend" } else { "--default-backend-service" };
             let ingress = if d.ingress.kind == "Ingress" { ns_name(&d.ingress) } else { String::new() };
-            (Some(Matched { ingress, via: via.into(), host: String::new(), path: String::new(), path_type: String::new(), service, port, endpoints, problem }), None)
+            (Some(Matched { kind: "Ingress".into(), ingress, via: via.into(), host: String::new(), path: String::new(), path_type: String::new(), service, port, endpoints, problem }), None)
         }
         Target::HostNotFound { .. } | Target::NotFound => (None, None),
     };
@@ -193,7 +205,16 @@ pub fn explain_with(store: &Store, config: &Config, diags: &[Diagnostic], status
     candidates.retain(|c| c.score >= best.min(2));
     candidates.truncate(20);
 
-    Ok(Explanation { url: url.to_string(), scheme, host, path, outcome, matched, redirect, certificate, candidates })
+    let gateway_status = match winner {
+        Some(r) if r.ingress.kind != "Ingress" => {
+            let key = (r.ingress.namespace.clone(), r.ingress.name.clone());
+            let g = &status.gateway;
+            let parents = if r.ingress.kind == "GRPCRoute" { g.grpc_routes.get(&key) } else { g.http_routes.get(&key) };
+            parents.map(|p| super::gateway::report::route_lines(r.ingress.kind, &key, p)).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    Ok(Explanation { url: url.to_string(), scheme, host, path, outcome, matched, redirect, certificate, candidates, gateway_status })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -295,7 +316,7 @@ impl Explanation {
         match &self.matched {
             Some(m) => {
                 if m.via == "route" {
-                    let _ = writeln!(s, "  -> Ingress {}: host {}, path {} ({})", m.ingress, m.host, m.path, m.path_type);
+                    let _ = writeln!(s, "  -> {} {}: host {}, path {} ({})", m.kind, m.ingress, m.host, m.path, m.path_type);
                 } else if m.ingress.is_empty() {
                     let _ = writeln!(s, "  -> no rule matches; {} answers", m.via);
                 } else {
@@ -321,6 +342,9 @@ impl Explanation {
                 format!(", expires {y:04}-{m:02}-{d:02}")
             });
             let _ = writeln!(s, "  TLS: SNI {} -> {} (subject {}{})", c.sni, c.source, c.subject, exp.unwrap_or_default());
+        }
+        for line in &self.gateway_status {
+            let _ = writeln!(s, "  status: {line}");
         }
         if !self.candidates.is_empty() {
             let _ = writeln!(s, "Candidates:");

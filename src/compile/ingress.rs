@@ -233,7 +233,7 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
                 id,
                 matches,
                 filters,
-                backends: Arc::new([WeightedBackend { backend, weight: 100 }]),
+                backends: Arc::new([WeightedBackend::new(backend, 100)]),
                 proxy,
                 rule_path,
                 path_type,
@@ -241,6 +241,7 @@ fn add_ingress(b: &mut Builder, ing: &Ingress, tls_hosts: &HashSet<String>, ann:
                 labels,
                 canary: None,
                 affinity,
+                order: crate::config::RouteOrder::of(&ing.metadata, (i, j)),
             });
             served(b, &oref).hosts.insert(host.clone());
         }

@@ -147,7 +147,7 @@ fn one(b: &mut Builder, settings: &Settings, protocol: L4Protocol, obj: &ObjRef,
 /// ingress-nginx, the Ingress's other annotations do not apply to passthrough connections:
 /// Vestibule never sees inside them.
 pub(super) fn passthrough(b: &mut Builder, owned: &[&Ingress], settings: &Settings) -> Passthrough {
-    let mut out = Passthrough { hosts: Default::default(), connect_timeout: settings.proxy.connect_timeout, idle_timeout: settings.stream_timeout };
+    let mut out = Passthrough { hosts: Default::default(), suffixes: Vec::new(), connect_timeout: settings.proxy.connect_timeout, idle_timeout: settings.stream_timeout };
     for ing in owned {
         if ann::value(ing) != Some(true) {
             continue;

@@ -12,6 +12,7 @@ pub mod class;
 pub mod configmap;
 pub mod diag;
 pub mod explain;
+pub mod gateway;
 pub mod http_settings;
 pub mod headers_settings;
 pub mod tls_settings;
@@ -171,11 +172,15 @@ pub fn compile(store: &Store, flags: &Settings) -> Compiled {
 
     let mut config = Config::new(tls::default_cert(&mut b, settings));
     tls::ingress_certs(&mut b, &owned, &mut config.tls);
+    let gateway = gateway::process(&mut b, &mut config.tls);
     config.default_backend = global_default;
     config.listeners = settings.listeners.clone();
+    config.listeners.extend(gateway::listener_specs(&gateway, settings.l4_bind));
     config.http = Arc::new(settings.http.clone());
     config.l4 = l4::services(&mut b, settings);
     config.passthrough = Arc::new(l4::passthrough(&mut b, &owned, settings));
     config.client_auth = Arc::new(client_auth::hosts(&mut b, &owned));
-    b.finish(config)
+    let mut compiled = b.finish(config);
+    gateway::place(gateway, &mut compiled.config, settings);
+    compiled
 }

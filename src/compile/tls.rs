@@ -19,7 +19,7 @@ use crate::store::{Key, ObjRef, Store};
 pub struct CertCache(Arc<std::sync::Mutex<HashMap<u64, Result<Arc<CertifiedKey>, String>>>>);
 
 impl CertCache {
-    fn get(&self, secret: &Secret) -> Result<Arc<CertifiedKey>, String> {
+    pub(super) fn get(&self, secret: &Secret) -> Result<Arc<CertifiedKey>, String> {
         use std::hash::{Hash, Hasher};
         let crt = secret_value(secret, "tls.crt").ok_or("has no tls.crt")?;
         let key = secret_value(secret, "tls.key").ok_or("has no tls.key")?;

@@ -139,6 +139,11 @@ pub struct Backend {
     pub protocol: BackendProtocol,
     /// For HTTPS and GRPCS backends.
     pub tls: Option<UpstreamTls>,
+    /// A Gateway API backendRef that could not be resolved (no such Service, a kind that is
+    /// not a Service, another namespace without a ReferenceGrant): requests given to it are
+    /// answered 500, as the spec says. Made by `Backend::unresolved`; it has no endpoints, and
+    /// `unavailable` says why.
+    pub unresolved: bool,
 }
 
 impl Backend {
@@ -154,13 +159,37 @@ impl Backend {
             policy: Policy::RoundRobin,
             protocol: BackendProtocol::Http,
             tls: None,
+            unresolved: false,
         }
+    }
+
+    /// The share of a route whose backendRef could not be resolved (see `unresolved`): it takes
+    /// its weight of the traffic and answers it 500.
+    pub fn unresolved(id: usize, namespace: &str, service: &str, port: &str, why: String) -> Self {
+        Backend { unresolved: true, ..Backend::new(id, namespace, service, port, Vec::new(), Some(why)) }
     }
 }
 
 /// A backend and its share of a route's traffic.
+///
+/// A route with one backend sends it everything whatever its weight (Ingress routes have one);
+/// with several, each request goes to one picked at random in proportion to the weights, and a
+/// weight of 0 is never picked. When every weight is 0 the route answers 500. A share whose
+/// Gateway API backendRef could not be resolved is a `Backend::unresolved`: it keeps its weight
+/// and answers 500; so is the one share of a rule that has no backendRefs at all (a route
+/// always has at least one share: `Route::backend` is the first). `filters` (a Gateway API
+/// backendRef's own) run after the route's when this backend is picked: request filters after
+/// the route's, response filters before the route's.
 #[derive(Debug, Clone)]
 pub struct WeightedBackend {
     pub backend: Arc<Backend>,
     pub weight: u32,
+    pub filters: Arc<[super::Filter]>,
+}
+
+impl WeightedBackend {
+    /// A backend with its weight and no filters of its own.
+    pub fn new(backend: Arc<Backend>, weight: u32) -> Self {
+        WeightedBackend { backend, weight, filters: Arc::from(Vec::new()) }
+    }
 }

@@ -12,7 +12,8 @@ pub enum CorsOrigins {
 }
 
 /// One allowed origin: `scheme://host[:port]`, where a leading `*.` of the host stands for
-/// exactly one DNS label (`[A-Za-z0-9-]+`).
+/// exactly one DNS label (`[A-Za-z0-9-]+`), or with `multi_label` (the Gateway API's reading)
+/// for one or more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginPattern {
     /// Lowercase, `http://` or `https://` included; without the `*.` when `wildcard`.
@@ -20,6 +21,7 @@ pub struct OriginPattern {
     /// Lowercase host (after `*.` when `wildcard`) and port, as written.
     pub rest: String,
     pub wildcard: bool,
+    pub multi_label: bool,
 }
 
 impl OriginPattern {
@@ -31,7 +33,8 @@ impl OriginPattern {
         }
         let Some(middle) = o.strip_prefix(&self.prefix).and_then(|m| m.strip_suffix(&self.rest)) else { return false };
         // The `*` stands for one label: the dot before `rest` is part of `rest` (".example.com").
-        !middle.is_empty() && middle.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        let label = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if self.multi_label { middle.split('.').all(label) } else { label(middle) }
     }
 }
 
@@ -46,6 +49,11 @@ pub struct CorsPolicy {
     /// `Access-Control-Allow-Credentials: true` is sent only when set.
     pub allow_credentials: bool,
     pub max_age: i64,
+    /// The Gateway API's CORS filter rather than ingress-nginx's: preflights are answered 200;
+    /// the allowed origin is always echoed (with `Vary: Origin`); an `allow_methods` or
+    /// `allow_headers` of `*` answers with what the preflight asked for; the methods, headers
+    /// and max age go on preflight answers only.
+    pub gateway: bool,
 }
 
 impl CorsPolicy {
@@ -64,7 +72,7 @@ mod tests {
     use super::*;
 
     fn pat(prefix: &str, rest: &str, wildcard: bool) -> OriginPattern {
-        OriginPattern { prefix: prefix.into(), rest: rest.into(), wildcard }
+        OriginPattern { prefix: prefix.into(), rest: rest.into(), wildcard, multi_label: false }
     }
 
     #[test]
@@ -78,5 +86,8 @@ mod tests {
         assert!(!w.matches("https://example.com"));
         assert!(!w.matches("https://a.b.example.com"), "one label only");
         assert!(!w.matches("https://evil.com/.example.com"));
+        let m = OriginPattern { multi_label: true, ..w };
+        assert!(m.matches("https://a.b.example.com") && m.matches("https://app.example.com"));
+        assert!(!m.matches("https://example.com") && !m.matches("https://a..example.com") && !m.matches("https://evil.com/.example.com"));
     }
 }

@@ -27,7 +27,8 @@ pub enum Filter {
     WwwRedirect { to_host: String, status: u16 },
     UpstreamVhost { host: String },
     /// Every request is answered with `status` (a location that cannot be served as configured:
-    /// `custom-headers` that were refused).
+    /// `custom-headers` that were refused; a Gateway API filter Vestibule cannot apply, such as
+    /// an `ExtensionRef`, answers 500 as the spec says).
     LocationDenied { status: u16 },
     /// `custom-headers`: response headers set on every answer, values sent as written.
     ResponseHeaders { headers: Vec<(http::HeaderName, http::HeaderValue)> },
@@ -52,7 +53,93 @@ pub enum Filter {
     BasicAuth(super::auth::BasicAuth),
     /// `auth-url` (or the ConfigMap's `global-auth-url`): a sub-request decides.
     ExternalAuth(std::sync::Arc<super::auth::ExternalAuth>),
+    /// Gateway API `RequestHeaderModifier`: the request's headers edited before it goes on.
+    RequestHeaderEdit(std::sync::Arc<HeaderEdit>),
+    /// Gateway API `ResponseHeaderModifier`: every answer's headers edited, the backend's and
+    /// Vestibule's own.
+    ResponseHeaderEdit(std::sync::Arc<HeaderEdit>),
+    /// Gateway API `RequestRedirect`: every request is answered with a redirect built from it.
+    Redirect(Box<Redirect>),
+    /// Gateway API `URLRewrite`: the Host and path sent upstream.
+    UrlRewrite(Box<UrlRewrite>),
+    /// Gateway API `RequestMirror`: a copy of the request goes to another backend, its answer
+    /// ignored.
+    Mirror(std::sync::Arc<Mirror>),
 }
+
+/// A header modifier: `set` replaces, `add` appends to the values already there (joined with a
+/// comma into one field, as the Gateway API says), `remove` drops. Names are lowercase (header
+/// names are case-insensitive); applied in the order set, add, remove.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderEdit {
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub remove: Vec<http::HeaderName>,
+}
+
+/// How a path is replaced (a redirect's or a rewrite's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// `ReplaceFullPath`: the whole path (the query is kept).
+    Full(String),
+    /// `ReplacePrefixMatch`: the part of the path the route's prefix matched (`matched`, without
+    /// its trailing slash; "" for `/`) is replaced by `replacement` (without its trailing
+    /// slash); an empty result is `/`.
+    Prefix { matched: String, replacement: String },
+}
+
+impl PathRewrite {
+    /// The new path for `path` (normalised, without query).
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathRewrite::Full(p) => p.clone(),
+            PathRewrite::Prefix { matched, replacement } => {
+                // The route matched `matched` on segment boundaries, so what is left is empty or
+                // starts with `/`. A request that somehow does not have the prefix keeps its path.
+                let Some(rest) = path.strip_prefix(matched.as_str()) else { return path.to_string() };
+                let out = format!("{replacement}{rest}");
+                if out.is_empty() { "/".to_string() } else if out.starts_with('/') { out } else { format!("/{out}") }
+            }
+        }
+    }
+}
+
+/// A Gateway API `RequestRedirect`. Each part left out comes from the request; the port as the
+/// spec says: with a scheme and no port, the scheme's well-known port; with neither, the port
+/// the request arrived on. Port 80 for `http` and 443 for `https` are not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<PathRewrite>,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+}
+
+/// A Gateway API `URLRewrite`: the Host sent upstream and the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlRewrite {
+    pub hostname: Option<http::HeaderValue>,
+    pub path: Option<PathRewrite>,
+}
+
+/// A Gateway API `RequestMirror`: `numerator` of every `denominator` requests are copied to
+/// `backend` (fire and forget: bounded in number and body size, never slowing the request).
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub backend: std::sync::Arc<super::Backend>,
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
+impl PartialEq for Mirror {
+    fn eq(&self, o: &Self) -> bool {
+        self.backend.id == o.backend.id && self.numerator == o.numerator && self.denominator == o.denominator
+    }
+}
+
+impl Eq for Mirror {}
 
 /// What an error backend is told about the request it answers for (ingress-nginx's `X-Namespace`,
 /// `X-Ingress-Name`, `X-Service-Name` and `X-Service-Port`): the Ingress rule's, not the error

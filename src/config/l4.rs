@@ -53,6 +53,9 @@ pub struct L4Service {
 pub struct Passthrough {
     /// By lowercase host name.
     pub hosts: HashMap<String, Arc<Backend>>,
+    /// Gateway API wildcards (`*.foo.com` matches one or more labels), by the suffix with its
+    /// leading dot (`.foo.com`), longest first; tried after `hosts`.
+    pub suffixes: Vec<(String, Arc<Backend>)>,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -61,7 +64,18 @@ impl Passthrough {
     /// The backend for an SNI name: the exact host, else a one-label wildcard (`*.foo.com`).
     pub fn backend(&self, sni: &str) -> Option<&Arc<Backend>> {
         let sni = sni.to_ascii_lowercase();
-        self.hosts.get(&sni).or_else(|| sni.split_once('.').and_then(|(_, parent)| self.hosts.get(&format!("*.{parent}"))))
+        if let Some(b) = self.hosts.get(&sni) {
+            return Some(b);
+        }
+        if let Some(b) = sni.split_once('.').and_then(|(_, parent)| self.hosts.get(&format!("*.{parent}"))) {
+            return Some(b);
+        }
+        self.suffixes.iter().find(|(suffix, _)| sni.len() > suffix.len() && sni.ends_with(suffix.as_str())).map(|(_, b)| b)
+    }
+
+    /// Whether no connection is spliced here.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.suffixes.is_empty()
     }
 }
 

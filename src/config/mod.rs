@@ -18,6 +18,7 @@ pub mod l4;
 pub mod listener;
 pub mod path;
 pub mod route;
+pub mod table;
 pub mod limits;
 pub mod tls;
 pub mod client_auth;
@@ -28,7 +29,8 @@ use std::sync::Arc;
 pub use backend::{Backend, BackendProtocol, HashKey, HashPart, Policy, UpstreamTls, WeightedBackend};
 pub use l4::{L4Protocol, L4Service, Passthrough};
 pub use listener::{ListenerProtocol, ListenerSpec};
-pub use route::{Filter, HeaderMatch, NextUpstream, PathKind, PathMatch, ProxySettings, QueryMatch, RequestFacts, Route, RouteLabels, RouteMatch};
+pub use route::{Filter, HeaderMatch, NextUpstream, PathKind, PathMatch, ProxySettings, QueryMatch, RequestFacts, Route, RouteLabels, RouteMatch, RouteOrder};
+pub use table::RouteTable;
 pub use tls::{TlsCert, TlsCerts};
 pub use affinity::{Affinity, AffinityMode, SameSite};
 pub use canary::{Canary, CanaryRule, HeaderPattern};
@@ -62,6 +64,9 @@ pub struct VirtualHost {
     pub tls: bool,
     /// Applied where no route matched (the HTTPS redirect of a TLS host).
     pub filters: Arc<[Filter]>,
+    /// Gateway API routes are here: routes are in Gateway API precedence (`table::precedence`)
+    /// and, as a wildcard, the host matches one or more labels.
+    pub gateway: bool,
 }
 
 impl VirtualHost {
@@ -75,6 +80,10 @@ impl VirtualHost {
     }
 
     pub fn sort_routes(&mut self) {
+        if self.gateway {
+            self.routes.sort_by(|a, b| table::precedence(a).cmp(&table::precedence(b)));
+            return;
+        }
         self.routes.sort_by(|a, b| {
             let (a, b) = (&a.matches.path, &b.matches.path);
             b.path.len().cmp(&a.path.len()).then_with(|| (a.kind != PathKind::Exact).cmp(&(b.kind != PathKind::Exact)))
@@ -110,6 +119,9 @@ pub struct Config {
     pub passthrough: Arc<Passthrough>,
     /// Client-certificate policies by host (`auth-tls-*`).
     pub client_auth: Arc<client_auth::ClientAuths>,
+    /// The tables of the ports that serve Gateway API routes, by port; a connection on any
+    /// other port is routed by the Ingress hosts above.
+    pub ports: HashMap<u16, Arc<RouteTable>>,
 }
 
 /// What the router decided for one request.
@@ -209,26 +221,26 @@ impl Config {
             l4: Vec::new(),
             passthrough: Arc::new(Passthrough::default()),
             client_auth: Arc::default(),
+            ports: HashMap::new(),
         }
     }
 
     /// The virtual host for a request host (lowercase, without port): exact, then one-label
     /// wildcard, then the host-less rules.
     pub fn vhost(&self, host: &str) -> Option<&VirtualHost> {
-        if let Some(v) = self.exact.get(host) {
-            return Some(v);
-        }
-        if let Some((_, parent)) = host.split_once('.') {
-            if let Some(v) = self.wildcard.get(parent) {
-                return Some(v);
-            }
-        }
-        self.hostless.as_deref()
+        table::lookup(&self.exact, &self.wildcard, self.hostless.as_deref(), false, host)
     }
 
-    /// Every virtual host, in no particular order.
+    /// Every virtual host, once, in no particular order (those of port tables included).
     pub fn vhosts(&self) -> impl Iterator<Item = &Arc<VirtualHost>> {
-        self.exact.values().chain(self.wildcard.values()).chain(self.hostless.iter())
+        let mut seen = std::collections::HashSet::new();
+        let own = self.exact.values().chain(self.wildcard.values()).chain(self.hostless.iter());
+        own.chain(self.ports.values().flat_map(|t| t.vhosts())).filter(move |v| seen.insert(Arc::as_ptr(v)))
+    }
+
+    /// The SSL passthrough hosts of a listener port.
+    pub fn passthrough_on(&self, port: u16) -> &Arc<Passthrough> {
+        self.ports.get(&port).map(|t| &t.passthrough).unwrap_or(&self.passthrough)
     }
 
     /// Every backend any route or default uses (repeats included).
@@ -241,11 +253,28 @@ impl Config {
             .chain(self.default_backend.iter().flat_map(|d| std::iter::once(&d.backend).chain(d.canary.iter().map(|c| &c.backend))))
             .chain(self.l4.iter().map(|s| &s.backend))
             .chain(self.passthrough.hosts.values())
+            .chain(self.ports.values().flat_map(|t| t.passthrough.hosts.values().chain(t.passthrough.suffixes.iter().map(|(_, b)| b))))
     }
 
     /// Routes a request by host (lowercase, no port) and its facts.
     pub fn route(&self, host: &str, req: &RequestFacts<'_>) -> Target<'_> {
-        if let Some(vhost) = self.vhost(host) {
+        self.route_in(self.vhost(host), true, req)
+    }
+
+    /// Routes a request that arrived on the listener port `port`: by that port's table when it
+    /// has one (Gateway API routes), else by the Ingress hosts.
+    pub fn route_on(&self, port: u16, host: &str, req: &RequestFacts<'_>) -> Target<'_> {
+        match self.ports.get(&port) {
+            None => self.route(host, req),
+            Some(t) => self.route_in(t.vhost(host), t.ingress, req),
+        }
+    }
+
+    /// The target within a virtual host; `defaults`: unmatched requests go to the default
+    /// backend (on Ingress ports).
+    fn route_in<'c>(&'c self, vhost: Option<&'c VirtualHost>, defaults: bool, req: &RequestFacts<'_>) -> Target<'c> {
+        let default_backend = if defaults { self.default_backend.as_ref() } else { None };
+        if let Some(vhost) = vhost {
             if let Some(route) = vhost.find(req) {
                 return Target::Route { vhost, route };
             }
@@ -255,13 +284,13 @@ impl Config {
             // A host whose rules do not match falls to the default backend, still redirected
             // to HTTPS when the host has TLS (and through the host's other filters).
             if vhost.tls || !vhost.filters.is_empty() {
-                return match &self.default_backend {
+                return match default_backend {
                     Some(d) => Target::HostDefault { vhost, default: d },
                     None => Target::HostNotFound { vhost },
                 };
             }
         }
-        match &self.default_backend {
+        match default_backend {
             Some(d) => Target::Default(d),
             None => Target::NotFound,
         }

@@ -95,18 +95,59 @@ impl PathMatch {
     }
 }
 
-/// A header that must be present with this exact value (names lowercase).
+/// A header that must be present with this exact value (names lowercase), or, with a
+/// `pattern`, with a value the whole expression matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderMatch {
     pub name: http::HeaderName,
     pub value: String,
+    /// Gateway API `RegularExpression`: compiled from `value`, anchored at both ends.
+    pub pattern: Option<Pattern>,
 }
 
-/// A query parameter that must be present with this exact value.
+impl HeaderMatch {
+    pub fn exact(name: http::HeaderName, value: impl Into<String>) -> Self {
+        HeaderMatch { name, value: value.into(), pattern: None }
+    }
+
+    fn holds(&self, headers: &http::HeaderMap) -> bool {
+        let values = headers.get_all(&self.name);
+        match &self.pattern {
+            None => values.iter().any(|v| v.as_bytes() == self.value.as_bytes()),
+            Some(p) => values.iter().any(|v| v.to_str().is_ok_and(|v| p.0.is_match(v))),
+        }
+    }
+}
+
+/// A query parameter that must be present with this exact value, or, with a `pattern`, with
+/// a value the whole expression matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryMatch {
     pub name: String,
     pub value: String,
+    /// Gateway API `RegularExpression`: compiled from `value`, anchored at both ends.
+    pub pattern: Option<Pattern>,
+}
+
+impl QueryMatch {
+    pub fn exact(name: impl Into<String>, value: impl Into<String>) -> Self {
+        QueryMatch { name: name.into(), value: value.into(), pattern: None }
+    }
+
+    fn holds(&self, query: &str) -> bool {
+        query_pairs(query).any(|(k, v)| {
+            k == self.name
+                && match &self.pattern {
+                    None => v == self.value,
+                    Some(p) => p.0.is_match(v),
+                }
+        })
+    }
+}
+
+/// Compiles a Gateway API `RegularExpression` value so that it must match the whole value.
+pub fn full_match(source: &str) -> Result<Pattern, String> {
+    Pattern::new(&format!("^(?:{source})$"))
 }
 
 /// Everything a request must match to take a route: the path, and any header, query and
@@ -128,8 +169,8 @@ impl RouteMatch {
     pub fn matches(&self, req: &RequestFacts<'_>) -> bool {
         self.path.matches(req.path)
             && self.method.as_ref().is_none_or(|m| m == req.method)
-            && self.headers.iter().all(|h| req.headers.get_all(&h.name).iter().any(|v| v.as_bytes() == h.value.as_bytes()))
-            && self.query.iter().all(|q| query_pairs(req.query).any(|(k, v)| k == q.name && v == q.value))
+            && self.headers.iter().all(|h| h.holds(req.headers))
+            && self.query.iter().all(|q| q.holds(req.query))
     }
 
     /// Only the path takes part (the Ingress case): matching needs no more than the path.
@@ -180,6 +221,13 @@ pub struct ProxySettings {
     pub response_buffering: bool,
     /// `proxy-http-version: 1.0`: requests to HTTP/1 endpoints ask for the connection to close.
     pub http10: bool,
+    /// The whole exchange, from the request's arrival to the backend's answer head, retries
+    /// included (Gateway API `timeouts.request`): 504 when it passes. `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// Each try on an endpoint, from connecting to the answer head (Gateway API
+    /// `timeouts.backendRequest`): a try that takes longer is a timeout (504, or the next
+    /// endpoint where `next_upstream` allows). `None`: only `connect_timeout`/`read_timeout`.
+    pub try_timeout: Option<Duration>,
 }
 
 /// ingress-nginx's `proxy-next-upstream` tokens, as data: which failures try the next endpoint.
@@ -224,6 +272,8 @@ impl Default for ProxySettings {
             request_buffering: true,
             response_buffering: false,
             http10: false,
+            request_timeout: None,
+            try_timeout: None,
         }
     }
 }
@@ -236,7 +286,7 @@ pub struct Route {
     pub id: usize,
     pub matches: RouteMatch,
     pub filters: Arc<[Filter]>,
-    /// Where requests go; one today, weighted splits later.
+    /// Where requests go: one, or a weighted split (see `WeightedBackend`).
     pub backends: Arc<[WeightedBackend]>,
     pub proxy: Arc<ProxySettings>,
     /// The path as the Ingress wrote it (used in logs and metrics labels).
@@ -250,10 +300,40 @@ pub struct Route {
     pub canary: Option<Arc<super::Canary>>,
     /// Cookie session affinity (`affinity: cookie`).
     pub affinity: Option<Arc<super::Affinity>>,
+    /// Breaks ties between routes whose matches rank alike (Gateway API precedence).
+    pub order: RouteOrder,
+}
+
+/// How routes whose matches rank alike are ordered, whatever their kind (Ingress, HTTPRoute,
+/// GRPCRoute): the oldest object first (by `creationTimestamp`; none sorts last), then by
+/// namespace and name, then by the order of the rule and match within the object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RouteOrder {
+    /// No `creationTimestamp`: after every object that has one.
+    pub undated: bool,
+    /// `creationTimestamp`, in seconds since the epoch.
+    pub created: i64,
+    pub namespace: String,
+    pub name: String,
+    /// The rule's index, then the match's index within it.
+    pub rule: (usize, usize),
+}
+
+impl RouteOrder {
+    pub fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, rule: (usize, usize)) -> Self {
+        let ts = meta.creation_timestamp.as_ref().map(|t| t.0.as_second());
+        RouteOrder {
+            undated: ts.is_none(),
+            created: ts.unwrap_or(0),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            rule,
+        }
+    }
 }
 
 impl Route {
-    /// The first backend (the only one until weighted splits exist).
+    /// The first backend (an Ingress route's only one; for tools, the first of a split).
     pub fn backend(&self) -> &Arc<super::Backend> {
         &self.backends[0].backend
     }
@@ -284,8 +364,8 @@ mod tests {
     fn conditions_all_hold() {
         let mut m = RouteMatch::path(String::new(), PathKind::Prefix);
         m.method = Some(http::Method::POST);
-        m.headers.push(HeaderMatch { name: http::HeaderName::from_static("x-env"), value: "canary".into() });
-        m.query.push(QueryMatch { name: "v".into(), value: "2".into() });
+        m.headers.push(HeaderMatch::exact(http::HeaderName::from_static("x-env"), "canary"));
+        m.query.push(QueryMatch::exact("v", "2"));
         let mut headers = http::HeaderMap::new();
         headers.insert("x-env", "canary".parse().unwrap());
         let facts = |method, query| RequestFacts { path: "/a", method, headers: &headers, query };
@@ -294,5 +374,21 @@ mod tests {
         assert!(!m.matches(&facts(&http::Method::POST, "v=3")), "query");
         let empty = http::HeaderMap::new();
         assert!(!m.matches(&RequestFacts { path: "/a", method: &http::Method::POST, headers: &empty, query: "v=2" }), "header");
+    }
+
+    #[test]
+    fn regular_expression_values_match_whole() {
+        let mut m = RouteMatch::path(String::new(), PathKind::Prefix);
+        m.headers.push(HeaderMatch { name: http::HeaderName::from_static("x-v"), value: "v[0-9]+".into(), pattern: Some(full_match("v[0-9]+").unwrap()) });
+        m.query.push(QueryMatch { name: "q".into(), value: "a|b".into(), pattern: Some(full_match("a|b").unwrap()) });
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-v", "v12".parse().unwrap());
+        fn facts<'a>(headers: &'a http::HeaderMap, query: &'a str) -> RequestFacts<'a> {
+            RequestFacts { path: "/", method: &http::Method::GET, headers, query }
+        }
+        assert!(m.matches(&facts(&headers, "q=b")));
+        assert!(!m.matches(&facts(&headers, "q=ab")), "the alternation is anchored as a whole");
+        headers.insert("x-v", "xv12".parse().unwrap());
+        assert!(!m.matches(&facts(&headers, "q=a")), "anchored at the start");
     }
 }

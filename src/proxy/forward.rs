@@ -267,7 +267,8 @@ async fn try_endpoint(
     for _fresh in 0..3 {
         let Some(r) = pending.take() else { break };
         let connect_started = Instant::now();
-        let mut c = match shared.pool.get(addr, backend.protocol, backend.tls.as_ref(), up.proxy.connect_timeout).await {
+        let connect_timeout = up.proxy.try_timeout.map_or(up.proxy.connect_timeout, |t| t.min(up.proxy.connect_timeout));
+        let mut c = match shared.pool.get(addr, backend.protocol, backend.tls.as_ref(), connect_timeout).await {
             Ok(c) => {
                 state.connect_succeeded();
                 c
@@ -289,7 +290,13 @@ async fn try_endpoint(
         }
         let guard = InFlight::new(state.clone());
         let sent_at = Instant::now();
-        match body::with_exchange_timeout(c.sender.send(r), send_timeout, exchange_timeout, progress).await {
+        let exchange = body::with_exchange_timeout(c.sender.send(r), send_timeout, exchange_timeout, progress);
+        // `try_timeout` (Gateway API `backendRequest`) bounds the whole try, not only silences.
+        let result = match up.proxy.try_timeout {
+            Some(t) => tokio::time::timeout(t.saturating_sub(connect_started.elapsed()), exchange).await.ok().flatten(),
+            None => exchange.await,
+        };
+        match result {
             None => {
                 tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, "upstream timed out");
                 if !replayable || deadline.is_some() {

@@ -22,7 +22,23 @@ use super::head::{self, Upgrade};
 use super::log::{self, LogRequest, Outcome, Started};
 use super::respond::{self, RespBody};
 use super::router;
+use crate::config::Target;
 use crate::metrics;
+
+/// `fut`, or a 504 once `deadline` passes (a route's `request_timeout`).
+async fn within(ctx: &Ctx<'_>, deadline: tokio::time::Instant, fut: impl std::future::Future<Output = Response<RespBody>>) -> Response<RespBody> {
+    match tokio::time::timeout_at(deadline, fut).await {
+        Ok(resp) => resp,
+        Err(_) => ctx.fail(StatusCode::GATEWAY_TIMEOUT),
+    }
+}
+
+async fn within_opt(ctx: &Ctx<'_>, deadline: Option<tokio::time::Instant>, fut: impl std::future::Future<Output = Response<RespBody>>) -> Response<RespBody> {
+    match deadline {
+        Some(d) => within(ctx, d, fut).await,
+        None => fut.await,
+    }
+}
 
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -83,6 +99,8 @@ fn alt_svc<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>) -> Option<http
 /// Head checks, route, request filters, upstream, response filters.
 async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
     let shared = ctx.shared;
+    // Where a route's `request_timeout` counts from.
+    let started = tokio::time::Instant::now();
     let websocket = match head::check(&mut req) {
         Ok(u) => u == Upgrade::WebSocket,
         Err(refusal) => return respond::refuse(refusal, &ctx.request_id, ctx.head),
@@ -92,7 +110,7 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
         return ctx.fail(StatusCode::FORBIDDEN);
     }
     let live = shared.live();
-    let target = router::route(&live.config, &req);
+    let target = router::route(&live.config, &req, ctx.conn.local.port());
     if shared.opts.metrics {
         outcome.stats = target.route_id().map(|(id, labels)| live.stats(id, labels, &shared.metrics).clone());
     }
@@ -113,16 +131,41 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
     }
     let pages = filters::error_pages(filters);
     let original = pages.map(|_| error_pages::Original::of(&req));
-    let mut resp = match target.backend() {
+    // A weighted split picks one of the route's backends; that backendRef's own filters run
+    // after the route's.
+    let (main, own): (Option<&Arc<crate::config::Backend>>, &[crate::config::Filter]) = match &target {
+        Target::Route { route, .. } => match super::split::weighted(&route.backends) {
+            Some(w) => (Some(&w.backend), &w.filters),
+            None => return filters::on_response(filters, ctx, ctx.fail(StatusCode::INTERNAL_SERVER_ERROR)),
+        },
+        _ => (target.backend(), &[]),
+    };
+    if let Some(answer) = filters::on_request(own, ctx, &mut req) {
+        return filters::on_response(filters, ctx, filters::on_response(own, ctx, answer));
+    }
+    let proxy = target.proxy(&live.config);
+    let mut resp = match main {
         None => ctx.fail(StatusCode::NOT_FOUND),
+        // A Gateway API backendRef that could not be resolved: 500, as the spec says.
+        Some(b) if b.unresolved => ctx.fail(StatusCode::INTERNAL_SERVER_ERROR),
         Some(main) => {
             // The canary, when the route has one and the request goes to it.
             let choice = super::split::choose(main, target.affinity(), target.canary(), req.headers());
             let backend = choice.backend;
-            let up = Upstream { backend, proxy: target.proxy(&live.config), bound: live.bound(backend, &shared.registry), affinity: choice.affinity };
-            forward::forward(ctx, up, req, websocket, progress, outcome).await
+            let up = Upstream { backend, proxy, bound: live.bound(backend, &shared.registry), affinity: choice.affinity };
+            let mirrored = filters::mirror::has_mirror(filters) || filters::mirror::has_mirror(own);
+            match (mirrored, proxy.request_timeout) {
+                (false, None) => forward::forward(ctx, up, req, websocket, progress, outcome).await,
+                (false, Some(limit)) => within(ctx, started + limit, forward::forward(ctx, up, req, websocket, progress, outcome)).await,
+                (true, limit) => {
+                    let req = filters::mirror::start(filters, own, ctx, req);
+                    let deadline = limit.map(|l| started + l);
+                    within_opt(ctx, deadline, forward::forward(ctx, up, req, websocket, progress, outcome)).await
+                }
+            }
         }
     };
+    resp = filters::on_response(own, ctx, resp);
     // The error-page step: an answer with one of the route's custom-http-errors codes is
     // replaced by the error backend's.
     if let (Some(pages), Some(original)) = (pages, &original)

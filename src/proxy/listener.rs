@@ -239,8 +239,8 @@ async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol:
             let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
             // SSL passthrough: the ClientHello is read first, and replayed into our TLS when
             // its SNI is not a passthrough host.
-            let passthrough = shared.config().passthrough.clone();
-            let stream = if passthrough.hosts.is_empty() {
+            let passthrough = shared.config().passthrough_on(local.port()).clone();
+            let stream = if passthrough.is_empty() {
                 Prefixed::new(Vec::new(), stream)
             } else {
                 match super::l4::passthrough::route(&shared, stream, peer, &passthrough).await {

@@ -17,11 +17,16 @@ pub fn request_host<B>(req: &Request<B>) -> String {
     strip_port(raw).trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// Routes `req` in `config`: host (exact, wildcard, host-less), then the first route whose
-/// conditions all hold.
-pub fn route<'c, B>(config: &'c Config, req: &Request<B>) -> Target<'c> {
+/// Routes `req`, which arrived on the listener port `port`, in `config`: the port's table
+/// (Gateway API routes attach to one port) or the Ingress hosts, then host (exact, wildcard,
+/// host-less), then the first route whose conditions all hold.
+pub fn route<'c, B>(config: &'c Config, req: &Request<B>, port: u16) -> Target<'c> {
     let host = request_host(req);
     let path = normalize_path(req.uri().path());
     let facts = RequestFacts { path: &path, method: req.method(), headers: req.headers(), query: req.uri().query().unwrap_or("") };
-    config.route(&host, &facts)
+    if config.ports.is_empty() {
+        // Ingress only: one table for every port.
+        return config.route(&host, &facts);
+    }
+    config.route_on(port, &host, &facts)
 }

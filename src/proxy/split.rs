@@ -7,7 +7,28 @@ use http::HeaderMap;
 
 use super::affinity::cookie;
 use crate::config::affinity::backend_key;
-use crate::config::{Affinity, Backend, Canary, HeaderPattern};
+use crate::config::{Affinity, Backend, Canary, HeaderPattern, WeightedBackend};
+
+/// The share of a weighted split that serves a request: one backend takes everything; among
+/// several, each is picked in proportion to its weight, and a weight of 0 never. `None` when
+/// every weight is 0 (the route answers 500).
+pub fn weighted(backends: &[WeightedBackend]) -> Option<&WeightedBackend> {
+    if let [only] = backends {
+        return Some(only);
+    }
+    let total: u64 = backends.iter().map(|b| b.weight as u64).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut n = super::ids::random_u64() % total;
+    for b in backends {
+        if n < b.weight as u64 {
+            return Some(b);
+        }
+        n -= b.weight as u64;
+    }
+    None
+}
 
 /// The backend chosen for a request, and the session affinity it is balanced with.
 pub struct Choice<'a> {
@@ -103,6 +124,21 @@ mod tests {
         }
         let (main, c) = (backend("main"), canary(rule.clone()));
         choose(&main, None, Some(&c), &h).backend.service.clone()
+    }
+
+    #[test]
+    fn weighted_shares() {
+        let w = |name: &str, weight| WeightedBackend::new(backend(name), weight);
+        let split = [w("a", 70), w("zero", 0), w("b", 30)];
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..10_000 {
+            *counts.entry(weighted(&split).unwrap().backend.service.clone()).or_insert(0) += 1;
+        }
+        assert!(!counts.contains_key("zero"), "weight 0 is never picked");
+        // 7000 expected; the bound is more than 8 standard deviations (~46) away.
+        assert!((6600..7400).contains(&counts["a"]), "{counts:?}");
+        assert!(weighted(&[w("x", 0), w("y", 0)]).is_none(), "all zero");
+        assert_eq!(weighted(&[w("only", 0)]).unwrap().backend.service, "only", "a lone backend takes everything");
     }
 
     #[test]

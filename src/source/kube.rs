@@ -11,11 +11,9 @@
 //! Changes are coalesced: 100 ms of quiet (at most 500 ms in all) for a burst that touches any
 //! object; an endpoint-only burst waits 20 ms of quiet (at most 100 ms).
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -30,110 +28,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+pub use super::kube_health::{Backoff, SourceHealth};
+use super::kube_gateway::GatewaySource;
 use crate::store::SERVICE_NAME_LABEL;
 use crate::store::{Key, Store};
-
-/// Whether the configuration being served may be out of date.
-///
-/// `stale` is true while any watch is failing (API server unreachable, erroring, or refusing a
-/// list) and has not yet completed a fresh list; the proxy keeps serving the last configuration
-/// meanwhile, and `/healthz` stays ready.
-#[derive(Debug, Default)]
-pub struct SourceHealth {
-    /// True while the served configuration may be stale. Read it with `Ordering::Relaxed`.
-    pub stale: AtomicBool,
-    /// How many times a watch failed since start.
-    pub failures: AtomicU64,
-    /// How many full lists completed since start (first sync and every resync).
-    pub lists: AtomicU64,
-    failing: Mutex<BTreeMap<String, String>>,
-}
-
-impl SourceHealth {
-    pub fn is_stale(&self) -> bool {
-        self.stale.load(Ordering::Relaxed)
-    }
-
-    /// The watches failing now, with their last error.
-    pub fn failing(&self) -> BTreeMap<String, String> {
-        self.failing.lock().map(|f| f.clone()).unwrap_or_default()
-    }
-
-    fn failed(&self, watch: &str, error: &str, retry_in: Duration) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        let Ok(mut failing) = self.failing.lock() else { return };
-        let first = failing.is_empty();
-        let again = failing.insert(watch.to_string(), error.to_string()).is_some();
-        self.stale.store(true, Ordering::Relaxed);
-        if first {
-            tracing::warn!(watch, error, retry_in = ?retry_in, "Kubernetes API unreachable or erroring: serving the last configuration, which is now stale");
-        } else if !again {
-            tracing::warn!(watch, error, retry_in = ?retry_in, "watch failed; the configuration stays stale until it relists");
-        } else {
-            tracing::debug!(watch, error, retry_in = ?retry_in, "watch failed again");
-        }
-    }
-
-    fn listed(&self, watch: &str) {
-        self.lists.fetch_add(1, Ordering::Relaxed);
-        let Ok(mut failing) = self.failing.lock() else { return };
-        if failing.remove(watch).is_some() {
-            tracing::info!(watch, "relisted after an error");
-            if failing.is_empty() {
-                self.stale.store(false, Ordering::Relaxed);
-                tracing::info!("Kubernetes API reachable again: every kind relisted, configuration is current");
-            }
-        }
-    }
-}
-
-/// Retry delays after a watch error.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    /// First delay.
-    pub min: Duration,
-    /// Longest delay; delays double up to it.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    /// kube-rs's (and client-go's) reflector default: 0.8 s doubling to 30 s, with jitter.
-    fn default() -> Self {
-        Backoff { min: Duration::from_millis(800), max: Duration::from_secs(30) }
-    }
-}
-
-impl Backoff {
-    fn build(self) -> Box<dyn kube::runtime::utils::Backoff> {
-        if self == Backoff::default() {
-            Box::new(watcher::DefaultBackoff::default())
-        } else {
-            Box::new(Exponential { opts: self, next: self.min })
-        }
-    }
-}
-
-/// Doubling delays with ±25% jitter, for the shorter backoffs tests use.
-struct Exponential {
-    opts: Backoff,
-    next: Duration,
-}
-
-impl Iterator for Exponential {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.opts.max);
-        let r = std::collections::hash_map::RandomState::new().hash_one(Instant::now()) as f64 / u64::MAX as f64;
-        Some(base.mul_f64(0.75 + r * 0.5))
-    }
-}
-
-impl kube::runtime::utils::Backoff for Exponential {
-    fn reset(&mut self) {
-        self.next = self.opts.min;
-    }
-}
 
 /// What a watch event touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +68,8 @@ pub struct SourceOptions {
     /// Quiet time that ends a burst of changes.
     pub debounce: Duration,
     pub backoff: Backoff,
+    /// How often API discovery is asked again while some Gateway API kinds are missing.
+    pub gateway_rediscovery: Duration,
 }
 
 impl Default for SourceOptions {
@@ -182,6 +82,7 @@ impl Default for SourceOptions {
             extra_secrets: Vec::new(),
             debounce: Duration::from_millis(100),
             backoff: Backoff::default(),
+            gateway_rediscovery: Duration::from_secs(60),
         }
     }
 }
@@ -204,6 +105,8 @@ pub struct KubeSource {
     secrets: Vec<Reader<Secret>>,
     config_maps: Vec<Reader<ConfigMap>>,
     namespaces: Vec<Reader<Namespace>>,
+    /// The Gateway API kinds the cluster serves (see `kube_gateway`).
+    pub gateway: GatewaySource,
     /// The watch tasks.
     pub tasks: Vec<AbortHandle>,
     pub health: Arc<SourceHealth>,
@@ -244,11 +147,15 @@ impl KubeSource {
             secrets: Vec::new(),
             config_maps: Vec::new(),
             namespaces: Vec::new(),
+            gateway: GatewaySource::empty(),
             tasks: Vec::new(),
             health: health.clone(),
         };
         let ns = opts.watch_namespace.as_deref().filter(|n| !n.is_empty());
         let w = Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff };
+        let (gateway, t) = GatewaySource::start(client.clone(), ns.map(str::to_string), w.clone(), opts.gateway_rediscovery);
+        src.gateway = gateway;
+        src.tasks.push(t);
         let cfg = watcher::Config::default;
         let tls = "type=kubernetes.io/tls";
 
@@ -330,6 +237,7 @@ impl KubeSource {
         for r in &self.namespaces {
             let _ = r.wait_until_ready().await;
         }
+        self.gateway.wait_until_ready().await;
     }
 
     /// The objects the reflectors hold now, as a `Store` (the objects are shared, not copied).
@@ -359,6 +267,7 @@ impl KubeSource {
         for o in self.namespaces.iter().flat_map(|r| r.state()) {
             s.namespaces.insert(o.name_any(), o);
         }
+        self.gateway.fill(&mut s);
         s
     }
 
@@ -370,6 +279,7 @@ impl KubeSource {
 }
 
 /// Spawns watches that report their changes to one channel.
+#[derive(Clone)]
 pub struct Watches {
     pub tx: mpsc::UnboundedSender<Change>,
     pub health: Arc<SourceHealth>,
@@ -386,6 +296,21 @@ impl Watches {
         let reader = writer.as_reader();
         let task = tokio::spawn(run_watch(name, api, cfg, writer, change, self.tx.clone(), self.health.clone(), self.backoff));
         (reader, task.abort_handle())
+    }
+
+    /// Like `spawn`, but returns the watch as a future for the caller to run.
+    pub fn prepare<K>(&self, name: String, api: Api<K>, cfg: watcher::Config, change: Change) -> (Reader<K>, impl Future<Output = ()> + Send + 'static)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let writer = Writer::<K>::default();
+        let reader = writer.as_reader();
+        (reader, run_watch(name, api, cfg, writer, change, self.tx.clone(), self.health.clone(), self.backoff))
+    }
+
+    /// The retry delays, as the watches use them.
+    pub fn backoff_iter(&self) -> Box<dyn kube::runtime::utils::Backoff> {
+        self.backoff.build()
     }
 }
 

@@ -2,6 +2,8 @@
 
 pub mod files;
 pub mod kube;
+pub mod kube_gateway;
+mod kube_health;
 mod legacy;
 mod locate;
 pub mod parse;

@@ -12,6 +12,8 @@ use vestibule::echo::{self, EchoOptions, Identity};
 use vestibule::serve::{self, Running, ServeOptions};
 
 mod objects;
+pub mod recorder;
+pub mod gateway;
 pub use objects::*;
 
 /// An echo backend on 127.0.0.1 that reports `service` as its name.

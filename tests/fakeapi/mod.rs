@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod admission;
+mod discovery;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -56,6 +57,17 @@ const TYPES: &[Type] = &[
     Type { prefix: "apis/networking.k8s.io/v1", plural: "ingressclasses", kind: "IngressClass", api_version: "networking.k8s.io/v1", namespaced: false },
     Type { prefix: "apis/coordination.k8s.io/v1", plural: "leases", kind: "Lease", api_version: "coordination.k8s.io/v1", namespaced: true },
     Type { prefix: "apis/events.k8s.io/v1", plural: "events", kind: "Event", api_version: "events.k8s.io/v1", namespaced: true },
+    // Gateway API CRDs (v1.5.1): each version of one CRD shares its objects, as the API server's
+    // conversion does. For a kind served in several versions, the last is the one `apply` and
+    // `get` by kind name use.
+    Type { prefix: "apis/gateway.networking.k8s.io/v1", plural: "gatewayclasses", kind: "GatewayClass", api_version: "gateway.networking.k8s.io/v1", namespaced: false },
+    Type { prefix: "apis/gateway.networking.k8s.io/v1", plural: "gateways", kind: "Gateway", api_version: "gateway.networking.k8s.io/v1", namespaced: true },
+    Type { prefix: "apis/gateway.networking.k8s.io/v1", plural: "httproutes", kind: "HTTPRoute", api_version: "gateway.networking.k8s.io/v1", namespaced: true },
+    Type { prefix: "apis/gateway.networking.k8s.io/v1", plural: "grpcroutes", kind: "GRPCRoute", api_version: "gateway.networking.k8s.io/v1", namespaced: true },
+    Type { prefix: "apis/gateway.networking.k8s.io/v1alpha2", plural: "tlsroutes", kind: "TLSRoute", api_version: "gateway.networking.k8s.io/v1alpha2", namespaced: true },
+    Type { prefix: "apis/gateway.networking.k8s.io/v1", plural: "tlsroutes", kind: "TLSRoute", api_version: "gateway.networking.k8s.io/v1", namespaced: true },
+    Type { prefix: "apis/gateway.networking.k8s.io/v1", plural: "referencegrants", kind: "ReferenceGrant", api_version: "gateway.networking.k8s.io/v1", namespaced: true },
+    Type { prefix: "apis/gateway.networking.k8s.io/v1beta1", plural: "referencegrants", kind: "ReferenceGrant", api_version: "gateway.networking.k8s.io/v1beta1", namespaced: true },
     Type {
         prefix: "apis/admissionregistration.k8s.io/v1",
         plural: "validatingwebhookconfigurations",
@@ -75,9 +87,36 @@ fn type_by_kind(kind: &str) -> Type {
 }
 
 impl Type {
+    /// The storage key of the resource: one per group and plural, whatever the version.
     fn id(&self) -> String {
-        format!("{}/{}", self.prefix, self.plural)
+        match self.prefix.strip_prefix("apis/") {
+            Some(gv) => format!("apis/{}/{}", gv.split('/').next().unwrap_or(gv), self.plural),
+            None => format!("{}/{}", self.prefix, self.plural),
+        }
     }
+
+    fn group(&self) -> &'static str {
+        self.prefix.strip_prefix("apis/").map(|gv| gv.split('/').next().unwrap_or(gv)).unwrap_or("")
+    }
+
+    fn version(&self) -> &'static str {
+        self.prefix.rsplit('/').next().unwrap_or("v1")
+    }
+
+    /// Whether it is a CRD (served only when installed; see `FakeApi::serve_only`).
+    fn is_crd(&self) -> bool {
+        self.group() == GATEWAY_GROUP
+    }
+}
+
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The object as this version presents it (the API server converts between served versions).
+fn as_version(mut obj: Value, ty: &Type) -> Value {
+    if obj.is_object() {
+        obj["apiVersion"] = json!(ty.api_version);
+    }
+    obj
 }
 
 /// One change, as the watch log keeps it.
@@ -122,6 +161,14 @@ struct Inner {
     /// Lease (ns, name) → the field manager that owns `spec.holderIdentity`.
     holder_owner: HashMap<(String, String), String>,
     next_uid: u64,
+    /// The CRD versions served, as `group/version plural`; None serves every one.
+    crds: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Inner {
+    fn served(&self, ty: &Type) -> bool {
+        !ty.is_crd() || self.crds.as_ref().is_none_or(|c| c.contains(&format!("{}/{} {}", ty.group(), ty.version(), ty.plural)))
+    }
 }
 
 pub struct State {
@@ -525,6 +572,17 @@ impl FakeApi {
         inner.objects.iter().filter(|((r, _, _), _)| *r == id).map(|(_, v)| v.clone()).collect()
     }
 
+    /// Serves only these Gateway API CRD versions, as (kind, version) pairs; the others answer
+    /// 404 and are missing from discovery, as in a cluster without them installed.
+    pub fn serve_only_crds(&self, served: &[(&str, &str)]) {
+        let mut set = std::collections::BTreeSet::new();
+        for (kind, version) in served {
+            let t = TYPES.iter().find(|t| t.kind == *kind && t.version() == *version && t.is_crd()).unwrap_or_else(|| panic!("fake API server: no CRD {kind} {version}"));
+            set.insert(format!("{}/{} {}", t.group(), t.version(), t.plural));
+        }
+        self.state.inner.lock().unwrap().crds = Some(set);
+    }
+
     pub fn requests(&self) -> Vec<Req> {
         self.state.inner.lock().unwrap().requests.clone()
     }
@@ -623,14 +681,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Option<String>)
     let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
     state.inner.lock().unwrap().requests.push(Req { method: method.clone(), path: path.clone(), query: query.clone(), token, content_type: content_type.clone(), body: body.clone(), at: std::time::Instant::now() });
 
+    if method == "GET"
+        && let Some(doc) = discovery::document(&state.inner.lock().unwrap(), &path)
+    {
+        return doc;
+    }
     let Some(t) = parse_path(&path) else { return error(404, "NotFound", &format!("no resource at {path}")) };
+    if !state.inner.lock().unwrap().served(&t.ty) {
+        return error(404, "NotFound", &format!("the server could not find the requested resource ({} is not installed)", t.ty.id()));
+    }
     let q = query_map(&query);
     let ns = t.namespace.clone().unwrap_or_default();
     match (method.as_str(), &t.name) {
         ("GET", None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => watch(&state, &t, &q),
         ("GET", None) => list(&state, &t, &q),
         ("GET", Some(name)) => match state.inner.lock().unwrap().objects.get(&(t.ty.id(), ns.clone(), name.clone())) {
-            Some(o) => respond(200, o),
+            Some(o) => respond(200, &as_version(o.clone(), &t.ty)),
             None => error(404, "NotFound", &format!("{} \"{name}\" not found", t.ty.plural)),
         },
         ("POST", None) => create(&state, &t, body),
@@ -641,7 +707,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Option<String>)
             match inner.objects.get(&(t.ty.id(), ns.clone(), name.clone())).cloned() {
                 Some(o) => {
                     let o = state.commit(&mut inner, t.ty, "DELETED", o, false);
-                    respond(200, &o)
+                    respond(200, &as_version(o, &t.ty))
                 }
                 None => error(404, "NotFound", &format!("{} \"{name}\" not found", t.ty.plural)),
             }
@@ -661,7 +727,7 @@ fn filter_of(t: &Target, q: &HashMap<String, String>) -> Filter {
 fn list(state: &State, t: &Target, q: &HashMap<String, String>) -> Response<Body> {
     let filter = filter_of(t, q);
     let inner = state.inner.lock().unwrap();
-    let items: Vec<Value> = inner.objects.iter().filter(|((r, _, _), o)| *r == t.ty.id() && filter.matches(o)).map(|(_, o)| o.clone()).collect();
+    let items: Vec<Value> = inner.objects.iter().filter(|((r, _, _), o)| *r == t.ty.id() && filter.matches(o)).map(|(_, o)| as_version(o.clone(), &t.ty)).collect();
     respond(200, &json!({"apiVersion": t.ty.api_version, "kind": format!("{}List", t.ty.kind), "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}))
 }
 
@@ -691,14 +757,14 @@ fn watch(state: &Arc<State>, t: &Target, q: &HashMap<String, String>) -> Respons
             Some(rv) => {
                 gone = false;
                 for e in inner.log.iter().filter(|e| e.rv > rv && e.resource == resource && filter.matches(&e.object)) {
-                    replay.push(json!({"type": e.kind, "object": e.object}));
+                    replay.push(json!({"type": e.kind, "object": as_version(e.object.clone(), &t.ty)}));
                 }
             }
             None => {
                 gone = false;
                 for ((r, _, _), o) in &inner.objects {
                     if *r == resource && filter.matches(o) {
-                        replay.push(json!({"type": "ADDED", "object": o}));
+                        replay.push(json!({"type": "ADDED", "object": as_version(o.clone(), &t.ty)}));
                     }
                 }
             }
@@ -734,7 +800,7 @@ fn watch(state: &Arc<State>, t: &Target, q: &HashMap<String, String>) -> Respons
                     if e.rv <= current_rv || e.resource != resource || !filter.matches(&e.object) {
                         continue;
                     }
-                    if tx.send(line(&json!({"type": e.kind, "object": e.object}))).await.is_err() {
+                    if tx.send(line(&json!({"type": e.kind, "object": as_version(e.object, &ty)}))).await.is_err() {
                         return;
                     }
                 }
@@ -770,7 +836,8 @@ fn create(state: &State, t: &Target, mut body: Value) -> Response<Body> {
     if state.inner.lock().unwrap().objects.contains_key(&(t.ty.id(), ns, name.clone())) {
         return error(409, "AlreadyExists", &format!("{} \"{name}\" already exists", t.ty.plural));
     }
-    respond(201, &state.put(body, false))
+    let created = state.put(body, false);
+    respond(201, &as_version(created, &t.ty))
 }
 
 fn replace(state: &State, t: &Target, name: &str, mut body: Value) -> Response<Body> {
@@ -798,7 +865,7 @@ fn replace(state: &State, t: &Target, name: &str, mut body: Value) -> Response<B
         body
     };
     let o = state.commit(&mut inner, t.ty, "MODIFIED", updated, false);
-    respond(200, &o)
+    respond(200, &as_version(o, &t.ty))
 }
 
 fn patch(state: &State, t: &Target, name: &str, body: Value, content_type: &str, field_manager: String) -> Response<Body> {
@@ -823,12 +890,25 @@ fn patch(state: &State, t: &Target, name: &str, body: Value, content_type: &str,
         return error(409, "Conflict", &format!("Apply failed with 1 conflict: conflict with \"{owner}\": .spec.holderIdentity"));
     }
     if content_type.starts_with("application/json-patch+json") {
-        let mut updated = current.clone();
-        if let Err(e) = admission::json_patch(&mut updated, &body) {
+        let mut patched = current.clone();
+        if let Err(e) = admission::json_patch(&mut patched, &body) {
             return error(422, "Invalid", &format!("the JSON patch does not apply: {e}"));
         }
+        // On the status subresource only the status changes; on the object, everything but
+        // the status, and a spec change bumps the generation.
+        let mut updated = current.clone();
+        if t.sub.as_deref() == Some("status") {
+            updated["status"] = patched.get("status").cloned().unwrap_or(Value::Null);
+        } else {
+            updated = patched;
+            updated["status"] = current.get("status").cloned().unwrap_or(Value::Null);
+            let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
+            if current.get("spec") != updated.get("spec") {
+                updated["metadata"]["generation"] = json!(generation + 1);
+            }
+        }
         let o = state.commit(&mut inner, t.ty, "MODIFIED", updated, false);
-        return respond(200, &o);
+        return respond(200, &as_version(o, &t.ty));
     }
     let mut updated = current.clone();
     let mut patch_body = body.clone();
@@ -857,5 +937,5 @@ fn patch(state: &State, t: &Target, name: &str, body: Value, content_type: &str,
     }
     let event = if inner.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
     let o = state.commit(&mut inner, t.ty, event, updated, false);
-    respond(200, &o)
+    respond(200, &as_version(o, &t.ty))
 }

@@ -44,7 +44,7 @@ pub fn parse(r: &mut Reader) -> Option<CorsPolicy> {
             DEFAULT_MAX_AGE
         }),
     };
-    Some(CorsPolicy { origins, allow_methods, allow_headers, expose_headers, allow_credentials, max_age })
+    Some(CorsPolicy { origins, allow_methods, allow_headers, expose_headers, allow_credentials, max_age, gateway: false })
 }
 
 fn header_char(c: char) -> bool {
@@ -84,7 +84,8 @@ fn origins(r: &mut Reader) -> CorsOrigins {
     CorsOrigins::List(out)
 }
 
-fn origin(o: &str) -> Option<OriginPattern> {
+/// One origin as written (`http(s)://HOST[:PORT]`, HOST may start with `*.`), lowercase.
+pub fn origin(o: &str) -> Option<OriginPattern> {
     let lower = o.to_ascii_lowercase();
     let (scheme, rest) = lower.split_once("://")?;
     if scheme != "http" && scheme != "https" {
@@ -105,7 +106,7 @@ fn origin(o: &str) -> Option<OriginPattern> {
     }
     let prefix = format!("{scheme}://");
     let rest = if wildcard { format!(".{hostport}") } else { hostport.to_string() };
-    Some(OriginPattern { prefix, rest, wildcard })
+    Some(OriginPattern { prefix, rest, wildcard, multi_label: false })
 }
 
 #[cfg(test)]

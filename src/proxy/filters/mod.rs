@@ -17,6 +17,10 @@ mod basic_auth;
 mod htpasswd;
 pub mod external_auth;
 mod auth_request;
+mod header_edit;
+mod gateway_redirect;
+mod url_rewrite;
+pub mod mirror;
 
 pub mod default_backend_headers;
 
@@ -50,8 +54,16 @@ pub fn on_request<B>(filters: &[Filter], ctx: &Ctx<'_>, req: &mut Request<B>) ->
             Filter::BasicAuth(a) => basic_auth::on_request(a, ctx, req),
             // The async pass (`on_request_async`).
             Filter::ExternalAuth(_) => None,
+            Filter::RequestHeaderEdit(e) => {
+                header_edit::apply(e, req.headers_mut());
+                None
+            }
+            Filter::Redirect(r) => gateway_redirect::on_request(r, ctx, req),
+            Filter::UrlRewrite(r) => url_rewrite::on_request(r, ctx, req),
+            // Started by the handler once the backend is known (`mirror::start`).
+            Filter::Mirror(_) => None,
             // Act on responses only (error pages: the handler's error-page step).
-            Filter::ResponseHeaders { .. } | Filter::ProxyRedirect { .. } | Filter::ProxyCookie { .. } | Filter::ErrorPages(_) => None,
+            Filter::ResponseHeaders { .. } | Filter::ResponseHeaderEdit(_) | Filter::ProxyRedirect { .. } | Filter::ProxyCookie { .. } | Filter::ErrorPages(_) => None,
         };
         if answer.is_some() {
             return answer;
@@ -68,6 +80,8 @@ pub fn on_response(filters: &[Filter], ctx: &Ctx<'_>, mut resp: Response<RespBod
             Filter::HttpsRedirect { .. } | Filter::Rewrite { .. } | Filter::AppRoot { .. } | Filter::FixedRedirect { .. } | Filter::WwwRedirect { .. } => {}
             Filter::UpstreamVhost { .. } | Filter::LocationDenied { .. } | Filter::DefaultBackendHeaders(_) | Filter::ErrorPages(_) => {}
             Filter::BasicAuth(_) | Filter::ExternalAuth(_) => {}
+            Filter::RequestHeaderEdit(_) | Filter::Redirect(_) | Filter::UrlRewrite(_) | Filter::Mirror(_) => {}
+            Filter::ResponseHeaderEdit(e) => header_edit::apply(e, resp.headers_mut()),
             Filter::ResponseHeaders { headers } => response_headers::on_response(headers, &mut resp),
             Filter::ProxyRedirect { from, to } => proxy_redirect::on_response(from, to, &mut resp),
             Filter::ProxyCookie { path, domain } => proxy_cookie::on_response(path.as_ref(), domain.as_ref(), &mut resp),

@@ -56,7 +56,7 @@ fn expand<'a>(template: &str, group: impl Fn(usize) -> &'a str) -> String {
 }
 
 /// Percent-encodes what may not appear in a path as sent (captures come from the decoded path).
-fn escape(path: &str) -> String {
+pub(super) fn escape(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
