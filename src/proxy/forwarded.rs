@@ -20,6 +20,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
 static X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -81,6 +82,43 @@ fn value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+thread_local! {
+    /// The last client address and port formatted on this thread: a keep-alive connection's
+    /// requests (and most of a busy client's) format theirs once, not per request.
+    static IP_VALUE: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    static PORT_VALUE: std::cell::RefCell<Option<(u16, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `ip` as a header value.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    IP_VALUE.with(|c| {
+        let mut c = c.borrow_mut();
+        match &*c {
+            Some((a, v)) if *a == ip => v.clone(),
+            _ => {
+                let v = value(&ip.to_string());
+                *c = Some((ip, v.clone()));
+                v
+            }
+        }
+    })
+}
+
+/// `port` as a header value.
+fn port_value(port: u16) -> HeaderValue {
+    PORT_VALUE.with(|c| {
+        let mut c = c.borrow_mut();
+        match &*c {
+            Some((p, v)) if *p == port => v.clone(),
+            _ => {
+                let v = HeaderValue::from(port);
+                *c = Some((port, v.clone()));
+                v
+            }
+        }
+    })
+}
+
 /// Sets `name` to `v` when there is a value, else removes what the client sent under it (as
 /// nginx's `proxy_set_header` with an empty value does).
 fn set_or_remove(headers: &mut HeaderMap, name: &'static str, v: Option<String>) {
@@ -113,7 +151,7 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     let host = forwarded_host.unwrap_or(client_host);
     let proto = trusted(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     // $pass_port: the HTTPS listener is reported as 443, the port clients use in front of it.
-    let port = trusted(&X_FORWARDED_PORT).unwrap_or_else(|| HeaderValue::from(if conn.tls { 443 } else { conn.local.port() }));
+    let port = trusted(&X_FORWARDED_PORT).unwrap_or_else(|| if conn.tls { HeaderValue::from_static("443") } else { port_value(conn.local.port()) });
     let original_for = joined(&parts.headers, &http.forwarded_for_header);
     let original_host = joined(&parts.headers, &http.forwarded_host_header);
     let full_xff = (http.use_forwarded_headers && http.compute_full_forwarded_for).then(|| {
@@ -127,6 +165,8 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     let upstream_host = parts.extensions.get::<UpstreamHost>().map(|h| h.0.clone()).unwrap_or_else(|| host.clone());
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     let headers = &mut parts.headers;
+    // Room for the headers set below, grown once rather than insert by insert.
+    headers.reserve(10);
     strip_hop_by_hop(headers);
     // httpoxy: a Proxy header must never reach an application that reads it as HTTP_PROXY.
     headers.remove("proxy");
@@ -141,9 +181,9 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     if !upstream_host.is_empty() {
         headers.insert(header::HOST, upstream_host.clone());
     }
-    let client_ip = ctx.client_ip.to_string();
-    set_or_remove(headers, "x-forwarded-for", Some(full_xff.unwrap_or_else(|| client_ip.clone())));
-    headers.insert(X_REAL_IP.clone(), value(&client_ip));
+    let client_ip = ip_value(ctx.client_ip);
+    headers.insert(X_FORWARDED_FOR.clone(), full_xff.map(|v| value(&v)).unwrap_or_else(|| client_ip.clone()));
+    headers.insert(X_REAL_IP.clone(), client_ip);
     headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
     headers.insert(X_FORWARDED_SCHEME.clone(), proto.clone());
     headers.insert(X_SCHEME.clone(), proto);

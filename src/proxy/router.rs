@@ -20,8 +20,12 @@ pub fn request_host<B>(req: &Request<B>) -> String {
 /// Routes `req` in `config`: host (exact, wildcard, host-less), then the first route whose
 /// conditions all hold.
 pub fn route<'c, B>(config: &'c Config, req: &Request<B>) -> Target<'c> {
-    let host = request_host(req);
+    route_host(config, &request_host(req), req)
+}
+
+/// `route`, with the request's host already found (`Ctx::host`).
+pub fn route_host<'c, B>(config: &'c Config, host: &str, req: &Request<B>) -> Target<'c> {
     let path = normalize_path(req.uri().path());
     let facts = RequestFacts { path: &path, method: req.method(), headers: req.headers(), query: req.uri().query().unwrap_or("") };
-    config.route(&host, &facts)
+    config.route(host, &facts)
 }
