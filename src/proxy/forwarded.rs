@@ -26,27 +26,56 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+static HOP_BY_HOP: [&HeaderName; 7] = [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    // One pass over the names present, instead of a lookup per hop-by-hop name: most heads
+    // carry none of them, or only `Connection: keep-alive`.
+    let mut found = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            found[i] = true;
+        }
     }
-    for n in [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE] {
-        headers.remove(n);
+    if !found.contains(&true) {
+        return;
+    }
+    if found[0] {
+        // Headers named in Connection are hop-by-hop too (the names removed below anyway are
+        // skipped, so the usual `keep-alive` builds no list).
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_str())))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if found[i] {
+            headers.remove(*n);
+        }
     }
 }
 
+/// Whether `headers` has `name` (lowercase), by a pass over the names present: cheaper than a
+/// hashed lookup for the few headers a request usually has, when the answer is usually no.
+fn has(headers: &HeaderMap, name: &str) -> bool {
+    headers.keys().any(|k| k.as_str() == name)
+}
 
 /// Every value of `name` as one comma-separated string (how nginx's `$http_*` reads a header
 /// sent more than once), or `None` when absent or empty.
 fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    if !headers.keys().any(|k| k.as_str().eq_ignore_ascii_case(name)) {
+        return None;
+    }
     let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).collect();
     (!parts.is_empty()).then(|| parts.join(", "))
 }
@@ -122,9 +151,11 @@ fn port_value(port: u16) -> HeaderValue {
 /// Sets `name` to `v` when there is a value, else removes what the client sent under it (as
 /// nginx's `proxy_set_header` with an empty value does).
 fn set_or_remove(headers: &mut HeaderMap, name: &'static str, v: Option<String>) {
-    headers.remove(name);
-    if let Some(v) = v {
-        headers.insert(HeaderName::from_static(name), value(&v));
+    match v {
+        // `insert` replaces every value the client sent.
+        Some(v) => drop(headers.insert(HeaderName::from_static(name), value(&v))),
+        None if has(headers, name) => drop(headers.remove(name)),
+        None => {}
     }
 }
 
@@ -169,7 +200,9 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     headers.reserve(10);
     strip_hop_by_hop(headers);
     // httpoxy: a Proxy header must never reach an application that reads it as HTTP_PROXY.
-    headers.remove("proxy");
+    if has(headers, "proxy") {
+        headers.remove("proxy");
+    }
     if let (true, Some(u)) = (websocket, upgrade_value) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
@@ -194,9 +227,10 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     if http.proxy_add_original_uri_header {
         headers.insert(HeaderName::from_static("x-original-uri"), value(ctx.request_uri()));
     }
-    headers.remove(&X_REQUEST_ID);
     if ctx.send_request_id {
         headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    } else if has(headers, X_REQUEST_ID.as_str()) {
+        headers.remove(&X_REQUEST_ID);
     }
     // `proxy-set-headers`, values literal (never nginx variables).
     for (name, value) in &http.proxy_set_headers {

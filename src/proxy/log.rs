@@ -113,7 +113,7 @@ pub fn observe(shared: &Arc<Shared>, started: Started, progress: Arc<Progress>, 
         remote: started.remote,
         request_id,
     };
-    let body = Observed { inner: body, bytes: 0, finish: Some(Box::new(finish)) };
+    let body = Observed { inner: body, bytes: 0, finish: Some(finish) };
     Response::from_parts(parts, body.boxed_unsync())
 }
 
@@ -183,7 +183,8 @@ impl Finish {
 struct Observed {
     inner: RespBody,
     bytes: u64,
-    finish: Option<Box<Finish>>,
+    /// Inline: the boxed body is the one allocation.
+    finish: Option<Finish>,
 }
 
 impl Body for Observed {
