@@ -69,6 +69,11 @@ fn respond(shared: &Shared, snapshots: &ArcSwap<Snapshot>, dashboard: bool, req:
                 Ok(x) => text(StatusCode::OK, "application/json", serde_json::to_string_pretty(&x).unwrap_or_default() + "\n"),
             }
         }
+        // Only in builds with the `count-allocations` feature (the benchmark's).
+        "/debug/allocations" => match crate::alloc_count::counts() {
+            Some((n, bytes)) => text(StatusCode::OK, "application/json", format!("{{\"allocations\":{n},\"bytes\":{bytes}}}\n")),
+            None => text(StatusCode::NOT_FOUND, "text/plain", "built without the count-allocations feature\n".into()),
+        },
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz, /metrics, /dashboard, /debug/config, /debug/live, /debug/explain?url=\n".into()),
     }
 }

@@ -5,6 +5,7 @@
 //! atomically into the `proxy`, whose requests each read the config they started with.
 
 pub mod accesslog;
+pub mod alloc_count;
 pub mod admin;
 pub mod cli;
 pub mod compile;

@@ -1,6 +1,10 @@
 use clap::Parser;
 use vestibule::cli::{Cli, Command};
 
+#[cfg(feature = "count-allocations")]
+#[global_allocator]
+static ALLOCATOR: vestibule::alloc_count::Counting = vestibule::alloc_count::Counting;
+
 fn init_logging(format: &str, quiet: bool) {
     // rustls warns once per connection about clients that send an IP address as SNI (wrk
     // does): not worth a line each.

@@ -226,9 +226,12 @@ impl Bound {
             return Vec::new();
         }
         let now = now_ns();
-        let healthy: Vec<usize> = (0..n).filter(|i| !self.states[*i].ejected(now)).collect();
-        let pool: Vec<usize> = if healthy.is_empty() { (0..n).collect() } else { healthy };
-        let m = pool.len();
+        // Usually no endpoint is ejected: then the pool is every endpoint, with no list built.
+        let all = !self.states.iter().any(|s| s.ejected(now));
+        let healthy: Vec<usize> = if all { Vec::new() } else { (0..n).filter(|i| !self.states[*i].ejected(now)).collect() };
+        let all = all || healthy.is_empty();
+        let pool = |p: usize| if all { p } else { healthy[p] };
+        let m = if all { n } else { healthy.len() };
         let tries = tries.max(1).min(m);
         let first_pos = match (policy, key) {
             (Policy::Hash(_), Some(key)) if !self.ring.is_empty() => {
@@ -238,7 +241,7 @@ impl Bound {
                 let mut pos = None;
                 for k in 0..self.ring.len() {
                     let idx = self.ring[(at + k) % self.ring.len()].1;
-                    if let Some(p) = pool.iter().position(|i| *i == idx) {
+                    if let Some(p) = if all { Some(idx) } else { healthy.iter().position(|i| *i == idx) } {
                         pos = Some(p);
                         break;
                     }
@@ -252,11 +255,11 @@ impl Bound {
                 if b >= a {
                     b += 1;
                 }
-                if self.states[pool[b]].load_score() < self.states[pool[a]].load_score() { b } else { a }
+                if self.states[pool(b)].load_score() < self.states[pool(a)].load_score() { b } else { a }
             }
             _ => self.cursor.fetch_add(1, Ordering::Relaxed) % m,
         };
-        (0..tries).map(|k| pool[(first_pos + k) % m]).collect()
+        (0..tries).map(|k| pool((first_pos + k) % m)).collect()
     }
 }
 

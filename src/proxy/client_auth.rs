@@ -23,7 +23,6 @@ use tokio_rustls::server::TlsStream;
 use super::Shared;
 use super::context::Ctx;
 use super::respond::{self, RespBody};
-use super::router;
 use crate::config::client_auth::{ClientAuth, VerifyClient};
 use crate::config::{Config, Target};
 
@@ -154,8 +153,7 @@ pub fn on_request<B>(ctx: &Ctx<'_>, config: &Config, target: &Target<'_>, req: &
     if config.client_auth.hosts.is_empty() {
         return None;
     }
-    let host = router::request_host(req);
-    let policy = config.client_auth.get(&host)?;
+    let policy = config.client_auth.get(ctx.host())?;
     if !ctx.conn.tls && target.ssl_redirect() {
         return None; // to HTTPS first
     }

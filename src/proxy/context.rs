@@ -34,6 +34,42 @@ pub struct Ctx<'a> {
     pub conn_slot: std::sync::Mutex<Option<super::limits::ConnGuard>>,
     /// The client's `Origin` header, for the CORS response filter.
     pub origin: Option<HeaderValue>,
+    /// Where `host()` is found: worked out once per request, and copied only when the client
+    /// sent it in upper case.
+    pub(super) host: HostAt,
+}
+
+/// The request host's place: in the URI's authority, in the Host header, or (when lowercasing
+/// changed it) a copy.
+#[derive(Clone)]
+pub(super) enum HostAt {
+    Uri(std::ops::Range<usize>),
+    Header(HeaderValue, std::ops::Range<usize>),
+    Owned(Box<str>),
+}
+
+impl HostAt {
+    fn of<B>(req: &Request<B>) -> HostAt {
+        let (raw, header) = match req.uri().authority() {
+            Some(a) => (a.as_str(), None),
+            None => match req.headers().get(header::HOST).and_then(|v| v.to_str().ok().map(|s| (s, v))) {
+                Some((s, v)) => (s, Some(v)),
+                None => return HostAt::Uri(0..0),
+            },
+        };
+        // As `router::request_host`: after any userinfo, without port or trailing dot.
+        let h = raw.rsplit_once('@').map(|(_, h)| h).unwrap_or(raw);
+        let h = super::router::strip_port(h).trim_end_matches('.');
+        if h.bytes().any(|b| b.is_ascii_uppercase()) {
+            return HostAt::Owned(h.to_ascii_lowercase().into_boxed_str());
+        }
+        let start = h.as_ptr() as usize - raw.as_ptr() as usize;
+        let range = start..start + h.len();
+        match header {
+            Some(v) => HostAt::Header(v.clone(), range),
+            None => HostAt::Uri(range),
+        }
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -47,7 +83,20 @@ impl<'a> Ctx<'a> {
         let client_ip = super::forwarded::client_addr(conn, req.headers(), &http);
         let (head, grpc, original_uri) = (req.method() == Method::HEAD, respond::is_grpc(req), req.uri().clone());
         let origin = req.headers().get(header::ORIGIN).cloned();
-        Ctx { shared, conn, request_id, head, grpc, original_uri, client_ip, http, send_request_id, conn_slot: Default::default(), origin }
+        let host = HostAt::of(req);
+        Ctx { shared, conn, request_id, head, grpc, original_uri, client_ip, http, send_request_id, conn_slot: Default::default(), origin, host }
+    }
+
+    /// The request's host as `router::request_host` gives it (lowercase, without port or
+    /// trailing dot; empty when the client sent none), found once for every phase that needs it.
+    /// Head checks make the Host header agree with the target's authority, so it is the same
+    /// before and after them.
+    pub fn host(&self) -> &str {
+        match &self.host {
+            HostAt::Uri(r) => self.original_uri.authority().map(|a| &a.as_str()[r.clone()]).unwrap_or(""),
+            HostAt::Header(v, r) => v.to_str().map(|s| &s[r.clone()]).unwrap_or(""),
+            HostAt::Owned(s) => s,
+        }
     }
 
     /// The path and query as the client sent them (nginx's `$request_uri`).

@@ -62,6 +62,7 @@ pub async fn answer(ctx: &Ctx<'_>, live: &Live, pages: &ErrorPages, proxy: &Prox
         send_request_id: true,
         conn_slot: Default::default(),
         origin: ctx.origin.clone(),
+        host: ctx.host.clone(),
     };
     let up = Upstream { backend, proxy, bound: live.bound(backend, &ctx.shared.registry), affinity: None };
     let mut outcome = Outcome::default();

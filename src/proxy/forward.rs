@@ -45,15 +45,24 @@ fn full(b: &Bytes) -> ReqBody {
     Full::new(b.clone()).map_err(|e: Infallible| match e {}).boxed_unsync()
 }
 
+/// The request target as the client wrote it: an origin-form target as it is, without
+/// formatting the URI again.
+fn request_target(uri: &Uri) -> std::borrow::Cow<'_, str> {
+    match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() && uri.authority().is_none() => std::borrow::Cow::Borrowed(pq.as_str()),
+        _ => std::borrow::Cow::Owned(uri.to_string()),
+    }
+}
+
 /// Forwards `req` to one of the backend's endpoints and returns its response head.
 pub async fn forward<B: ClientBody>(ctx: &Ctx<'_>, up: Upstream<'_>, req: Request<B>, websocket: bool, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
     let backend = up.backend;
-    outcome.upstream = Some(UpstreamInfo { name: backend.name.clone(), addr: None, status: None, started: Instant::now(), connect: None });
+    outcome.upstream = Some(UpstreamInfo { backend: backend.clone(), addr: None, status: None, started: Instant::now(), connect: None });
     if backend.endpoints.is_empty() {
         return ctx.fail(StatusCode::SERVICE_UNAVAILABLE);
     }
     let sniffed = match &ctx.conn.verdicts {
-        Some(v) if req.version() < Version::HTTP_2 => v.take(req.method().as_str(), &req.uri().to_string()),
+        Some(v) if req.version() < Version::HTTP_2 => v.take(req.method().as_str(), &request_target(req.uri())),
         _ => None,
     };
     if let Some(problem) = sniffed.or_else(|| super::head::framing_problem(&req)) {
@@ -123,8 +132,10 @@ async fn prepare<B: ClientBody>(ctx: &Ctx<'_>, up: &Upstream<'_>, mut req: Reque
     };
     // nginx sends POST, PATCH and LOCK again only with `proxy-next-upstream: non_idempotent`.
     let idempotent = up.proxy.next_upstream.non_idempotent || matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
-    // A request that may be sent again keeps a copy of its head.
-    let replay = match (&buffered, idempotent) {
+    // A request that may be sent again keeps a copy of its head: only when a second try can
+    // happen (another endpoint, or the affinity endpoint again).
+    let may_retry = up.proxy.upstream_tries > 1 && (up.bound.states.len() > 1 || up.affinity.is_some());
+    let replay = match (&buffered, idempotent && may_retry) {
         (Some(b), true) => Some((parts.method.clone(), parts.uri.clone(), parts.version, parts.headers.clone(), b.clone())),
         _ => None,
     };

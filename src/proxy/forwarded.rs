@@ -20,32 +20,62 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
 static X_SCHEME: HeaderName = HeaderName::from_static("x-scheme");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+static HOP_BY_HOP: [&HeaderName; 7] = [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    // One pass over the names present, instead of a lookup per hop-by-hop name: most heads
+    // carry none of them, or only `Connection: keep-alive`.
+    let mut found = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            found[i] = true;
+        }
     }
-    for n in [&header::CONNECTION, &KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING, &header::UPGRADE] {
-        headers.remove(n);
+    if !found.contains(&true) {
+        return;
+    }
+    if found[0] {
+        // Headers named in Connection are hop-by-hop too (the names removed below anyway are
+        // skipped, so the usual `keep-alive` builds no list).
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_str())))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if found[i] {
+            headers.remove(*n);
+        }
     }
 }
 
+/// Whether `headers` has `name` (lowercase), by a pass over the names present: cheaper than a
+/// hashed lookup for the few headers a request usually has, when the answer is usually no.
+fn has(headers: &HeaderMap, name: &str) -> bool {
+    headers.keys().any(|k| k.as_str() == name)
+}
 
 /// Every value of `name` as one comma-separated string (how nginx's `$http_*` reads a header
 /// sent more than once), or `None` when absent or empty.
 fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    if !headers.keys().any(|k| k.as_str().eq_ignore_ascii_case(name)) {
+        return None;
+    }
     let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).collect();
     (!parts.is_empty()).then(|| parts.join(", "))
 }
@@ -81,12 +111,51 @@ fn value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+thread_local! {
+    /// The last client address and port formatted on this thread: a keep-alive connection's
+    /// requests (and most of a busy client's) format theirs once, not per request.
+    static IP_VALUE: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+    static PORT_VALUE: std::cell::RefCell<Option<(u16, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `ip` as a header value.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    IP_VALUE.with(|c| {
+        let mut c = c.borrow_mut();
+        match &*c {
+            Some((a, v)) if *a == ip => v.clone(),
+            _ => {
+                let v = value(&ip.to_string());
+                *c = Some((ip, v.clone()));
+                v
+            }
+        }
+    })
+}
+
+/// `port` as a header value.
+fn port_value(port: u16) -> HeaderValue {
+    PORT_VALUE.with(|c| {
+        let mut c = c.borrow_mut();
+        match &*c {
+            Some((p, v)) if *p == port => v.clone(),
+            _ => {
+                let v = HeaderValue::from(port);
+                *c = Some((port, v.clone()));
+                v
+            }
+        }
+    })
+}
+
 /// Sets `name` to `v` when there is a value, else removes what the client sent under it (as
 /// nginx's `proxy_set_header` with an empty value does).
 fn set_or_remove(headers: &mut HeaderMap, name: &'static str, v: Option<String>) {
-    headers.remove(name);
-    if let Some(v) = v {
-        headers.insert(HeaderName::from_static(name), value(&v));
+    match v {
+        // `insert` replaces every value the client sent.
+        Some(v) => drop(headers.insert(HeaderName::from_static(name), value(&v))),
+        None if has(headers, name) => drop(headers.remove(name)),
+        None => {}
     }
 }
 
@@ -113,7 +182,7 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     let host = forwarded_host.unwrap_or(client_host);
     let proto = trusted(&X_FORWARDED_PROTO).unwrap_or(HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     // $pass_port: the HTTPS listener is reported as 443, the port clients use in front of it.
-    let port = trusted(&X_FORWARDED_PORT).unwrap_or_else(|| HeaderValue::from(if conn.tls { 443 } else { conn.local.port() }));
+    let port = trusted(&X_FORWARDED_PORT).unwrap_or_else(|| if conn.tls { HeaderValue::from_static("443") } else { port_value(conn.local.port()) });
     let original_for = joined(&parts.headers, &http.forwarded_for_header);
     let original_host = joined(&parts.headers, &http.forwarded_host_header);
     let full_xff = (http.use_forwarded_headers && http.compute_full_forwarded_for).then(|| {
@@ -127,9 +196,13 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     let upstream_host = parts.extensions.get::<UpstreamHost>().map(|h| h.0.clone()).unwrap_or_else(|| host.clone());
     let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
     let headers = &mut parts.headers;
+    // Room for the headers set below, grown once rather than insert by insert.
+    headers.reserve(10);
     strip_hop_by_hop(headers);
     // httpoxy: a Proxy header must never reach an application that reads it as HTTP_PROXY.
-    headers.remove("proxy");
+    if has(headers, "proxy") {
+        headers.remove("proxy");
+    }
     if let (true, Some(u)) = (websocket, upgrade_value) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
@@ -141,9 +214,9 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     if !upstream_host.is_empty() {
         headers.insert(header::HOST, upstream_host.clone());
     }
-    let client_ip = ctx.client_ip.to_string();
-    set_or_remove(headers, "x-forwarded-for", Some(full_xff.unwrap_or_else(|| client_ip.clone())));
-    headers.insert(X_REAL_IP.clone(), value(&client_ip));
+    let client_ip = ip_value(ctx.client_ip);
+    headers.insert(X_FORWARDED_FOR.clone(), full_xff.map(|v| value(&v)).unwrap_or_else(|| client_ip.clone()));
+    headers.insert(X_REAL_IP.clone(), client_ip);
     headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
     headers.insert(X_FORWARDED_SCHEME.clone(), proto.clone());
     headers.insert(X_SCHEME.clone(), proto);
@@ -154,9 +227,10 @@ pub fn rewrite(parts: &mut Parts, ctx: &Ctx<'_>, protocol: BackendProtocol, webs
     if http.proxy_add_original_uri_header {
         headers.insert(HeaderName::from_static("x-original-uri"), value(ctx.request_uri()));
     }
-    headers.remove(&X_REQUEST_ID);
     if ctx.send_request_id {
         headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    } else if has(headers, X_REQUEST_ID.as_str()) {
+        headers.remove(&X_REQUEST_ID);
     }
     // `proxy-set-headers`, values literal (never nginx variables).
     for (name, value) in &http.proxy_set_headers {

@@ -69,7 +69,7 @@ pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req
         at: Instant::now(),
         method: metrics::method_label(req.method()),
         request_length: log::head_length(&req),
-        log: LogRequest::of(&shared, &req),
+        log: LogRequest::of(&shared, &req, ctx.host()),
         remote: ctx.client_ip,
     };
     let progress = Progress::new();
@@ -110,7 +110,7 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
         return ctx.fail(StatusCode::FORBIDDEN);
     }
     let live = shared.live();
-    let target = router::route(&live.config, &req, ctx.conn.local.port());
+    let target = router::route_host(&live.config, ctx.host(), &req, ctx.conn.local.port());
     if shared.opts.metrics {
         outcome.stats = target.route_id().map(|(id, labels)| live.stats(id, labels, &shared.metrics).clone());
     }

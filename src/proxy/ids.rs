@@ -28,8 +28,14 @@ pub fn random_u64() -> u64 {
 
 /// A new request ID: 32 hex characters, like nginx's `$request_id`.
 pub fn new_request_id() -> HeaderValue {
-    let s = format!("{:016x}{:016x}", random_u64(), random_u64());
-    HeaderValue::from_str(&s).expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (half, r) in [random_u64(), random_u64()].into_iter().enumerate() {
+        for i in 0..16 {
+            out[half * 16 + i] = HEX[((r >> (60 - 4 * i)) & 0xf) as usize];
+        }
+    }
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }
 
 /// The `Date` header value, formatted once per second per thread.

@@ -23,6 +23,9 @@ use crate::metrics::{ProtocolLabels, TlsLabels};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// hyper's default limit on request header fields (its `DEFAULT_MAX_HEADERS`).
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// Counts a client connection in `vestibule_connections_active` while it is open.
 struct ConnGauge(prometheus_client::metrics::gauge::Gauge);
 
@@ -46,9 +49,13 @@ fn builder(shared: &Shared) -> Arc<auto::Builder<TokioExecutor>> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
-        .max_headers(opts.max_headers)
         .max_buf_size(opts.max_header_bytes.max(8192))
         .keep_alive(true);
+    // hyper's own limit is 100 header fields; set only when different, because with a limit
+    // set hyper fills a header array of that size on every request it parses.
+    if opts.max_headers != HYPER_MAX_HEADERS {
+        b.http1().max_headers(opts.max_headers);
+    }
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(opts.max_concurrent_streams)

@@ -17,7 +17,6 @@ use hyper::body::{Body, Frame, SizeHint};
 use super::Shared;
 use super::body::Progress;
 use super::respond::{RespBody, X_REQUEST_ID};
-use super::router;
 use super::upstream::BoxError;
 use crate::accesslog;
 use crate::metrics::RouteStats;
@@ -30,7 +29,8 @@ pub struct Outcome {
 }
 
 pub struct UpstreamInfo {
-    pub name: String,
+    /// The backend, for its name in the access log (a reference count, not a copy per request).
+    pub backend: Arc<crate::config::Backend>,
     pub addr: Option<SocketAddr>,
     pub status: Option<u16>,
     pub started: Instant,
@@ -71,14 +71,14 @@ fn header_string<B>(req: &Request<B>, name: header::HeaderName) -> String {
 
 impl LogRequest {
     /// What the access log will need of `req`, when the log is on.
-    pub fn of<B>(shared: &Shared, req: &Request<B>) -> Option<LogRequest> {
+    pub fn of<B>(shared: &Shared, req: &Request<B>, host: &str) -> Option<LogRequest> {
         shared.access_log.enabled().then(|| LogRequest {
             method: req.method().as_str().to_string(),
             uri: req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into()),
             protocol: protocol_name(req.version()),
             referer: header_string(req, header::REFERER),
             user_agent: header_string(req, header::USER_AGENT),
-            host: router::request_host(req),
+            host: host.to_string(),
             user: String::new(),
         })
     }
@@ -98,7 +98,8 @@ pub fn observe(shared: &Arc<Shared>, started: Started, progress: Arc<Progress>, 
     let (parts, body) = resp.into_parts();
     // The response head as sent: status line, headers, blank line (nginx's $bytes_sent counts it).
     let response_head = 17 + parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() as u64 + 2;
-    let request_id = parts.headers.get(&X_REQUEST_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+    // Only the access log reads it: no copy when the log is off.
+    let request_id = started.log.as_ref().map(|_| parts.headers.get(&X_REQUEST_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default());
     let finish = Finish {
         shared: shared.clone(),
         started: started.at,
@@ -112,7 +113,7 @@ pub fn observe(shared: &Arc<Shared>, started: Started, progress: Arc<Progress>, 
         remote: started.remote,
         request_id,
     };
-    let body = Observed { inner: body, bytes: 0, finish: Some(Box::new(finish)) };
+    let body = Observed { inner: body, bytes: 0, finish: Some(finish) };
     Response::from_parts(parts, body.boxed_unsync())
 }
 
@@ -127,7 +128,7 @@ struct Finish {
     outcome: Outcome,
     log: Option<LogRequest>,
     remote: std::net::IpAddr,
-    request_id: String,
+    request_id: Option<String>,
 }
 
 impl Finish {
@@ -166,12 +167,12 @@ impl Finish {
                 user_agent: l.user_agent,
                 request_length: self.request_length + body_in,
                 request_time: elapsed,
-                upstream_name: up.map(|u| u.name.clone()).unwrap_or_default(),
+                upstream_name: up.map(|u| u.backend.name.clone()).unwrap_or_default(),
                 upstream_addr: up.and_then(|u| u.addr),
                 upstream_response_length: up.and_then(|u| u.status.map(|_| bytes)),
                 upstream_response_time: up.and_then(|u| u.status.map(|_| upstream_time.unwrap_or_default())),
                 upstream_status: up.and_then(|u| u.status),
-                request_id: self.request_id,
+                request_id: self.request_id.unwrap_or_default(),
                 host: l.host,
             });
         }
@@ -182,7 +183,8 @@ impl Finish {
 struct Observed {
     inner: RespBody,
     bytes: u64,
-    finish: Option<Box<Finish>>,
+    /// Inline: the boxed body is the one allocation.
+    finish: Option<Finish>,
 }
 
 impl Body for Observed {

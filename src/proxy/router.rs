@@ -21,12 +21,16 @@ pub fn request_host<B>(req: &Request<B>) -> String {
 /// (Gateway API routes attach to one port) or the Ingress hosts, then host (exact, wildcard,
 /// host-less), then the first route whose conditions all hold.
 pub fn route<'c, B>(config: &'c Config, req: &Request<B>, port: u16) -> Target<'c> {
-    let host = request_host(req);
+    route_host(config, &request_host(req), req, port)
+}
+
+/// `route`, with the request's host already found (`Ctx::host`).
+pub fn route_host<'c, B>(config: &'c Config, host: &str, req: &Request<B>, port: u16) -> Target<'c> {
     let path = normalize_path(req.uri().path());
     let facts = RequestFacts { path: &path, method: req.method(), headers: req.headers(), query: req.uri().query().unwrap_or("") };
     if config.ports.is_empty() {
         // Ingress only: one table for every port.
-        return config.route(&host, &facts);
+        return config.route(host, &facts);
     }
-    config.route_on(port, &host, &facts)
+    config.route_on(port, host, &facts)
 }

@@ -26,7 +26,15 @@ pub struct Verdict {
 /// Verdicts of one connection, oldest first.
 #[derive(Debug, Default)]
 pub struct Verdicts {
-    queue: Mutex<VecDeque<Verdict>>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    verdicts: VecDeque<Verdict>,
+    /// Request-line strings of verdicts already taken, reused for the next heads so that a
+    /// keep-alive connection does not allocate one per request.
+    spare: Vec<String>,
 }
 
 impl Verdicts {
@@ -34,13 +42,30 @@ impl Verdicts {
     /// does not match the request (the sniffer lost track) makes it stop judging.
     pub fn take(&self, method: &str, target: &str) -> Option<&'static str> {
         let mut q = self.queue.lock().expect("verdicts lock");
-        let v = q.pop_front()?;
-        let line = format!("{method} {target}");
-        if v.request_line != line {
-            q.clear();
+        let v = q.verdicts.pop_front()?;
+        let line = v.request_line.as_str();
+        let matches = line.len() == method.len() + 1 + target.len()
+            && line.starts_with(method)
+            && line.as_bytes()[method.len()] == b' '
+            && line.ends_with(target);
+        if q.spare.len() < 4 {
+            q.spare.push(v.request_line);
+        }
+        if !matches {
+            q.verdicts.clear();
             return None;
         }
         v.problem
+    }
+
+    fn push(&self, method: &str, target: &str, problem: Option<&'static str>) {
+        let mut q = self.queue.lock().expect("verdicts lock");
+        let mut line = q.spare.pop().unwrap_or_default();
+        line.clear();
+        line.push_str(method);
+        line.push(' ');
+        line.push_str(target);
+        q.verdicts.push_back(Verdict { request_line: line, problem });
     }
 }
 
@@ -85,16 +110,27 @@ impl<IO> Sniffer<IO> {
                             return;
                         }
                     }
+                    if self.buf.is_empty() {
+                        // The usual case: the whole head arrived in this read; judged in place.
+                        if let Some(p) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let end = p + 4;
+                            self.state = self.judge(&data[..end]);
+                            data = &data[end..];
+                            continue;
+                        }
+                    }
                     let start = self.buf.len().saturating_sub(3);
                     self.buf.extend_from_slice(data);
                     match self.buf[start..].windows(4).position(|w| w == b"\r\n\r\n") {
                         Some(p) => {
                             let end = start + p + 4;
-                            let rest = self.buf.split_off(end);
-                            let head = std::mem::take(&mut self.buf);
-                            self.state = self.judge(&head);
                             // Continue with what followed the head in this read.
-                            let consumed_from_data = data.len() - rest.len();
+                            let consumed_from_data = data.len() - (self.buf.len() - end);
+                            let mut head = std::mem::take(&mut self.buf);
+                            self.state = self.judge(&head[..end]);
+                            // The buffer is kept for the next head that spans reads.
+                            head.clear();
+                            self.buf = head;
                             data = &data[consumed_from_data..];
                         }
                         None => {
@@ -192,7 +228,7 @@ impl<IO> Sniffer<IO> {
         } else {
             None
         };
-        self.verdicts.queue.lock().expect("verdicts lock").push_back(Verdict { request_line: format!("{method} {target}"), problem });
+        self.verdicts.push(method, target, problem);
         if upgrade || method.eq_ignore_ascii_case("CONNECT") {
             return State::Off;
         }
@@ -250,7 +286,7 @@ mod tests {
         for chunk in input.chunks(split.max(1)) {
             s.feed(chunk);
         }
-        v.queue.lock().unwrap().iter().cloned().collect()
+        v.queue.lock().unwrap().verdicts.iter().cloned().collect()
     }
 
     #[test]
@@ -286,8 +322,8 @@ POST /d HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n
     #[test]
     fn verdicts_must_match_their_request() {
         let v = Verdicts::default();
-        v.queue.lock().unwrap().push_back(Verdict { request_line: "GET /a".into(), problem: Some("x") });
-        v.queue.lock().unwrap().push_back(Verdict { request_line: "GET /b".into(), problem: Some("y") });
+        v.push("GET", "/a", Some("x"));
+        v.push("GET", "/b", Some("y"));
         assert_eq!(v.take("GET", "/other"), None);
         assert_eq!(v.take("GET", "/b"), None, "a mismatch stops judging");
     }

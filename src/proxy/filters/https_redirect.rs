@@ -10,13 +10,12 @@ use http::{Request, Response, StatusCode};
 
 use super::super::context::Ctx;
 use super::super::respond::{self, RespBody};
-use super::super::router;
 
-pub fn on_request<B>(status: u16, preserve_trailing_slash: bool, use_port: bool, ctx: &Ctx<'_>, req: &Request<B>) -> Option<Response<RespBody>> {
+pub fn on_request<B>(status: u16, preserve_trailing_slash: bool, use_port: bool, ctx: &Ctx<'_>, _req: &Request<B>) -> Option<Response<RespBody>> {
     if ctx.conn.tls {
         return None;
     }
-    let host = router::request_host(req);
+    let host = ctx.host().to_string();
     let port = ctx.shared.https_port();
     let authority = if port == 443 && !use_port { host } else { format!("{host}:{port}") };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::PERMANENT_REDIRECT);
