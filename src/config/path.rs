@@ -29,6 +29,10 @@ fn hex(b: u8) -> Option<u8> {
 /// The path as routes are matched against it, the way nginx sees it: percent-decoded, with
 /// repeated slashes merged and `.`/`..` segments resolved. The request is forwarded unchanged;
 /// only matching uses this form, so `/public/../admin` cannot slip past a rule for `/admin`.
+///
+/// The path is decoded once. A `%` in the result that two hex digits follow (it came from
+/// `%25`, as in `/%2541`) stays `%25`, so the result is its own normal form: normalising it
+/// again changes nothing, and no second decoding can turn `/%2561dmin` into `/admin`.
 pub fn normalize_path(path: &str) -> Cow<'_, str> {
     let needs_work = path.contains('%') || path.contains("//") || path.contains("/.") || !path.starts_with('/');
     if !needs_work {
@@ -52,6 +56,7 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
         i += 1;
     }
     let decoded = String::from_utf8_lossy(&decoded);
+    let decoded = escape_percent_escapes(&decoded);
     let mut out: Vec<&str> = Vec::new();
     let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
     for seg in decoded.split('/') {
@@ -74,6 +79,23 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
     Cow::Owned(s)
 }
 
+/// `%` followed by two hex digits → `%25` and the digits; everything else as it is.
+fn escape_percent_escapes(s: &str) -> Cow<'_, str> {
+    let b = s.as_bytes();
+    let escape = |i: usize| b[i] == b'%' && i + 2 < b.len() && hex(b[i + 1]).is_some() && hex(b[i + 2]).is_some();
+    if !(0..b.len()).any(escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, c) in s.char_indices() {
+        out.push(c);
+        if escape(i) {
+            out.push_str("25");
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +113,16 @@ mod tests {
         assert_eq!(normalize_path("%2Fa"), "/a");
         assert_eq!(normalize_path("/%"), "/%");
         assert_eq!(normalize_path("/a%2"), "/a%2");
+        // Decoded once: a percent escape that decoding makes stays escaped.
+        assert_eq!(normalize_path("/%25aa"), "/%25aa");
+        assert_eq!(normalize_path("/%2561dmin"), "/%2561dmin");
+        assert_eq!(normalize_path("/%%34%31"), "/%2541");
+        assert_eq!(normalize_path("/100%25"), "/100%");
+        assert_eq!(normalize_path("/100%25/x"), "/100%/x");
+        for p in ["/%25aa", "/%2561dmin", "/%%34%31", "/100%25", "/%ff", "/a/%2e%2E/b"] {
+            let once = normalize_path(p).into_owned();
+            assert_eq!(normalize_path(&once), once, "{p}");
+        }
     }
 
     #[test]
