@@ -93,7 +93,7 @@ fn users(b: &mut Builder, oref: &ObjRef, basic: &Basic) -> Result<Filter, String
             Some(h) if !users.iter().any(|(u, _): &(String, PasswordHash)| *u == user) => users.push((user, h)),
             Some(_) => {}
             None => {
-                let msg = format!("user {user:?} of Secret {ns}/{name}: the password hash is not bcrypt, $apr1$, {{SHA}}, $5$ or $6$; that user cannot log in");
+                let msg = format!("user {user:?} of Secret {ns}/{name}: the password hash is not bcrypt (cost at most {}), $apr1$, {{SHA}}, $5$ or $6$ (at most {} rounds); that user cannot log in", crate::config::auth::MAX_BCRYPT_COST, crate::config::auth::MAX_SHA_CRYPT_ROUNDS);
                 b.diag(Severity::Warning, oref, "metadata.annotations[auth-secret]", Reason::SecretInvalid, msg);
             }
         }

@@ -20,13 +20,20 @@ pub enum PasswordHash {
     ShaCrypt(String),
 }
 
+/// The most work one password check may take: every login attempt pays it on a request
+/// thread, so a Secret must not be able to ask for minutes of CPU per attempt.
+pub const MAX_BCRYPT_COST: u32 = 15;
+pub const MAX_SHA_CRYPT_ROUNDS: u64 = 1_000_000;
+
 impl PasswordHash {
-    /// The format of `hash`, or `None` when Vestibule cannot verify it.
+    /// The format of `hash`, or `None` when Vestibule cannot verify it (an unknown format, or a
+    /// cost above `MAX_BCRYPT_COST` / `MAX_SHA_CRYPT_ROUNDS`).
     pub fn parse(hash: &str) -> Option<Self> {
         use base64::Engine;
         let h = hash.trim();
         if ["$2y$", "$2a$", "$2b$"].iter().any(|p| h.starts_with(p)) {
-            return Some(PasswordHash::Bcrypt(h.to_string()));
+            let cost: u32 = h.get(4..6)?.parse().ok()?;
+            return (cost <= MAX_BCRYPT_COST).then(|| PasswordHash::Bcrypt(h.to_string()));
         }
         if h.starts_with("$apr1$") && h.split('$').count() == 4 {
             return Some(PasswordHash::Apr1(h.to_string()));
@@ -36,6 +43,12 @@ impl PasswordHash {
             return raw.try_into().ok().map(PasswordHash::Sha1);
         }
         if (h.starts_with("$5$") || h.starts_with("$6$")) && h.split('$').count() >= 4 {
+            if let Some(r) = h[3..].strip_prefix("rounds=") {
+                let rounds: u64 = r.split('$').next()?.parse().ok()?;
+                if rounds > MAX_SHA_CRYPT_ROUNDS {
+                    return None;
+                }
+            }
             return Some(PasswordHash::ShaCrypt(h.to_string()));
         }
         None
@@ -98,4 +111,19 @@ pub struct ExternalAuth {
     pub always_set_cookie: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_that_would_cost_minutes_per_login_are_refused() {
+        assert!(PasswordHash::parse("$6$rounds=5000$salt$abc").is_some());
+        assert!(PasswordHash::parse("$6$salt$abc").is_some(), "default rounds");
+        assert!(PasswordHash::parse("$6$rounds=999999999$salt$abc").is_none());
+        assert!(PasswordHash::parse("$5$rounds=x$salt$abc").is_none());
+        assert!(PasswordHash::parse("$2y$10$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01").is_some());
+        assert!(PasswordHash::parse("$2y$31$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01").is_none());
+    }
 }
