@@ -1478,6 +1478,12 @@ def render(R, configs):
             continue
         v, n, h = run_of(s["id"], "vestibule"), run_of(s["id"], "nginx"), run_of(s["id"], "haproxy")
         m = s.get("metric", "rps")
+        if n.get("unsupported") and h.get("unsupported"):
+            # HTTP/3: no nginx or HAProxy figure to compare with; Vestibule against its own HTTP/2.
+            own = h3.beside(sc)
+            w(f"| {sc[s['id']]['title']} | nginx: {n['unsupported'].split(' (')[0]} | | | | HAProxy: "
+              f"{h['unsupported'].split(' (')[0]} | " + (f"none; HTTP/3 vs its own HTTP/2 (5.): {own:.2f}× |" if own else "– |"))
+            continue
         w(f"| {sc[s['id']]['title']} | {ratio(v.get(m), n.get(m))} | {ratio(v.get('p99_us'), n.get('p99_us'))} | "
           f"{ratio(v.get('cpu_ms_per_1k'), n.get('cpu_ms_per_1k'))} | {ratio(v.get('rss_peak_mb'), n.get('rss_peak_mb'))} | "
           f"{ratio(h.get(m), n.get(m))} | {ratio(v.get(m), h.get(m))} |")
