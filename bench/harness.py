@@ -32,6 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True  # no __pycache__ in bench/
+import h3  # noqa: E402  (bench/h3.py: the HTTP/3 scenario)
 import l4  # noqa: E402  (bench/l4.py: the TCP-service scenarios)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -704,6 +705,8 @@ spec:
         kind = sc["tool"]
         if sc.get("l4"):
             return l4.load_argv(self.loadgen, sc, self.l4_port(sc, target), duration)
+        if kind == "h3":
+            return h3.load_argv(self.loadgen, sc, self.p_https, HOST, duration)
         scheme = "https" if kind in ("tls", "h2load") else sc.get("scheme", "http")
         port = self.addr_for(target, scheme)
         d = f"{duration:g}"
@@ -802,6 +805,8 @@ spec:
             return None  # the warm-up run checks the echo
         if sc.get("l4"):
             return l4.check(self.l4_port(sc, target), sc["l4"])
+        if sc["tool"] == "h3":
+            return h3.check(self.p_https, HOST)
         path = sc.get("path", "/")
         tls = sc.get("scheme") == "https" or sc["tool"] in ("tls", "h2load")
         status, body = http_get(self.addr_for(target, "https" if tls else "http"), path, tls=tls, sni=HOST, timeout=5)
@@ -826,6 +831,11 @@ spec:
             self.results["scenarios"][sc["id"]]["rate_from_nginx"] = bool(n.get("rps"))
         for target in self.targets:
             self.log(f"{sc['id']}: {target}")
+            unsupported = h3.skip_reason(sc, target)
+            if unsupported:
+                res[target] = {"unsupported": unsupported}
+                self.log(f"    {unsupported}")
+                continue
             p = None
             if target != "backend":
                 p = self.start_proxy(target, sc["id"])
@@ -871,6 +881,8 @@ spec:
         v = res.get("vestibule", {}).get(metric)
         ratios = {f"vestibule/{o}": v / res[o][metric] for o in ("nginx", "haproxy")
                   if v and res.get(o, {}).get(metric)}
+        if sc["tool"] == "h3" and h3.beside(self.results["scenarios"]):
+            ratios[f"vestibule h3/{h3.BESIDE}"] = h3.beside(self.results["scenarios"])
         self.results["scenarios"][sc["id"]]["ratios"] = ratios
         if ratios:
             self.log(f"    {unit}: " + ", ".join(f"{k} {x:.2f}x" for k, x in ratios.items()))
@@ -1257,7 +1269,7 @@ spec:
         v["OpenSSL"] = first(["openssl", "version"])
         v["wrk"] = first(["wrk", "-v"])
         v["h2load"] = first(["h2load", "--version"])
-        v["loadgen"] = "bench/loadgen (tokio, hyper, rustls with aws-lc-rs)"
+        v["loadgen"] = "bench/loadgen (tokio, hyper, rustls with aws-lc-rs; quinn and h3 for HTTP/3)"
         return v
 
     def run(self):
@@ -1309,6 +1321,7 @@ SCENARIOS = [
     {"id": "h2", "title": "5. HTTP/2, many streams per connection", "tool": "h2load", "clients": 4, "streams": 64,
      "setup": "h2load, 1 thread, 4 TLS connections (ALPN h2), 64 concurrent streams each, `GET /`. "
               "Latency from h2load's per-request log."},
+    *h3.SCENARIOS,
     {"id": "1m", "title": "6. 1 MiB responses", "tool": "wrk", "conns": 8, "path": "/1m",
      "setup": "wrk, 1 thread, 8 keep-alive connections, `GET /1m` (1 MiB from the backend's page cache)."},
     {"id": "rate", "title": "7. Latency at a fixed rate", "tool": "rate", "conns": 64,
@@ -1465,6 +1478,12 @@ def render(R, configs):
             continue
         v, n, h = run_of(s["id"], "vestibule"), run_of(s["id"], "nginx"), run_of(s["id"], "haproxy")
         m = s.get("metric", "rps")
+        if n.get("unsupported") and h.get("unsupported"):
+            # HTTP/3: no nginx or HAProxy figure to compare with; Vestibule against its own HTTP/2.
+            own = h3.beside(sc)
+            w(f"| {sc[s['id']]['title']} | nginx: {n['unsupported'].split(' (')[0]} | | | | HAProxy: "
+              f"{h['unsupported'].split(' (')[0]} | " + (f"none; HTTP/3 vs its own HTTP/2 (5.): {own:.2f}× |" if own else "– |"))
+            continue
         w(f"| {sc[s['id']]['title']} | {ratio(v.get(m), n.get(m))} | {ratio(v.get('p99_us'), n.get('p99_us'))} | "
           f"{ratio(v.get('cpu_ms_per_1k'), n.get('cpu_ms_per_1k'))} | {ratio(v.get('rss_peak_mb'), n.get('rss_peak_mb'))} | "
           f"{ratio(h.get(m), n.get(m))} | {ratio(v.get(m), h.get(m))} |")
@@ -1574,6 +1593,9 @@ def render(R, configs):
             if r is None:
                 continue
             name = "ceiling (backend alone)" if t == "backend" else t
+            if r.get("unsupported"):
+                w(f"| {name} | {r['unsupported']} |" + " |" * 16)
+                continue
             if r.get("error") and not r.get("requests"):
                 w(f"| {name} | failed: {r['error'][:160]} |" + " |" * 16)
                 continue
@@ -1588,6 +1610,11 @@ def render(R, configs):
               f"{ratio(r.get('rss_peak_mb'), n.get('rss_peak_mb')) if t not in ('nginx', 'backend') else ('1' if t == 'nginx' else '–')} | "
               f"{busy.get('cpu0', 0):.0f}% / {busy.get('cpu1', 0):.0f}% |")
         notes = []
+        if s["tool"] == "h3" and h3.beside(sc):
+            v3, v2 = run_of("h3", "vestibule"), run_of(h3.BESIDE, "vestibule")
+            notes.append(f"Vestibule over HTTP/3 against itself over HTTP/2 (scenario 5, same run): "
+                         f"{h3.beside(sc):.2f}× the req/s ({v3['rps']:,.0f} vs {v2['rps']:,.0f}), "
+                         f"p99 {fmt_us(v3.get('p99_us'))} vs {fmt_us(v2.get('p99_us'))}.")
         for t in TARGETS:
             r = x["runs"].get(t, {})
             if r.get("first_error"):

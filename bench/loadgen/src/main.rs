@@ -6,6 +6,7 @@
 //!   client waiting for it (coordinated omission).
 //! - `tls`: a new TLS connection per request, never resumed: TLS handshakes per second.
 //! - `ws`: WebSocket echo round trips on upgraded connections.
+//! - `h3`: HTTP/3 (QUIC) connections with many requests in flight on each (see h3.rs).
 //! - `tcp-stream`, `tcp-connect`, `tcp-backend`: plain TCP throughput and connection rate, and
 //!   the backend they run against (see tcp.rs).
 //!
@@ -25,11 +26,13 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod h3;
 mod tcp;
 
 const USAGE: &str = "usage:
   loadgen rate --addr IP:PORT --host HOST [--path /] --rate N --duration SECS [--connections 64]
   loadgen tls  --addr IP:PORT --host HOST [--sni NAME] [--path /] --duration SECS [--connections 16]
+  loadgen h3   --addr IP:PORT (UDP) --host HOST [--sni NAME] [--path /] --duration SECS [--connections 4] [--streams 64]
   loadgen ws   --addr IP:PORT --host HOST [--path /ws] --duration SECS [--connections 16] [--size 64]
   loadgen tcp-stream  --addr IP:PORT --duration SECS [--connections 16]
   loadgen tcp-connect --addr IP:PORT --duration SECS [--connections 16] [--size 64]
@@ -46,6 +49,7 @@ struct Opts {
     rate: f64,
     duration: Duration,
     connections: usize,
+    streams: usize,
     size: usize,
     timeout: Duration,
     source: Option<SocketAddr>,
@@ -55,12 +59,17 @@ struct Opts {
 fn parse_args() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or("missing mode")?;
-    if !matches!(mode.as_str(), "rate" | "tls" | "ws" | "tcp-stream" | "tcp-connect" | "tcp-backend") {
+    if !matches!(mode.as_str(), "rate" | "tls" | "h3" | "ws" | "tcp-stream" | "tcp-connect" | "tcp-backend") {
         return Err(format!("unknown mode {mode:?}"));
     }
     let mut o = Opts {
         path: if mode == "ws" { "/ws".into() } else { "/".into() },
-        connections: if mode == "rate" { 64 } else { 16 },
+        connections: match mode.as_str() {
+            "rate" => 64,
+            "h3" => 4,
+            _ => 16,
+        },
+        streams: 64,
         mode,
         addr: "127.0.0.1:80".parse().unwrap(),
         host: "localhost".into(),
@@ -83,6 +92,7 @@ fn parse_args() -> Result<Opts, String> {
             "--rate" => o.rate = num(&v)?,
             "--duration" => o.duration = Duration::from_secs_f64(num(&v)?),
             "--connections" => o.connections = num(&v)?.max(1.0) as usize,
+            "--streams" => o.streams = num(&v)?.max(1.0) as usize,
             "--size" => o.size = num(&v)? as usize,
             "--source" => o.source = Some(v.parse().map_err(|_| format!("--source: not IP:PORT: {v}"))?),
             "--echo" => o.echo = Some(v.parse().map_err(|_| format!("--echo: not IP:PORT: {v}"))?),
@@ -159,6 +169,7 @@ async fn run(o: Opts) {
             "tls" => tokio::spawn(tls_worker(o, t, end, tls.clone().unwrap())),
             "tcp-stream" => tokio::spawn(tcp::stream_worker(o, t, end, bytes.clone())),
             "tcp-connect" => tokio::spawn(tcp::connect_worker(o, t, end)),
+            "h3" => tokio::spawn(h3::worker(o, t, end)),
             _ => tokio::spawn(ws_worker(o, t, end)),
         });
     }
@@ -192,7 +203,7 @@ fn report(o: &Opts, t: &Tally, secs: f64, bytes: u64) {
     let mean = if s.is_empty() { 0.0 } else { s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64 };
     let first_error = t.first_error.lock().unwrap().clone().unwrap_or_default().replace('\\', "\\\\").replace('"', "'");
     println!(
-        "{{\"mode\":\"{}\",\"requests\":{},\"errors\":{},\"seconds\":{:.3},\"rps\":{:.1},\"target_rate\":{},\"connections\":{},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1},\"bytes\":{},\"mbytes_s\":{:.1},\"first_error\":\"{}\"}}",
+        "{{\"mode\":\"{}\",\"requests\":{},\"errors\":{},\"seconds\":{:.3},\"rps\":{:.1},\"target_rate\":{},\"connections\":{},\"streams\":{},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"mean_us\":{:.1},\"bytes\":{},\"mbytes_s\":{:.1},\"first_error\":\"{}\"}}",
         o.mode,
         s.len(),
         t.errors.load(Ordering::Relaxed),
@@ -200,6 +211,7 @@ fn report(o: &Opts, t: &Tally, secs: f64, bytes: u64) {
         s.len() as f64 / secs,
         o.rate,
         o.connections,
+        if o.mode == "h3" { o.streams } else { 1 },
         pct(50.0),
         pct(90.0),
         pct(99.0),
