@@ -15,6 +15,11 @@ use serde_json::Value;
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
+        // The Helm chart's templates are not plain YAML, and kustomization files are not
+        // objects (tests/deploy_overlays.rs renders and checks both).
+        if p.file_name().is_some_and(|n| n == "helm" || n == "kustomization.yaml") {
+            continue;
+        }
         if p.is_dir() {
             yaml_files(&p, out);
         } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
