@@ -15,6 +15,11 @@ use serde_json::Value;
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
+        // The Helm chart's templates are not plain YAML, and kustomization files are not
+        // objects (tests/deploy_overlays.rs renders and checks both).
+        if p.file_name().is_some_and(|n| n == "helm" || n == "kustomization.yaml") {
+            continue;
+        }
         if p.is_dir() {
             yaml_files(&p, out);
         } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
@@ -301,6 +306,25 @@ fn dockerfile_is_multi_stage_and_non_root() {
     let user = text.lines().rev().find_map(|l| l.trim().strip_prefix("USER ")).expect("a USER");
     let uid: u32 = user.split(':').next().unwrap().parse().expect("a numeric USER, for runAsNonRoot");
     assert_ne!(uid, 0);
+
+    // The same image as deploy/build-image.sh (buildah, offline): both lay out the root
+    // filesystem with deploy/image/rootfs.sh on scratch, with the same user and entrypoint.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert_eq!(froms.last().unwrap().trim(), "FROM scratch");
+    assert!(text.contains("deploy/image/rootfs.sh target/release/vestibule /rootfs"));
+    assert!(text.contains("COPY --from=builder /rootfs/ /"));
+    assert!(text.lines().any(|l| l.trim() == r#"ENTRYPOINT ["/vestibule"]"#));
+    let script = std::fs::read_to_string(root.join("deploy/build-image.sh")).unwrap();
+    assert!(script.contains("buildah from scratch"));
+    assert!(script.contains("deploy/image/rootfs.sh \"$bin\""));
+    assert!(script.contains(&format!("--user {user}")), "build-image.sh runs as the Dockerfile's USER {user}");
+    assert!(script.contains(r#"--entrypoint '["/vestibule"]'"#));
+    let rootfs = std::fs::read_to_string(root.join("deploy/image/rootfs.sh")).unwrap();
+    assert!(rootfs.contains(&format!(":{uid}:{uid}:")), "rootfs.sh names user {uid} in /etc/passwd");
+    assert!(rootfs.contains("ca-certificates.crt") && rootfs.contains("ldd") && rootfs.contains("cap_net_bind_service"));
+    // The Deployment runs the image as that user.
+    let d: Deployment = one(&documents(), "Deployment", "static/vestibule.yaml");
+    assert_eq!(controller(&d).security_context.as_ref().and_then(|s| s.run_as_user), Some(uid as i64));
 }
 
 #[test]
