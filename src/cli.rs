@@ -118,6 +118,10 @@ pub struct ListenArgs {
     /// Serve HTTP/3 (QUIC) on the HTTPS port's UDP twin, advertised with Alt-Svc.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub http3: bool,
+    /// Accept HTTP/3 0-RTT (early data) from resumed clients, for GET, HEAD and OPTIONS only;
+    /// other methods sent early answer 425. Off by default: early data can be replayed.
+    #[arg(long = "http3-0rtt", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub http3_0rtt: bool,
     /// UDP port for HTTP/3 (default: the HTTPS port).
     #[arg(long)]
     pub http3_port: Option<u16>,
@@ -297,6 +301,7 @@ fn apply_listen(o: &mut ServeOptions, l: &ListenArgs) {
     o.enable_dashboard = l.enable_dashboard;
     o.http3 = l.http3;
     o.http3_port = l.http3_port;
+    o.http3_0rtt = l.http3_0rtt;
 }
 
 fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {

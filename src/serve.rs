@@ -29,6 +29,8 @@ pub struct ServeOptions {
     /// `--http3`: HTTP/3 on UDP, at `http3_port` or the HTTPS listener's port.
     pub http3: bool,
     pub http3_port: Option<u16>,
+    /// `--http3-0rtt`: early data for idempotent methods.
+    pub http3_0rtt: bool,
     /// `--enable-dashboard`: `/dashboard` on the healthz port.
     pub enable_dashboard: bool,
     pub ingress_class: String,
@@ -132,6 +134,7 @@ impl Default for ServeOptions {
             enable_dashboard: true,
             http3: true,
             http3_port: None,
+            http3_0rtt: false,
             ingress_class: "vestibule".into(),
             controller_class: "vestibule.dev/ingress-controller".into(),
             gateway_controller_name: crate::compile::DEFAULT_GATEWAY_CONTROLLER.into(),
@@ -276,7 +279,7 @@ impl Frontend {
             return None;
         }
         let addr = SocketAddr::new(https.ip(), opts.http3_port.unwrap_or(https.port()));
-        let limits = crate::proxy::h3::H3Limits::from_opts(&self.shared.opts);
+        let limits = crate::proxy::h3::H3Limits { early_data: opts.http3_0rtt, ..crate::proxy::h3::H3Limits::from_opts(&self.shared.opts) };
         match crate::proxy::h3::bind(self.shared.clone(), addr, &limits) {
             Ok(endpoint) => {
                 let local = endpoint.local_addr().unwrap_or(addr);

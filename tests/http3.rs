@@ -166,3 +166,69 @@ async fn shutdown_lets_an_http3_request_in_flight_finish() {
     while stream.recv_data().await.unwrap().is_some() {}
     assert_eq!(shutdown.await.unwrap(), 0, "nothing left open");
 }
+
+/// A client that can resume and send early data, sharing one endpoint (and its session cache)
+/// across connections.
+struct Resuming {
+    endpoint: quinn::Endpoint,
+}
+
+impl Resuming {
+    fn new(ca_pem: &str) -> Self {
+        vestibule::tls::install_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls_pki_types::CertificateDer::from(der_of(ca_pem))).unwrap();
+        let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13]).with_root_certificates(roots).with_no_client_auth();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        tls.enable_early_data = true;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        Resuming { endpoint }
+    }
+
+    /// A first, full handshake and one request, which leaves a session ticket behind.
+    async fn prime(&self, addr: SocketAddr) {
+        let conn = self.endpoint.connect(addr, "cafe.example.com").unwrap().await.unwrap();
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await.unwrap();
+        tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        let mut c = Client { send, conn: conn.clone(), _endpoint: self.endpoint.clone() };
+        assert_eq!(c.request("GET", "https://cafe.example.com/tea", b"").await.0, 200);
+        // Tickets arrive after the handshake; give them a moment before closing.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close(0u32.into(), b"");
+    }
+
+    /// Whether the next connection may send 0-RTT: the server's ticket allowed early data.
+    fn zero_rtt(&self, addr: SocketAddr) -> Option<quinn::Connection> {
+        self.endpoint.connect(addr, "cafe.example.com").unwrap().into_0rtt().ok().map(|(c, _)| c)
+    }
+}
+
+#[tokio::test]
+async fn early_data_is_refused_by_default_and_with_the_flag_only_safe_methods_use_it() {
+    let tea = echo("tea").await;
+    let cert = issue_with_ca(&["cafe.example.com"]).unwrap();
+
+    let off = start(&manifests(tea.addr, &cert)).await;
+    let client = Resuming::new(&cert.ca_pem);
+    client.prime(off.running.http3.unwrap()).await;
+    assert!(client.zero_rtt(off.running.http3.unwrap()).is_none(), "no 0-RTT without --http3-0rtt");
+
+    let on = start_with(&manifests(tea.addr, &cert), |o| o.http3_0rtt = true).await;
+    let addr = on.running.http3.unwrap();
+    let client = Resuming::new(&cert.ca_pem);
+    client.prime(addr).await;
+    let conn = client.zero_rtt(addr).expect("the ticket allows 0-RTT with --http3-0rtt");
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await.unwrap();
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let mut c = Client { send, conn, _endpoint: client.endpoint.clone() };
+    // Sent at once, in early data or just after: a POST is answered 425 (early) or served (the
+    // handshake had completed); it is never served from early data.
+    let (status, _, body) = c.request("POST", "https://cafe.example.com/tea", b"x").await;
+    assert!(status == 425 || (status == 200 && json(&body)["headers"].get("early-data").is_none()), "{status}");
+    let (status, _, body) = c.request("GET", "https://cafe.example.com/tea", b"").await;
+    assert_eq!(status, 200);
+    let early = json(&body)["headers"].get("early-data").cloned();
+    assert!(early.is_none() || early == Some(serde_json::json!("1")), "{early:?}");
+}

@@ -1,7 +1,9 @@
 //! HTTP/3: QUIC on the HTTPS port's UDP twin, with the same certificates by SNI and the same
 //! request pipeline (`handler::handle`, generic over the body) as HTTP/1.1 and HTTP/2.
 //!
-//! 0-RTT is off: early data can be replayed. Hosts that need what QUIC here cannot give (client
+//! 0-RTT is off unless `--http3-0rtt`: early data can be replayed, so even then only GET, HEAD
+//! and OPTIONS are answered from it (with `Early-Data: 1` upstream, RFC 8470); any other method
+//! that arrives before the handshake completes answers 425 Too Early, and the client retries. Hosts that need what QUIC here cannot give (client
 //! certificates) answer 421 over HTTP/3, so clients retry over TCP, and are not advertised in
 //! `Alt-Svc`. Shutdown sends GOAWAY and lets the requests in flight finish.
 
@@ -37,6 +39,8 @@ pub struct H3Limits {
     pub idle_timeout: Duration,
     /// The largest request head, in bytes.
     pub max_header_bytes: u64,
+    /// Accept 0-RTT (early data), for idempotent methods only.
+    pub early_data: bool,
 }
 
 impl H3Limits {
@@ -47,25 +51,27 @@ impl H3Limits {
             connection_window: 8 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: opts.max_header_bytes as u64,
+            early_data: false,
         }
     }
 }
 
 /// The QUIC endpoint's TLS: TLS 1.3 only (QUIC requires it), ALPN `h3`, certificates by SNI
 /// from the live configuration, no early data.
-fn tls_config(shared: Arc<Shared>) -> anyhow::Result<quinn::crypto::rustls::QuicServerConfig> {
+fn tls_config(shared: Arc<Shared>, early_data: bool) -> anyhow::Result<quinn::crypto::rustls::QuicServerConfig> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { shared }));
     cfg.alpn_protocols = vec![b"h3".to_vec()];
-    cfg.max_early_data_size = 0;
+    // QUIC takes 0 (off) or u32::MAX (on); the amount is bounded by the transport's windows.
+    cfg.max_early_data_size = if early_data { u32::MAX } else { 0 };
     Ok(quinn::crypto::rustls::QuicServerConfig::try_from(cfg)?)
 }
 
 /// Binds the HTTP/3 endpoint on `addr` (UDP).
 pub fn bind(shared: Arc<Shared>, addr: SocketAddr, limits: &H3Limits) -> anyhow::Result<quinn::Endpoint> {
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls_config(shared)?));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls_config(shared, limits.early_data)?));
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(limits.max_streams.into())
@@ -106,7 +112,32 @@ pub fn spawn(shared: Arc<Shared>, endpoint: quinn::Endpoint, limits: H3Limits) -
 
 async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming, local: SocketAddr, limits: H3Limits) {
     let _active = shared.drain.track();
-    let Ok(conn) = incoming.await else { return };
+    // With 0-RTT on, a resumed client's requests may arrive before the handshake completes:
+    // `confirmed` turns true once it has, and requests before that are early data.
+    let confirmed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let conn = if limits.early_data {
+        let Ok(connecting) = incoming.accept() else { return };
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => {
+                confirmed.store(false, std::sync::atomic::Ordering::Release);
+                let flag = confirmed.clone();
+                tokio::spawn(async move {
+                    accepted.await;
+                    flag.store(true, std::sync::atomic::Ordering::Release);
+                });
+                conn
+            }
+            Err(connecting) => match connecting.await {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+        }
+    } else {
+        match incoming.await {
+            Ok(c) => c,
+            Err(_) => return,
+        }
+    };
     let info = Arc::new(ConnInfo { peer: conn.remote_address(), local, tls: true, proxied_client: None, verdicts: None, client_cert: None });
     let quic = conn.clone();
     let built: Result<H3Conn, _> = h3::server::builder().max_field_section_size(limits.max_header_bytes).build(h3_quinn::Connection::new(conn)).await;
@@ -126,10 +157,11 @@ async fn connection(shared: Arc<Shared>, incoming: quinn::Incoming, local: Socke
         tokio::select! {
             r = h3.accept(), if !draining => match r {
                 Ok(Some(resolver)) => {
-                    let (shared, info) = (shared.clone(), info.clone());
+                    let (shared, info, confirmed) = (shared.clone(), info.clone(), confirmed.clone());
                     requests.spawn(async move {
                         if let Ok((req, stream)) = resolver.resolve_request().await {
-                            request(shared, info, req, stream).await;
+                            let early = !confirmed.load(std::sync::atomic::Ordering::Acquire);
+                            request(shared, info, req, stream, early).await;
                         }
                     });
                 }
@@ -152,15 +184,30 @@ pub fn serves_host(config: &crate::config::Config, host: &str) -> bool {
     config.client_auth.hosts.is_empty() || config.client_auth.get(host).is_none()
 }
 
-async fn request(shared: Arc<Shared>, info: Arc<ConnInfo>, req: Request<()>, stream: h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>) {
+/// Methods early data may carry: safe and idempotent, so a replay changes nothing.
+fn early_safe(m: &http::Method) -> bool {
+    matches!(*m, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
+}
+
+async fn request(shared: Arc<Shared>, info: Arc<ConnInfo>, mut req: Request<()>, stream: h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>, early: bool) {
     let (mut send, recv) = stream.split();
     let host = super::router::request_host(&req);
-    if !serves_host(&shared.config(), &host) {
+    let refuse = if !serves_host(&shared.config(), &host) {
+        Some(StatusCode::MISDIRECTED_REQUEST)
+    } else if early && !early_safe(req.method()) {
+        Some(StatusCode::TOO_EARLY)
+    } else {
+        None
+    };
+    if let Some(status) = refuse {
         let mut resp = Response::new(());
-        *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+        *resp.status_mut() = status;
         let _ = send.send_response(resp).await;
         let _ = send.finish().await;
         return;
+    }
+    if early {
+        req.headers_mut().insert(http::HeaderName::from_static("early-data"), http::HeaderValue::from_static("1"));
     }
     let (parts, ()) = req.into_parts();
     let req = Request::from_parts(parts, RequestBody { recv, data_done: false, done: false });
