@@ -276,23 +276,16 @@ pub(crate) async fn run(
     mut readers: watch::Receiver<Option<Arc<GatewayReaders>>>,
 ) {
     let mut written = Written::new();
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut delay = Duration::from_millis(500);
+    let mut retry = super::status::WriteRetry::new();
     loop {
-        let retry = async {
-            match retry_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             r = leader.changed() => if r.is_err() { return },
             r = applied.changed() => if r.is_err() { return },
             r = addresses.changed() => if r.is_err() { return },
             r = readers.changed() => if r.is_err() { return },
-            _ = retry => {}
+            _ = retry.due() => {}
         }
-        retry_at = None;
+        retry.clear();
         if !*leader.borrow_and_update() {
             written.clear();
             continue;
@@ -301,12 +294,7 @@ pub(crate) async fn run(
         let Some(addrs) = addresses.borrow_and_update().clone() else { continue };
         let Some(discovery) = readers.borrow_and_update().as_ref().map(|r| r.discovery.clone()) else { continue };
         let pass = Pass { client: &client, discovery: &discovery, addresses: gateway_addresses(&addrs), now: now() };
-        if sync(&pass, &app, &leader, &mut written).await {
-            delay = Duration::from_millis(500);
-        } else {
-            retry_at = Some(tokio::time::Instant::now() + delay);
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
+        retry.record(sync(&pass, &app, &leader, &mut written).await);
     }
 }
 

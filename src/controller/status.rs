@@ -172,6 +172,43 @@ async fn put_status(client: &Client, ing: &Ingress, addrs: &[IngressLoadBalancer
     }
 }
 
+/// When a status pass that failed is tried again: 500 ms after the first failure, doubling to
+/// 30 s, back to 500 ms after a pass that succeeds. Shared by the Ingress and Gateway writers.
+pub(crate) struct WriteRetry {
+    retry_at: Option<tokio::time::Instant>,
+    delay: Duration,
+}
+
+impl WriteRetry {
+    pub(crate) fn new() -> Self {
+        WriteRetry { retry_at: None, delay: Duration::from_millis(500) }
+    }
+
+    /// Resolves when a retry is due; never while none is pending.
+    pub(crate) async fn due(&self) {
+        match self.retry_at {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Records how the pass just made went.
+    pub(crate) fn record(&mut self, ok: bool) {
+        if ok {
+            self.retry_at = None;
+            self.delay = Duration::from_millis(500);
+        } else {
+            self.retry_at = Some(tokio::time::Instant::now() + self.delay);
+            self.delay = (self.delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// A pass is being made now: the pending retry is part of it.
+    pub(crate) fn clear(&mut self) {
+        self.retry_at = None;
+    }
+}
+
 /// Keeps the status of our Ingresses at the published addresses, while we lead.
 pub(crate) async fn run_writer(
     client: Client,
@@ -181,34 +218,22 @@ pub(crate) async fn run_writer(
 ) {
     // What we wrote, against which resourceVersion: not rewritten until the watch shows it.
     let mut written: HashMap<Key, (String, Vec<IngressLoadBalancerIngress>)> = HashMap::new();
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut delay = Duration::from_millis(500);
+    let mut retry = WriteRetry::new();
     loop {
-        let retry = async {
-            match retry_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             r = leader.changed() => if r.is_err() { return },
             r = applied.changed() => if r.is_err() { return },
             r = addresses.changed() => if r.is_err() { return },
-            _ = retry => {}
+            _ = retry.due() => {}
         }
-        retry_at = None;
+        retry.clear();
         if !*leader.borrow_and_update() {
             written.clear();
             continue;
         }
         let Some(app) = applied.borrow_and_update().clone() else { continue };
         let Some(addrs) = addresses.borrow_and_update().clone() else { continue };
-        if sync(&client, &app, &addrs, &leader, &mut written).await {
-            delay = Duration::from_millis(500);
-        } else {
-            retry_at = Some(tokio::time::Instant::now() + delay);
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
+        retry.record(sync(&client, &app, &addrs, &leader, &mut written).await);
     }
 }
 
