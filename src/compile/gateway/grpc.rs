@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use super::attach::{self, RouteInfo};
+use super::attach::RouteInfo;
 use super::filters::{self, FilterProblem};
-use super::listeners::{GwListener, age_key};
+use super::listeners::GwListener;
 use super::refs;
 use super::routes::{self, Problems};
 use super::GwTables;
@@ -17,21 +17,14 @@ use crate::gateway_api as gw;
 use crate::store::ObjRef;
 
 pub fn process(b: &mut Builder, all: &mut [GwListener], t: &mut GwTables) {
-    let mut list: Vec<Arc<gw::GRPCRoute>> = b.store.grpc_routes.values().cloned().collect();
-    list.sort_by_key(|r| age_key(&r.metadata));
-    for r in list {
-        let info = RouteInfo { kind: "GRPCRoute", meta: &r.metadata, parent_refs: &r.spec.parent_refs, hostnames: &r.spec.hostnames };
-        let parents = attach::attach(b, all, &info);
-        if parents.is_empty() {
-            continue;
-        }
-        let ns = r.metadata.namespace.clone().unwrap_or_default();
-        let oref = Arc::new(ObjRef::new("GRPCRoute", &ns, r.metadata.name.as_deref().unwrap_or("")));
-        let mut problems = Problems::default();
-        let rules = rules(b, &r, &oref, &mut problems);
-        let status = routes::serve(b, t, all, &info, &oref, parents, &rules, &problems);
-        b.status.gateway.grpc_routes.insert((oref.namespace.clone(), oref.name.clone()), status);
+    let routes = b.store.grpc_routes.values().cloned().collect::<Vec<_>>();
+    for (key, status) in routes::process_kind(b, all, t, routes.into_iter(), info, rules) {
+        b.status.gateway.grpc_routes.insert(key, status);
     }
+}
+
+fn info(r: &gw::GRPCRoute) -> RouteInfo<'_> {
+    RouteInfo { kind: "GRPCRoute", meta: &r.metadata, parent_refs: &r.spec.parent_refs, hostnames: &r.spec.hostnames }
 }
 
 fn rules(b: &mut Builder, r: &gw::GRPCRoute, oref: &Arc<ObjRef>, problems: &mut Problems) -> Vec<Route> {
@@ -67,13 +60,7 @@ fn rules(b: &mut Builder, r: &gw::GRPCRoute, oref: &Arc<ObjRef>, problems: &mut 
                 }
                 Ok::<_, FilterProblem>((route_filters, shares))
             })();
-            let (filters, backends): (Arc<[crate::config::Filter]>, Arc<[WeightedBackend]>) = match compiled {
-                Ok((f, shares)) => (Arc::from(f), Arc::from(shares)),
-                Err(p) => {
-                    problems.filter(b, oref, p);
-                    (Arc::from(filters::unusable()), backends.clone())
-                }
-            };
+            let (filters, backends) = routes::filters_or_unusable(b, oref, problems, compiled, &backends);
             let rule_path = matches.path.path.clone();
             let path_type = match matches.path.kind {
                 PathKind::Exact => "Exact",

@@ -15,6 +15,54 @@ use crate::config::{Route, RouteLabels};
 use crate::gateway_api as gw;
 use crate::store::ObjRef;
 
+/// Every route of one kind, oldest first: attached to the listeners its parentRefs name, its
+/// rules compiled by `rules`, placed on the tables, and its parents' status returned by key
+/// (routes attached to nothing of ours are left out).
+pub fn process_kind<R>(
+    b: &mut Builder,
+    all: &mut [GwListener],
+    t: &mut GwTables,
+    list: impl Iterator<Item = Arc<R>>,
+    info: fn(&R) -> RouteInfo<'_>,
+    rules: fn(&mut Builder, &R, &Arc<ObjRef>, &mut Problems) -> Vec<Route>,
+) -> Vec<(crate::store::Key, Vec<gw::RouteParentStatus>)> {
+    let mut list: Vec<Arc<R>> = list.collect();
+    list.sort_by_key(|r| super::listeners::age_key(info(r).meta));
+    let mut out = Vec::new();
+    for r in list {
+        let route = info(&r);
+        let parents = super::attach::attach(b, all, &route);
+        if parents.is_empty() {
+            continue;
+        }
+        let ns = route.meta.namespace.clone().unwrap_or_default();
+        let oref = Arc::new(ObjRef::new(route.kind, &ns, route.meta.name.as_deref().unwrap_or("")));
+        let mut problems = Problems::default();
+        let compiled = rules(b, &r, &oref, &mut problems);
+        let status = serve(b, t, all, &route, &oref, parents, &compiled, &problems);
+        out.push(((oref.namespace.clone(), oref.name.clone()), status));
+    }
+    out
+}
+
+/// A rule's filters and backend shares as compiled, or, when a filter cannot be applied, the
+/// filter that answers 500 with the shares unchanged, and the problem recorded on the route.
+pub fn filters_or_unusable(
+    b: &mut Builder,
+    oref: &ObjRef,
+    problems: &mut Problems,
+    compiled: Result<(Vec<crate::config::Filter>, Vec<crate::config::WeightedBackend>), super::filters::FilterProblem>,
+    backends: &Arc<[crate::config::WeightedBackend]>,
+) -> (Arc<[crate::config::Filter]>, Arc<[crate::config::WeightedBackend]>) {
+    match compiled {
+        Ok((f, shares)) => (Arc::from(f), Arc::from(shares)),
+        Err(p) => {
+            problems.filter(b, oref, p);
+            (Arc::from(super::filters::unusable()), backends.clone())
+        }
+    }
+}
+
 /// What is wrong with a route as a whole: `accepted` (UnsupportedValue: the route is not
 /// served) and `refs` (its `ResolvedRefs` reason: the shares concerned answer 500).
 #[derive(Debug, Default)]
