@@ -64,7 +64,7 @@ impl ConnInfo {
 /// Answers one request, and records it in metrics and the access log once its response ends.
 pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<B>) -> Result<Response<RespBody>, Infallible> {
     let ctx = Ctx::new(&shared, &conn, &req);
-    let alt_svc = alt_svc(&shared, &conn, &req);
+    let alt_svc = alt_svc(&shared, &ctx, &req);
     let started = Started {
         at: Instant::now(),
         method: metrics::method_label(req.method()),
@@ -84,13 +84,13 @@ pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req
 }
 
 /// HTTPS answers over TCP name the HTTP/3 port, for hosts HTTP/3 serves.
-fn alt_svc<B>(shared: &Shared, conn: &ConnInfo, req: &Request<B>) -> Option<http::HeaderValue> {
+fn alt_svc<B>(shared: &Shared, ctx: &Ctx<'_>, req: &Request<B>) -> Option<http::HeaderValue> {
     let v = shared.alt_svc.get()?;
-    if !conn.tls || req.version() == http::Version::HTTP_3 {
+    if !ctx.conn.tls || req.version() == http::Version::HTTP_3 {
         return None;
     }
     let live = shared.live.load();
-    if !live.config.client_auth.hosts.is_empty() && !super::h3::serves_host(&live.config, &router::request_host(req)) {
+    if !live.config.client_auth.hosts.is_empty() && !super::h3::serves_host(&live.config, ctx.host()) {
         return None;
     }
     Some(v.clone())
