@@ -209,4 +209,65 @@ mod tests {
     fn escapes_quotes_and_controls() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\x22b\\x5Cc\\x0Ad");
     }
+
+    /// A sink that blocks every write until it is let go.
+    struct Stalled(std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+    impl Write for Stalled {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let (lock, cv) = &*self.0;
+            let mut go = lock.lock().unwrap();
+            while !*go {
+                go = cv.wait(go).unwrap();
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn entry(i: usize) -> Entry {
+        Entry {
+            remote_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            remote_user: String::new(),
+            time: SystemTime::now(),
+            method: "GET".into(),
+            uri: format!("/{i}"),
+            protocol: "HTTP/1.1",
+            status: 200,
+            body_bytes_sent: 0,
+            referer: String::new(),
+            user_agent: String::new(),
+            request_length: 0,
+            request_time: Duration::ZERO,
+            upstream_name: String::new(),
+            upstream_addr: None,
+            upstream_response_length: None,
+            upstream_response_time: None,
+            upstream_status: None,
+            request_id: String::new(),
+            host: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_stalled_writer_costs_dropped_lines_not_memory_or_waiting() {
+        let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let metrics = Arc::new(Metrics::default());
+        let log = AccessLog::to_writer(Format::Text, Box::new(Stalled(gate.clone())), metrics.clone());
+        let extra = 5_000;
+        let started = std::time::Instant::now();
+        for i in 0..QUEUE + extra {
+            log.log(entry(i));
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "logging never waits for the writer");
+        // The writer takes lines until its 64 KiB buffer is full (lines are over 64 bytes) and then
+        // blocks; the queue fills and what does not fit is dropped and counted.
+        let dropped = metrics.access_log_dropped.get() as usize;
+        assert!(dropped >= extra - 64 * 1024 / 64 && dropped <= extra, "dropped {dropped}");
+        assert!(dropped > 0);
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    }
 }

@@ -313,3 +313,24 @@ pub(crate) async fn run(client: Client, opts: EventOptions, mut leader: watch::R
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_keeps_the_newest_events_at_its_bound_and_forgets_the_dropped() {
+        let mut r = Recorder::default();
+        let ingress = Arc::new(Ingress::default());
+        let key = |i: usize| Key::Sync(ObjRef::new("Ingress", "default", &format!("ing-{i}")), "1".into());
+        for i in 0..QUEUE_LIMIT + 10 {
+            r.synced.insert(ObjRef::new("Ingress", "default", &format!("ing-{i}")), "1".into());
+            r.push(Pending { key: key(i), ingress: ingress.clone(), warning: false, reason: "Sync".into(), note: String::new() });
+        }
+        assert_eq!(r.queue.len(), QUEUE_LIMIT);
+        assert!(matches!(&r.queue.front().unwrap().key, Key::Sync(o, _) if o.name == "ing-10"), "the oldest ten went first");
+        // A dropped event is news again, so it is sent when its object next syncs.
+        assert!(!r.synced.contains_key(&ObjRef::new("Ingress", "default", "ing-0")));
+        assert!(r.synced.contains_key(&ObjRef::new("Ingress", "default", "ing-10")));
+    }
+}

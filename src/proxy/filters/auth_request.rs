@@ -189,3 +189,38 @@ pub fn remember(auth: &ExternalAuth, key: &str, ttl: Duration, v: &Verdict) {
     let k = c.seed.hash_one((auth.url.to_string(), key));
     c.entries.insert(k, (Instant::now() + ttl, v.clone()));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> ExternalAuth {
+        ExternalAuth {
+            url: "http://auth.example/check".parse().unwrap(),
+            method: http::Method::GET,
+            signin: None,
+            signin_redirect_param: "rd".into(),
+            response_headers: Vec::new(),
+            request_redirect: None,
+            cache: None,
+            set_headers: Vec::new(),
+            always_set_cookie: false,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_verdict_cache_stays_within_its_bound_under_distinct_keys() {
+        let a = auth();
+        let ok = Verdict { status: StatusCode::OK, headers: HeaderMap::new() };
+        for i in 0..CACHE_LIMIT + 2_000 {
+            remember(&a, &format!("client-{i}"), Duration::from_secs(60), &ok);
+            assert!(cache().lock().unwrap().entries.len() <= CACHE_LIMIT);
+        }
+        // Whatever was dropped at the bound, the newest verdict is kept and served.
+        let last = format!("client-{}", CACHE_LIMIT + 1_999);
+        assert_eq!(cached(&a, &last).map(|v| v.status), Some(StatusCode::OK));
+        assert!(cached(&a, "never-seen").is_none());
+    }
+}

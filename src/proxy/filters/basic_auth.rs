@@ -89,6 +89,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_verified_credentials_cache_stays_within_its_bound() {
+        use base64::Engine as _;
+        use crate::config::auth::PasswordHash;
+        use sha1::Digest as _;
+        use std::sync::Arc;
+        let hash: [u8; 20] = sha1::Sha1::digest(b"secret").into();
+        let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:secret"));
+        let wrong = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:guess"));
+        // Each Secret version is its own cache space: walk over the bound with new versions.
+        for version in 0..(CACHE_LIMIT as u64 + 500) {
+            let auth = BasicAuth { realm: "r".into(), users: Arc::new(vec![("alice".into(), PasswordHash::Sha1(hash))]), version: 1 << 40 | version };
+            assert!(allowed(&auth, header.as_bytes()));
+            assert!(!allowed(&auth, wrong.as_bytes()), "a wrong password is never cached as right");
+            assert!(cache().lock().unwrap().keys.len() <= CACHE_LIMIT);
+        }
+    }
+
+    #[test]
     fn parses_credentials_and_quotes_realms() {
         assert_eq!(credentials(b"Basic Zm9vOmJhcjpiYXo="), Some((b"foo".to_vec(), b"bar:baz".to_vec())));
         assert_eq!(credentials(b"Bearer abc"), None);

@@ -187,6 +187,17 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_declared_over_the_bound_is_refused_before_it_is_gathered() {
+        // Only the handshake header has arrived: the declared length alone decides.
+        let declared = MAX_BYTES; // + 4 header bytes is one over the bound
+        let rec = [0x16, 3, 1, 0, 4, 1, (declared >> 16) as u8, (declared >> 8) as u8, declared as u8];
+        assert!(matches!(parse(&rec), Err(Error::TooLarge)));
+        let within = MAX_BYTES - 4;
+        let rec = [0x16, 3, 1, 0, 4, 1, (within >> 16) as u8, (within >> 8) as u8, within as u8];
+        assert!(matches!(parse(&rec), Ok(None)), "at the bound more bytes are awaited");
+    }
+
+    #[test]
     fn finds_the_server_name() {
         let mut exts = vec![0, 23, 0, 0]; // extended_master_secret, empty
         exts.extend(sni_ext(b"Pass.Example.com"));
