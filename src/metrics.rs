@@ -262,6 +262,12 @@ impl Metrics {
         routes.entry(labels.clone()).or_insert_with(|| Arc::new(RouteStats { labels: labels.clone(), by: RwLock::new(Vec::new()) })).clone()
     }
 
+    /// Forgets the statistics of routes not in `live` (their series leave /metrics), so that
+    /// churn through Ingress and route names does not grow the map without bound.
+    pub fn retain_routes(&self, live: &std::collections::HashSet<&RouteLabels>) {
+        self.routes.lock().expect("routes lock").retain(|l, _| live.contains(l));
+    }
+
     /// The registry to encode at scrape time. `idle` is read from the pool then.
     pub fn registry(self: &Arc<Self>) -> Registry {
         let mut r = Registry::default();

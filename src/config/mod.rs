@@ -243,6 +243,12 @@ impl Config {
         self.ports.get(&port).map(|t| &t.passthrough).unwrap_or(&self.passthrough)
     }
 
+    /// The labels of every route and default, which name their statistics.
+    pub fn route_labels(&self) -> std::collections::HashSet<&RouteLabels> {
+        let hosts = self.vhosts().flat_map(|v| v.routes.iter().map(|r| &r.labels).chain(v.default.iter().map(|d| &d.labels)));
+        hosts.chain(self.default_backend.iter().map(|d| &d.labels)).collect()
+    }
+
     /// Every backend any route or default uses (repeats included).
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.vhosts()

@@ -263,8 +263,10 @@ impl Shared {
                 self.https_port.store(addr.port(), Ordering::Relaxed);
             }
         }
-        self.live.store(Arc::new(Live::new(config)));
+        let live = Arc::new(Live::new(config));
+        self.live.store(live.clone());
         self.ready.store(true, Ordering::Release);
+        self.metrics.retain_routes(&live.config.route_labels());
         self.pool.retain(&keep);
         self.registry.retain(&keep, &names);
         errors
