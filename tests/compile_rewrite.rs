@@ -117,6 +117,17 @@ fn a_path_that_is_not_an_expression_is_an_error_and_skipped() {
 }
 
 #[test]
+fn a_path_whose_program_would_pass_the_size_limit_is_an_error_and_skipped() {
+    // Nested counted repetition: tiny to write, millions of states to compile.
+    let huge = "/(((a{100}){100}){100})";
+    let docs = [backend("web"), ingress("big").annotation(&format!("{A}use-regex"), "true").host_path("x.com", "/ok", "Prefix", "web", 80).host_path("x.com", huge, "ImplementationSpecific", "web", 80).to_yaml()];
+    let c = compile_docs(&docs, None);
+    let d: Vec<_> = c.diagnostics.iter().map(|d| (d.severity, d.object.name.as_str(), d.field.as_str(), d.reason)).collect();
+    assert_eq!(d, [(Severity::Error, "big", "spec.rules[0].http.paths[1].path", Reason::InvalidField)], "{:?}", c.diagnostics);
+    check(&c.config, &[("x.com", "/ok", "big /ok -> web")]);
+}
+
+#[test]
 fn filters_in_order() {
     let docs = [
         backend("web"),

@@ -47,3 +47,58 @@ async fn route_statistics_of_removed_ingresses_leave_metrics() {
     assert!(seen.contains(&last), "the live Ingress keeps its series: {seen:?}");
     assert!(seen.iter().all(|n| n == &last || n == "other"), "only live Ingresses are counted: {seen:?}");
 }
+
+/// An idle kept-alive HTTP/1.1 connection holds a file descriptor: it is closed once it has sent
+/// nothing for `client-header-timeout`, as nginx closes it after its keep-alive timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = echo("app").await;
+    let m = manifest([backend_yaml("default", "app", &[app.addr]), Ingress::new("default", "app").host_path("a.example", "/", "Prefix", "app", 80).to_yaml()]);
+    let h = start_with(&m, |o| o.proxy.header_read_timeout = Duration::from_secs(1)).await;
+    let mut c = tokio::net::TcpStream::connect(h.running.http).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = c.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "first answer: {}", String::from_utf8_lossy(&buf[..n]));
+    let idle = std::time::Instant::now();
+    // Drain whatever is left of the first answer, then wait for the close.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle connection stayed open past 5 s");
+    let after = idle.elapsed();
+    assert!(after >= Duration::from_millis(800), "closed after {after:?}, before the timeout");
+}
+
+/// A client that opens a TLS connection and never finishes the handshake holds a descriptor for
+/// 10 s at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_handshake_that_never_finishes_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = echo("app").await;
+    let h = start(&backend_yaml("default", "app", &[app.addr])).await;
+    let mut c = tokio::net::TcpStream::connect(h.running.https).await.unwrap();
+    // The first bytes of a ClientHello record, and then nothing.
+    c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let end = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "a stalled handshake was still open after 15 s");
+    let after = started.elapsed();
+    assert!(after >= Duration::from_secs(9), "cut off after {after:?}: before the handshake timeout");
+}
