@@ -200,6 +200,8 @@ pub struct Metrics {
     pub diagnostics: Family<ReasonLabels, Gauge>,
     pub upstream_open: Arc<AtomicI64>,
     pub upstream_idle: Gauge,
+    /// Tasks alive in the runtime, read at scrape time (a leak of tasks shows here).
+    pub runtime_tasks: Gauge,
     pub endpoint_ejections: Counter,
     pub retries: Counter,
     pub tls_handshakes: Family<TlsLabels, Counter>,
@@ -236,6 +238,7 @@ impl Default for Metrics {
             diagnostics: Family::default(),
             upstream_open: Arc::new(AtomicI64::new(0)),
             upstream_idle: Gauge::default(),
+            runtime_tasks: Gauge::default(),
             endpoint_ejections: Counter::default(),
             retries: Counter::default(),
             tls_handshakes: Family::default(),
@@ -282,6 +285,7 @@ impl Metrics {
         r.register("vestibule_change_to_live_seconds", "Time from a change being seen to it serving", self.change_to_live.clone());
         r.register("vestibule_diagnostics", "Current diagnostics by reason", self.diagnostics.clone());
         r.register("vestibule_upstream_connections_idle", "Idle pooled connections to endpoints", self.upstream_idle.clone());
+        r.register("vestibule_runtime_tasks_alive", "Tasks alive in the async runtime", self.runtime_tasks.clone());
         r.register("vestibule_endpoint_ejections", "Endpoints ejected by passive health checking", self.endpoint_ejections.clone());
         r.register("vestibule_upstream_retries", "Requests retried on another endpoint", self.retries.clone());
         r.register("vestibule_tls_handshakes", "TLS handshakes by version and result", self.tls_handshakes.clone());
@@ -309,6 +313,9 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn encode(self: &Arc<Self>, idle: usize) -> String {
         self.upstream_idle.set(idle as i64);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks.set(rt.metrics().num_alive_tasks() as i64);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry()).expect("encoding to a String cannot fail");
         out

@@ -37,7 +37,7 @@ const USAGE: &str = "usage:
   loadgen tcp-stream  --addr IP:PORT --duration SECS [--connections 16]
   loadgen tcp-connect --addr IP:PORT --duration SECS [--connections 16] [--size 64]
   loadgen tcp-backend --source IP:PORT --echo IP:PORT
-common: [--timeout-ms 10000]";
+common: [--timeout-ms 10000] [--pause-ms 0: tls and ws workers wait this long after each request, for a light steady load]";
 
 #[derive(Clone)]
 struct Opts {
@@ -52,6 +52,8 @@ struct Opts {
     streams: usize,
     size: usize,
     timeout: Duration,
+    /// tls and ws: a pause after each request (0: as fast as they go).
+    pause: Duration,
     source: Option<SocketAddr>,
     echo: Option<SocketAddr>,
 }
@@ -78,6 +80,7 @@ fn parse_args() -> Result<Opts, String> {
         duration: Duration::from_secs(10),
         size: 64,
         timeout: Duration::from_secs(10),
+        pause: Duration::ZERO,
         source: None,
         echo: None,
     };
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Opts, String> {
             "--source" => o.source = Some(v.parse().map_err(|_| format!("--source: not IP:PORT: {v}"))?),
             "--echo" => o.echo = Some(v.parse().map_err(|_| format!("--echo: not IP:PORT: {v}"))?),
             "--timeout-ms" => o.timeout = Duration::from_millis(num(&v)? as u64),
+            "--pause-ms" => o.pause = Duration::from_millis(num(&v)? as u64),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -415,6 +419,14 @@ async fn tls_worker(o: Opts, t: Arc<Tally>, end: Instant, connector: tokio_rustl
             Ok(Err(e)) => t.err(e),
             Err(_) => t.err("timeout"),
         }
+        pause(&o, end).await;
+    }
+}
+
+/// `--pause-ms` after a request, cut short at the end of the run.
+async fn pause(o: &Opts, end: Instant) {
+    if !o.pause.is_zero() {
+        tokio::time::sleep(o.pause.min(end.saturating_duration_since(Instant::now()))).await;
     }
 }
 
@@ -445,7 +457,10 @@ async fn ws_worker(o: Opts, t: Arc<Tally>, end: Instant) {
             })
             .await;
             match r {
-                Ok(Ok(())) => t.ok(started.elapsed()),
+                Ok(Ok(())) => {
+                    t.ok(started.elapsed());
+                    pause(&o, end).await;
+                }
                 Ok(Err(e)) => {
                     t.err(e);
                     break;
