@@ -291,8 +291,11 @@ async fn try_endpoint(
             Err(e) => {
                 tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, error = %e, "upstream connect failed");
                 // A TLS failure says more about this backend's TLS settings than about the
-                // endpoint, which other Ingresses may reach fine: it does not count for ejection.
-                if !matches!(e, ConnectError::Tls(..)) {
+                // endpoint, which other Ingresses may reach fine, and running out of file
+                // descriptors or memory (ENFILE, EMFILE, ENOMEM, ENOBUFS) is our own state:
+                // neither counts for ejection.
+                let local = matches!(&e, ConnectError::Io(_, io) if matches!(io.raw_os_error(), Some(23 | 24 | 12 | 105)));
+                if !matches!(e, ConnectError::Tls(..)) && !local {
                     failed();
                 }
                 let (status, why) = if matches!(e, ConnectError::Timeout(_)) { (StatusCode::GATEWAY_TIMEOUT, Failure::Timeout) } else { (StatusCode::BAD_GATEWAY, Failure::Error) };
