@@ -81,10 +81,14 @@ fn respond(shared: &Shared, snapshots: &ArcSwap<Snapshot>, dashboard: bool, req:
 /// Serves the health port; `dashboard` adds `/dashboard` (`--enable-dashboard`).
 pub fn spawn(listener: TcpListener, shared: Arc<Shared>, snapshots: Arc<ArcSwap<Snapshot>>, dashboard: bool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut errors = crate::proxy::listener::AcceptErrors::new("healthz");
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    errors.failed(&e).await;
+                    continue;
+                }
             };
             let (shared, snapshots) = (shared.clone(), snapshots.clone());
             tokio::spawn(async move {

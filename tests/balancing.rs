@@ -498,7 +498,10 @@ async fn only_replayable_idempotent_requests_are_retried_after_being_sent() {
     init_tracing();
     let hole = black_hole().await;
     let good = Pod::start("good", Duration::ZERO).await;
-    let h = start(&app("rt", "rt.test", &ready(&[hole.addr, good.addr]), &[])).await;
+    let m = app("rt", "rt.test", &ready(&[hole.addr, good.addr]), &[]);
+    // Each part starts a fresh instance: the endpoint that hangs up gets about two of each
+    // part's four requests, and three failed tries in a row would eject it.
+    let h = start(&m).await;
     let url = |p: &str| h.http(p);
 
     // GET: sent to the endpoint that hangs up, then retried on the good one.
@@ -520,6 +523,8 @@ async fn only_replayable_idempotent_requests_are_retried_after_being_sent() {
     }
 
     // POST: never sent twice. When the first endpoint hangs up, the client gets 502.
+    let h = start(&m).await;
+    let url = |p: &str| h.http(p);
     let mut failed = 0;
     for i in 0..4 {
         let path = format!("/post/{i}");
@@ -538,6 +543,8 @@ async fn only_replayable_idempotent_requests_are_retried_after_being_sent() {
     assert!(failed >= 1, "at least one POST went to the endpoint that hangs up");
 
     // A large (streamed, not buffered) PUT is not replayed either.
+    let h = start(&m).await;
+    let url = |p: &str| h.http(p);
     let big = vec![b'x'; 200 * 1024];
     let mut failed = 0;
     for i in 0..4 {

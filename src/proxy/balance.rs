@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Backend, HashKey, HashPart, Policy};
 
-/// Consecutive connect failures that eject an endpoint.
+/// Consecutive failed tries that eject an endpoint.
 pub const EJECT_AFTER: u32 = 3;
 const EJECT_BASE: Duration = Duration::from_secs(5);
 const EJECT_MAX: Duration = Duration::from_secs(60);
@@ -59,8 +59,10 @@ impl EndpointState {
         self.ejected_until.load(Ordering::Relaxed) > now
     }
 
-    /// A connect failed. Returns true when this failure ejected the endpoint.
-    pub fn connect_failed(&self) -> bool {
+    /// A try failed as `proxy-next-upstream`'s `error` and `timeout` mean it: the connect was
+    /// refused or timed out, the request could not be sent, or no valid answer head came in
+    /// time. Returns true when this failure ejected the endpoint.
+    pub fn failed(&self) -> bool {
         let fails = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if fails < EJECT_AFTER {
             return false;
@@ -72,7 +74,8 @@ impl EndpointState {
         true
     }
 
-    pub fn connect_succeeded(&self) {
+    /// The endpoint answered (any status): its run of failures ends.
+    pub fn answered(&self) {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
@@ -322,7 +325,7 @@ mod tests {
         let firsts: Vec<usize> = (0..6).map(|_| bound.order(&b.policy, None, 3)[0]).collect();
         assert_eq!(firsts, vec![0, 1, 2, 0, 1, 2]);
         for _ in 0..EJECT_AFTER {
-            bound.states[1].connect_failed();
+            bound.states[1].failed();
         }
         assert!(bound.states[1].ejected(now_ns()));
         for _ in 0..6 {
@@ -331,7 +334,7 @@ mod tests {
         // Every endpoint ejected: try them anyway.
         for s in &bound.states {
             for _ in 0..EJECT_AFTER {
-                s.connect_failed();
+                s.failed();
             }
         }
         assert_eq!(bound.order(&b.policy, None, 3).len(), 3);

@@ -274,23 +274,29 @@ async fn try_endpoint(
     let exchange_timeout = deadline.map(|d| d.min(read_timeout)).unwrap_or(read_timeout);
     // A gRPC deadline bounds sending the request too.
     let send_timeout = deadline.map(|d| d.min(up.proxy.send_timeout)).unwrap_or(up.proxy.send_timeout);
+    // Passive health: a try that fails as `error` or `timeout` counts towards ejection.
+    let failed = || {
+        if state.failed() {
+            shared.metrics.endpoint_ejections.inc();
+            tracing::warn!(backend = %backend.name, endpoint = %addr, "endpoint ejected after {} failed tries in a row", balance::EJECT_AFTER);
+        }
+    };
     let mut pending = Some(req);
     for _fresh in 0..3 {
         let Some(r) = pending.take() else { break };
         let connect_started = Instant::now();
         let connect_timeout = up.proxy.try_timeout.map_or(up.proxy.connect_timeout, |t| t.min(up.proxy.connect_timeout));
         let mut c = match shared.pool.get(addr, backend.protocol, backend.tls.as_ref(), connect_timeout).await {
-            Ok(c) => {
-                state.connect_succeeded();
-                c
-            }
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, error = %e, "upstream connect failed");
                 // A TLS failure says more about this backend's TLS settings than about the
-                // endpoint, which other Ingresses may reach fine: it does not count for ejection.
-                if !matches!(e, ConnectError::Tls(..)) && state.connect_failed() {
-                    shared.metrics.endpoint_ejections.inc();
-                    tracing::warn!(backend = %backend.name, endpoint = %addr, "endpoint ejected after {} connect failures in a row", balance::EJECT_AFTER);
+                // endpoint, which other Ingresses may reach fine, and running out of file
+                // descriptors or memory (ENFILE, EMFILE, ENOMEM, ENOBUFS) is our own state:
+                // neither counts for ejection.
+                let local = matches!(&e, ConnectError::Io(_, io) if matches!(io.raw_os_error(), Some(23 | 24 | 12 | 105)));
+                if !matches!(e, ConnectError::Tls(..)) && !local {
+                    failed();
                 }
                 let (status, why) = if matches!(e, ConnectError::Timeout(_)) { (StatusCode::GATEWAY_TIMEOUT, Failure::Timeout) } else { (StatusCode::BAD_GATEWAY, Failure::Error) };
                 return Attempt::Next(Some(r), status, why);
@@ -310,18 +316,21 @@ async fn try_endpoint(
         match result {
             None => {
                 tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, "upstream timed out");
+                failed();
                 if !replayable || deadline.is_some() {
                     return Attempt::Answered(ctx.fail(StatusCode::GATEWAY_TIMEOUT));
                 }
                 return Attempt::Next(None, StatusCode::GATEWAY_TIMEOUT, Failure::Timeout);
             }
             Some(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                state.answered();
                 // No upgrade was forwarded: a backend that switches protocols anyway would turn
                 // this connection into a tunnel past the routing rules.
                 tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, "upstream answered 101 to a request that asked for no upgrade");
                 return Attempt::Answered(ctx.fail(StatusCode::BAD_GATEWAY));
             }
             Some(Ok(resp)) => {
+                state.answered();
                 state.observe(sent_at.elapsed());
                 let (mut rparts, rbody) = resp.into_parts();
                 if let Some(u) = outcome.upstream.as_mut() {
@@ -340,6 +349,7 @@ async fn try_endpoint(
                 Some(back) => {
                     // Never written: safe to send on a fresh connection.
                     if !c.reused {
+                        failed();
                         return Attempt::Next(Some(back), StatusCode::BAD_GATEWAY, Failure::Error);
                     }
                     pending = Some(back);
@@ -350,6 +360,10 @@ async fn try_endpoint(
                         return Attempt::Answered(ctx.fail(StatusCode::PAYLOAD_TOO_LARGE));
                     }
                     tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, error = %err, "upstream request failed");
+                    // The endpoint's failure, unless it was the client's request body.
+                    if !err.is_user() {
+                        failed();
+                    }
                     if !replayable {
                         return Attempt::Answered(ctx.fail(StatusCode::BAD_GATEWAY));
                     }

@@ -65,8 +65,50 @@ fn builder(shared: &Shared) -> Arc<auto::Builder<TokioExecutor>> {
     Arc::new(b)
 }
 
+/// How long an accept loop stops accepting after running out of file descriptors or memory.
+pub(crate) const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// At most one log line per this long about failing accepts.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What an accept loop does when `accept` fails. Out of file descriptors (EMFILE, ENFILE) or
+/// memory, the connection stays in the backlog and `accept` would fail again at once: the loop
+/// stops accepting for `ACCEPT_PAUSE` (as nginx disables accept for a while), so it never spins,
+/// the connections it has keep being served, and the backlog is taken up once descriptors are
+/// free. A failure that concerns only the connection being accepted (aborted or reset before
+/// it was taken) does not pause. One line is logged per `ACCEPT_LOG_EVERY`, with the count.
+pub(crate) struct AcceptErrors {
+    what: &'static str,
+    logged_at: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    pub(crate) fn new(what: &'static str) -> Self {
+        AcceptErrors { what, logged_at: None, unlogged: 0 }
+    }
+
+    pub(crate) async fn failed(&mut self, e: &std::io::Error) {
+        use std::io::ErrorKind::*;
+        let connection_only = matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) || e.raw_os_error() == Some(71 /* EPROTO */);
+        self.unlogged += 1;
+        if self.logged_at.is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY) {
+            let (what, failures) = (self.what, self.unlogged);
+            if connection_only {
+                tracing::debug!(listener = what, error = %e, failures, "accept failed");
+            } else {
+                tracing::warn!(listener = what, error = %e, failures, pause = ?ACCEPT_PAUSE, "accept failed; pausing accepts (out of file descriptors? see ulimit -n)");
+            }
+            self.logged_at = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
+        if !connection_only {
+            tokio::time::sleep(ACCEPT_PAUSE).await;
+        }
+    }
+}
+
 /// Waits for a connection, or for shutdown (`None`).
-async fn accept(listener: &TcpListener, stop: &mut tokio::sync::watch::Receiver<bool>, closed: &mut tokio::sync::watch::Receiver<bool>) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept(listener: &TcpListener, stop: &mut tokio::sync::watch::Receiver<bool>, closed: &mut tokio::sync::watch::Receiver<bool>, errors: &mut AcceptErrors) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     loop {
         if *stop.borrow() || *closed.borrow() {
             return None;
@@ -77,11 +119,7 @@ async fn accept(listener: &TcpListener, stop: &mut tokio::sync::watch::Receiver<
                     let _ = stream.set_nodelay(true);
                     return Some((stream, peer));
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => errors.failed(&e).await,
             },
             _ = stop.changed() => {}
             _ = closed.changed() => {}
@@ -219,7 +257,8 @@ async fn serve_http(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: 
     let builder = builder(&shared);
     let local = listener.local_addr().expect("bound listener has an address");
     let mut stop = shared.drain.subscribe();
-    while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed).await {
+    let mut errors = AcceptErrors::new("http");
+    while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed, &mut errors).await {
         let (shared, builder, pp) = (shared.clone(), builder.clone(), proxy_protocol.load(Ordering::Relaxed));
         tokio::spawn(async move {
             let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
@@ -239,7 +278,8 @@ async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol:
     let mut picker = super::sni::Picker::new();
     let local = listener.local_addr().expect("bound listener has an address");
     let mut stop = shared.drain.subscribe();
-    while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed).await {
+    let mut errors = AcceptErrors::new("https");
+    while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed, &mut errors).await {
         let tls_config = picker.pick(&shared);
         let (shared, builder, pp) = (shared.clone(), builder.clone(), proxy_protocol.load(Ordering::Relaxed));
         tokio::spawn(async move {

@@ -27,12 +27,23 @@ use crate::store::{ObjRef, SharedObject, Store};
 
 #[derive(Default)]
 struct FileState {
-    /// Size and modification time when last read: an unchanged file is not read again.
-    stamp: Option<(u64, std::time::SystemTime)>,
+    /// Identity, size and times when last read: an unchanged file is not read again.
+    stamp: Option<Stamp>,
     /// Hash of the text last read; `None` when the file could not be read.
     hash: Option<u64>,
     objects: Vec<SharedObject>,
     errors: Vec<ParseError>,
+}
+
+/// What tells one version of a file from the next without reading it: the inode (a volume's
+/// `..data` swap or an editor's rename leaves the size and modification time as they were
+/// when the versions are copied with their times kept), the change time (which nothing can set
+/// back), the size and the modification time.
+type Stamp = (u64, u64, i64, i64, u64, std::time::SystemTime);
+
+fn stamp_of(meta: &std::fs::Metadata) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    meta.modified().ok().map(|t| (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec(), meta.len(), t))
 }
 
 /// What one rescan found.
@@ -193,7 +204,7 @@ impl FileSource {
                     continue;
                 }
             };
-            let stamp = meta.modified().ok().map(|t| (meta.len(), t));
+            let stamp = stamp_of(&meta);
             if stamp.is_some() && self.files.get(&path).is_some_and(|(_, s)| s.stamp == stamp) {
                 continue;
             }
@@ -370,5 +381,25 @@ mod tests {
         assert!(source.load().changed);
         assert!(source.errors().is_empty(), "{:?}", shown(&source));
         assert_eq!(source.store().services.len(), 1);
+    }
+
+    #[test]
+    fn a_replacement_with_the_same_size_and_modification_time_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("app.yaml");
+        let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let put = |text: &str| {
+            let next = tmp.path().join(".next");
+            std::fs::write(&next, text).unwrap();
+            std::fs::File::options().write(true).open(&next).unwrap().set_modified(when).unwrap();
+            std::fs::rename(&next, &file).unwrap();
+        };
+        put(SERVICE);
+        let mut source = FileSource::new(vec![tmp.path().to_path_buf()], DEFAULT_MAX_SIZE);
+        source.load();
+        assert!(source.store().services.contains_key(&("default".into(), "web".into())));
+        put(&SERVICE.replace("name: web", "name: api"));
+        assert!(source.load().objects_changed, "the new version is read");
+        assert!(source.store().services.contains_key(&("default".into(), "api".into())));
     }
 }

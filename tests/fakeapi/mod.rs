@@ -11,6 +11,7 @@
 
 pub mod admission;
 mod discovery;
+pub mod outage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;

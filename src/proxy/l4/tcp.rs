@@ -15,6 +15,7 @@ use crate::config::L4Service;
 /// Accepts until the service is removed or shutdown begins; connections already open go on.
 pub(super) async fn serve(listener: TcpListener, service: Arc<ArcSwap<L4Service>>, shared: Arc<Shared>, mut closed: tokio::sync::watch::Receiver<bool>) {
     let mut stop = shared.drain.subscribe();
+    let mut errors = super::super::listener::AcceptErrors::new("tcp service");
     loop {
         if *closed.borrow() || *stop.borrow() {
             return;
@@ -25,10 +26,7 @@ pub(super) async fn serve(listener: TcpListener, service: Arc<ArcSwap<L4Service>
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(handle(shared.clone(), stream, peer, service.load_full()));
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => errors.failed(&e).await,
             },
             _ = closed.changed() => {}
             _ = stop.changed() => {}
