@@ -604,6 +604,15 @@ endpoints:
   conditions:
     ready: true
 ---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: vestibule-bench
+  namespace: default
+data:
+  # As nginx's keepalive_requests here (see the method): h2load does not reconnect after GOAWAY.
+  keep-alive-requests: "1000000"
+---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -645,7 +654,7 @@ spec:
         return [self.vbin, "--worker-threads", "1", "serve", "--manifests", manifests,
                 "--bind-address", "127.0.0.1", "--http-port", str(self.p_http), "--https-port", str(self.p_https),
                 "--healthz-port", str(self.p_healthz), "--access-log", "off"] + \
-            (["--default-ssl-certificate", "default/bench-tls"] if default_cert else []) + \
+            (["--default-ssl-certificate", "default/bench-tls", "--configmap", "default/vestibule-bench"] if default_cert else []) + \
             ["--shutdown-delay", "0", "--shutdown-grace-period", "1s"]
 
     def prepare_proxies(self):
@@ -1514,7 +1523,8 @@ def render(R, configs):
       "TLS session cache on and tickets off, the same proxy_set_header lines. Two differences: ingress-nginx's "
       "Lua balancer is left out, as Debian's nginx has no Lua (static upstreams are cheaper, so this favours "
       "nginx), and `keepalive_requests` is raised from ingress-nginx's 1000 to 1,000,000, because since nginx "
-      "1.19.7 it also ends HTTP/2 connections (GOAWAY) and h2load does not reconnect (Vestibule and HAProxy set "
+      "1.19.7 it also ends HTTP/2 connections (GOAWAY) and h2load does not reconnect (Vestibule gets the same "
+      "1,000,000 through its ConfigMap's `keep-alive-requests`, whose default is ingress-nginx's 1000; HAProxy sets "
       "no such limit). "
       "Vestibule serves the equivalent Ingress from a manifest file with "
       "`--default-ssl-certificate` set to the same certificate (nginx's default server and HAProxy's `crt` "

@@ -25,6 +25,8 @@ pub const KEYS: &[&str] = &[
     "denylist-source-range",
     "limit-req-status-code",
     "limit-conn-status-code",
+    "keep-alive",
+    "keep-alive-requests",
 ];
 
 /// Applies the keys of `data` over `s`; `warn(key, why)` for a value that cannot be used (the
@@ -61,6 +63,23 @@ pub fn apply(data: &BTreeMap<String, String>, s: &mut HttpSettings, warn: &mut d
         }
     }
     limits(data, s, warn);
+    connections(data, s, warn);
+}
+
+/// `keep-alive` (seconds, or with a unit; 0 for none) and `keep-alive-requests` (at least 1).
+fn connections(data: &BTreeMap<String, String>, s: &mut HttpSettings, warn: &mut dyn FnMut(&str, String)) {
+    if let Some(v) = data.get("keep-alive") {
+        match crate::units::parse_duration(v) {
+            Ok(d) => s.keep_alive = d,
+            Err(e) => warn("keep-alive", e),
+        }
+    }
+    if let Some(v) = data.get("keep-alive-requests") {
+        match v.trim().parse::<u64>() {
+            Ok(n) if n >= 1 => s.keep_alive_requests = n,
+            _ => warn("keep-alive-requests", format!("{v:?}: must be a whole number of at least 1")),
+        }
+    }
 }
 
 /// The address-list and limit-status keys. A list that cannot be parsed fails closed: an

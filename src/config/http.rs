@@ -62,6 +62,12 @@ pub struct HttpSettings {
     pub hide_headers: Vec<http::HeaderName>,
     /// `ssl-protocols`, `ssl-ciphers`, `ssl-session-tickets`: the HTTPS listener's TLS.
     pub tls: TlsOptions,
+    /// `keep-alive`: a client connection (HTTP/1.1 or HTTP/2) with no request in flight is
+    /// closed after this long without a new one; zero closes it after each answer.
+    pub keep_alive: std::time::Duration,
+    /// `keep-alive-requests`: a client connection is closed (HTTP/2: GOAWAY) once it has carried
+    /// this many requests.
+    pub keep_alive_requests: u64,
 }
 
 /// A TLS protocol version Vestibule can serve.
@@ -113,6 +119,8 @@ impl Default for HttpSettings {
             proxy_set_headers: Vec::new(),
             hide_headers: Vec::new(),
             tls: TlsOptions::default(),
+            keep_alive: std::time::Duration::from_secs(75),
+            keep_alive_requests: 1000,
         }
     }
 }

@@ -135,9 +135,26 @@ where
 {
     let _active = shared.drain.track();
     let mut stop = shared.drain.subscribe();
+    let (keep_alive, max_requests) = {
+        let c = shared.config();
+        // `keep-alive: 0`: no keep-alive, so the first answer closes the connection.
+        (c.http.keep_alive, if c.http.keep_alive.is_zero() { 1 } else { c.http.keep_alive_requests })
+    };
+    let use_ = Arc::new(ConnUse::new(max_requests));
+    // Before the first request, a connection that never sends one is cut by the header
+    // timeout (HTTP/1.1) or by this (HTTP/2), even when `keep-alive` is 0.
+    let first = if keep_alive.is_zero() { shared.opts.header_read_timeout } else { keep_alive };
     let svc = {
-        let shared = shared.clone();
-        service_fn(move |req| handle(shared.clone(), info.clone(), req))
+        let (shared, use_) = (shared.clone(), use_.clone());
+        service_fn(move |req| {
+            let turn = use_.begin();
+            let answer = handle(shared.clone(), info.clone(), req);
+            async move {
+                let r = answer.await;
+                drop(turn);
+                r
+            }
+        })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
@@ -151,6 +168,74 @@ where
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
+        }
+        _ = use_.spent(keep_alive, first) => {
+            // HTTP/1.1: the answer in flight ends with the connection; HTTP/2: GOAWAY, and the
+            // open streams finish.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// How a client connection is used, for `keep-alive` and `keep-alive-requests`: requests
+/// begun, requests in flight, and when the last one was answered. Kept cheap per request: two
+/// atomic counts and a clock read; the one timer per connection is moved only when it fires.
+struct ConnUse {
+    start: std::time::Instant,
+    max_requests: u64,
+    begun: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicU64,
+    /// Milliseconds from `start` to the end of the last answer.
+    last_end: std::sync::atomic::AtomicU64,
+    enough: tokio::sync::Notify,
+}
+
+struct Turn(Arc<ConnUse>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.0.last_end.store(self.0.start.elapsed().as_millis() as u64, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConnUse {
+    fn new(max_requests: u64) -> Self {
+        let z = || std::sync::atomic::AtomicU64::new(0);
+        ConnUse { start: std::time::Instant::now(), max_requests, begun: z(), in_flight: z(), last_end: z(), enough: tokio::sync::Notify::new() }
+    }
+
+    fn begin(self: &Arc<Self>) -> Turn {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.begun.fetch_add(1, Ordering::AcqRel) + 1 >= self.max_requests {
+            self.enough.notify_one();
+        }
+        Turn(self.clone())
+    }
+
+    /// Resolves when the connection has carried `max_requests`, or has had no request in
+    /// flight for `idle` (before its first request: `first`).
+    async fn spent(&self, idle: Duration, first: Duration) {
+        let sleep = tokio::time::sleep(first);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = self.enough.notified() => return,
+                _ = &mut sleep => {}
+            }
+            let now = tokio::time::Instant::now();
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                sleep.as_mut().reset(now + idle.max(Duration::from_secs(1)));
+                continue;
+            }
+            let (begun, last_end) = (self.begun.load(Ordering::Acquire), self.last_end.load(Ordering::Acquire));
+            let wait = if begun == 0 { first } else { idle };
+            let quiet = self.start.elapsed().saturating_sub(Duration::from_millis(last_end));
+            if quiet >= wait {
+                return;
+            }
+            sleep.as_mut().reset(now + (wait - quiet));
         }
     }
 }
