@@ -235,3 +235,22 @@ def alive(c):
         if f[0] == PING and f[1] & ACK and f[3] == b"alive?!!":
             return True, "PING answered"
     return False, "PING not answered"
+
+
+# ---- the registry of checks, and request helpers shared by h2checks_*.py ----------------
+CHECKS = []
+
+
+def check(section, ref, title):
+    def wrap(fn):
+        CHECKS.append((section, ref, title, fn))
+        return fn
+    return wrap
+
+
+def hdrs(c, stream, headers, flags=END_STREAM | END_HEADERS):
+    return frame(HEADERS, flags, stream, block(headers))
+
+
+GET = lambda c, s=1, **kw: hdrs(c, s, c.req(**kw))
+POST_OPEN = lambda c, s=1, extra=(): hdrs(c, s, c.req("POST", "/", extra), END_HEADERS)
