@@ -74,7 +74,7 @@ class Conn:
     """One client connection: TLS with ALPN h2, or cleartext with prior knowledge."""
 
     def __init__(self, port, tls):
-        self.tls, self.scheme = tls, "https" if tls else "http"
+        self.port, self.tls, self.scheme = port, tls, "https" if tls else "http"
         sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         if tls:
             ctx = ssl.create_default_context()

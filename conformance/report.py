@@ -20,6 +20,11 @@ TLS_EXPLAINED = {
     "DNS_CAArecord": "no DNS for a loopback address",
     "security_headers": "X-Frame-Options, Content-Security-Policy and the like are the application's to send; "
                         "Vestibule adds none by default, like ingress-nginx (it does send HSTS, see HSTS_time)",
+    "sessionresumption_ticket": "testssl.sh's own resumption probe could not connect in this run on a loaded machine; "
+                                "by hand, `openssl s_client -sess_out` then `-sess_in` against the same build resumes "
+                                "(\"Reused, TLSv1.3\" by ticket, \"Reused, TLSv1.2\" by session ID)",
+    "sessionresumption_ID": "as for sessionresumption_ticket: testssl.sh's probe could not connect; resumption by "
+                            "session ID works by hand with `openssl s_client -tls1_2 -sess_out/-sess_in`",
     "engine_problem": "the scanner's own OpenSSL build has no GOST engine; nothing about the server",
 }
 TLS_ROWS = ["SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3", "ALPN_HTTP2", "cipherlist_NULL", "cipherlist_aNULL",
@@ -72,8 +77,9 @@ WS_EXPLAINED = {
          "to continue, or a new message inside a fragmented one are echoed instead of failing the connection",
     "6": f"invalid UTF-8 in text messages: {ECHO}; it does not validate text payloads (RFC 6455 §8.1 asks the "
          "endpoint to fail the connection with 1007)",
-    "7": f"close frames with invalid codes or invalid UTF-8 reasons: {ECHO}; it returns the client's close payload "
-         "as it came instead of answering 1002. INFORMATIONAL cases are those the RFC leaves undefined",
+    "7": f"close frames with a 1-octet payload, an over-long reason, an invalid code or a reason that is not UTF-8: "
+         f"{ECHO}; it returns the client's close payload as it came instead of failing with 1002 or 1007. "
+         "INFORMATIONAL cases are those the RFC leaves undefined",
 }
 
 

@@ -28,6 +28,10 @@ fi
 export CONFORMANCE_PY="$VENV/bin/python"
 
 if [ -z "${VESTIBULE_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build -q --bin vestibule)
   export VESTIBULE_BIN="$ROOT/target/debug/vestibule"
+  # A debug binary newer than every source (as `cargo test` leaves it) is used as it is:
+  # `cargo build` would recompile the dependencies, whose features differ without dev-deps.
+  if [ ! -x "$VESTIBULE_BIN" ] || [ -n "$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$VESTIBULE_BIN" -print -quit)" ]; then
+    (cd "$ROOT" && cargo build -q --bin vestibule)
+  fi
 fi
