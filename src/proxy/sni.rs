@@ -47,6 +47,9 @@ pub fn server_config_for(shared: Arc<Shared>, opts: &TlsOptions) -> Arc<rustls::
         rustls::ServerConfig::builder_with_provider(crate::tls::provider()).with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]).expect("aws-lc-rs supports TLS 1.2 and 1.3")
     });
     let mut cfg = builder.with_no_client_auth().with_cert_resolver(Arc::new(SniResolver { shared }));
+    // The server's order of cipher suites wins, as with ingress-nginx's default
+    // `ssl-prefer-server-ciphers: "true"`.
+    cfg.ignore_client_order = true;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     if opts.session_tickets {
         match rustls::crypto::aws_lc_rs::Ticketer::new() {

@@ -112,8 +112,7 @@ impl<IO> Sniffer<IO> {
                     }
                     if self.buf.is_empty() {
                         // The usual case: the whole head arrived in this read; judged in place.
-                        if let Some(p) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let end = p + 4;
+                        if let Some(end) = head_end(data) {
                             self.state = self.judge(&data[..end]);
                             data = &data[end..];
                             continue;
@@ -121,9 +120,9 @@ impl<IO> Sniffer<IO> {
                     }
                     let start = self.buf.len().saturating_sub(3);
                     self.buf.extend_from_slice(data);
-                    match self.buf[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+                    match head_end(&self.buf[start..]) {
                         Some(p) => {
-                            let end = start + p + 4;
+                            let end = start + p;
                             // Continue with what followed the head in this read.
                             let consumed_from_data = data.len() - (self.buf.len() - end);
                             let mut head = std::mem::take(&mut self.buf);
@@ -198,7 +197,8 @@ impl<IO> Sniffer<IO> {
     /// Records the verdict for a complete head and says how its body is framed.
     fn judge(&mut self, head: &[u8]) -> State {
         let text = String::from_utf8_lossy(head);
-        let mut lines = text.split("\r\n");
+        // Lines end with CRLF or, as the parser also accepts, a bare LF.
+        let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
         let request_line = lines.next().unwrap_or("");
         if request_line.starts_with("PRI * HTTP/2") {
             return State::Off;
@@ -242,6 +242,21 @@ impl<IO> Sniffer<IO> {
             None => State::Off,
         }
     }
+}
+
+/// Where a head ends: after the empty line that closes it, whether its lines end with CRLF or
+/// with a bare LF (the parser accepts both, so the sniffer must see both).
+fn head_end(data: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = data[from..].iter().position(|b| *b == b'\n') {
+        let lf = from + i;
+        match data.get(lf + 1..) {
+            Some([b'\n', ..]) => return Some(lf + 2),
+            Some([b'\r', b'\n', ..]) => return Some(lf + 3),
+            _ => from = lf + 1,
+        }
+    }
+    None
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Sniffer<IO> {
@@ -317,6 +332,25 @@ POST /d HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n
         let v = sniff(&stream, 4);
         assert_eq!(v.iter().map(|v| v.request_line.as_str()).collect::<Vec<_>>(), vec!["POST /up", "GET /next"]);
         assert!(v.iter().all(|v| v.problem.is_none()));
+    }
+
+    #[test]
+    fn heads_with_bare_lf_line_ends_are_judged() {
+        let stream = b"POST /a HTTP/1.1\nHost: x\nContent-Length: 4\nContent-Length: 4\n\nabcd\
+POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\n\r\n0\r\n\r\n\
+GET /c HTTP/1.1\nHost: x\n\n";
+        for split in [1, 2, 5, 1000] {
+            let v = sniff(stream, split);
+            let lines: Vec<_> = v.iter().map(|v| (v.request_line.as_str(), v.problem)).collect();
+            assert_eq!(
+                lines,
+                vec![("POST /a", Some("several Content-Length headers")), ("POST /b", Some("both Content-Length and Transfer-Encoding")), ("GET /c", None)],
+                "split {split}"
+            );
+        }
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nrest"), Some(21));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
     }
 
     #[test]
