@@ -166,3 +166,35 @@ fn invalid_values_are_reported_naming_the_key_and_the_default_stays() {
     assert_eq!(c.config.http.keep_alive, Duration::from_secs(75));
     assert_eq!(c.config.http.keep_alive_requests, 1000);
 }
+
+/// `max-worker-connections` bounds the open client connections (per worker thread; this test's
+/// runtime has two): at the bound a new connection waits unanswered, the open ones are served,
+/// and it is taken as soon as one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_worker_connections_holds_new_connections_until_one_closes() {
+    let web = echo("web").await;
+    let h = start_cm(&web, &[("max-worker-connections", "2")]).await;
+    let bound = 2 * 2;
+    let mut open = Vec::new();
+    for _ in 0..bound {
+        let mut c = TcpStream::connect(h.running.http).await.unwrap();
+        let mut buf = Vec::new();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+        assert!(response(&mut c, &mut buf).await.unwrap().starts_with("HTTP/1.1 200"));
+        open.push(c);
+    }
+    // Over the bound: the kernel completes the handshake, Vestibule does not take it yet.
+    let mut waiting = TcpStream::connect(h.running.http).await.unwrap();
+    waiting.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+    let mut chunk = [0u8; 256];
+    assert!(tokio::time::timeout(Duration::from_millis(800), waiting.read(&mut chunk)).await.is_err(), "a connection over the bound was served");
+    // The open ones still are.
+    let mut buf = Vec::new();
+    open[0].write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+    assert!(response(&mut open[0], &mut buf).await.unwrap().starts_with("HTTP/1.1 200"));
+    // One closes: the waiting one is answered.
+    drop(open.pop());
+    let mut buf = Vec::new();
+    let head = tokio::time::timeout(Duration::from_secs(3), response(&mut waiting, &mut buf)).await.expect("taken once a connection closed");
+    assert!(head.unwrap().starts_with("HTTP/1.1 200"));
+}

@@ -27,6 +27,7 @@ pub const KEYS: &[&str] = &[
     "limit-conn-status-code",
     "keep-alive",
     "keep-alive-requests",
+    "max-worker-connections",
 ];
 
 /// Applies the keys of `data` over `s`; `warn(key, why)` for a value that cannot be used (the
@@ -66,7 +67,8 @@ pub fn apply(data: &BTreeMap<String, String>, s: &mut HttpSettings, warn: &mut d
     connections(data, s, warn);
 }
 
-/// `keep-alive` (seconds, or with a unit; 0 for none) and `keep-alive-requests` (at least 1).
+/// `keep-alive` (seconds, or with a unit; 0 for none), `keep-alive-requests` (at least 1) and
+/// `max-worker-connections`.
 fn connections(data: &BTreeMap<String, String>, s: &mut HttpSettings, warn: &mut dyn FnMut(&str, String)) {
     if let Some(v) = data.get("keep-alive") {
         match crate::units::parse_duration(v) {
@@ -78,6 +80,12 @@ fn connections(data: &BTreeMap<String, String>, s: &mut HttpSettings, warn: &mut
         match v.trim().parse::<u64>() {
             Ok(n) if n >= 1 => s.keep_alive_requests = n,
             _ => warn("keep-alive-requests", format!("{v:?}: must be a whole number of at least 1")),
+        }
+    }
+    if let Some(v) = data.get("max-worker-connections") {
+        match v.trim().parse::<usize>() {
+            Ok(n) => s.max_worker_connections = n,
+            Err(_) => warn("max-worker-connections", format!("{v:?}: must be a whole number (0 for no limit)")),
         }
     }
 }

@@ -68,6 +68,9 @@ pub struct HttpSettings {
     /// `keep-alive-requests`: a client connection is closed (HTTP/2: GOAWAY) once it has carried
     /// this many requests.
     pub keep_alive_requests: u64,
+    /// `max-worker-connections`: client connections open at once, per worker thread (0: no
+    /// bound but the descriptor limit).
+    pub max_worker_connections: usize,
 }
 
 /// A TLS protocol version Vestibule can serve.
@@ -121,6 +124,7 @@ impl Default for HttpSettings {
             tls: TlsOptions::default(),
             keep_alive: std::time::Duration::from_secs(75),
             keep_alive_requests: 1000,
+            max_worker_connections: 16384,
         }
     }
 }

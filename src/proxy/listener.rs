@@ -108,10 +108,15 @@ impl AcceptErrors {
 }
 
 /// Waits for a connection, or for shutdown (`None`).
-async fn accept(listener: &TcpListener, stop: &mut tokio::sync::watch::Receiver<bool>, closed: &mut tokio::sync::watch::Receiver<bool>, errors: &mut AcceptErrors) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept(listener: &TcpListener, limit: &super::conn_limit::ConnLimit, stop: &mut tokio::sync::watch::Receiver<bool>, closed: &mut tokio::sync::watch::Receiver<bool>, errors: &mut AcceptErrors) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     loop {
         if *stop.borrow() || *closed.borrow() {
             return None;
+        }
+        tokio::select! {
+            _ = limit.room() => {}
+            _ = stop.changed() => continue,
+            _ = closed.changed() => continue,
         }
         tokio::select! {
             r = listener.accept() => match r {
@@ -343,9 +348,11 @@ async fn serve_http(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: 
     let local = listener.local_addr().expect("bound listener has an address");
     let mut stop = shared.drain.subscribe();
     let mut errors = AcceptErrors::new("http");
-    while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed, &mut errors).await {
+    while let Some((mut stream, peer)) = accept(&listener, &shared.conn_limit, &mut stop, &mut closed, &mut errors).await {
         let (shared, builder, pp) = (shared.clone(), builder.clone(), proxy_protocol.load(Ordering::Relaxed));
+        let slot = shared.conn_limit.take();
         tokio::spawn(async move {
+            let _slot = slot;
             let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
             let _open = ConnGauge::new(&shared, "http");
             let verdicts = Arc::new(Verdicts::default());
@@ -364,10 +371,12 @@ async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol:
     let local = listener.local_addr().expect("bound listener has an address");
     let mut stop = shared.drain.subscribe();
     let mut errors = AcceptErrors::new("https");
-    while let Some((mut stream, peer)) = accept(&listener, &mut stop, &mut closed, &mut errors).await {
+    while let Some((mut stream, peer)) = accept(&listener, &shared.conn_limit, &mut stop, &mut closed, &mut errors).await {
         let tls_config = picker.pick(&shared);
         let (shared, builder, pp) = (shared.clone(), builder.clone(), proxy_protocol.load(Ordering::Relaxed));
+        let slot = shared.conn_limit.take();
         tokio::spawn(async move {
+            let _slot = slot;
             let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
             // SSL passthrough: the ClientHello is read first, and replayed into our TLS when
             // its SNI is not a passthrough host.

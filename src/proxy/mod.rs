@@ -8,6 +8,7 @@ pub mod balance;
 pub mod h3;
 pub mod body;
 pub mod client_auth;
+pub mod conn_limit;
 pub mod context;
 pub mod error_pages;
 pub mod filters;
@@ -113,6 +114,8 @@ pub struct Shared {
     pub limits: limits::Limits,
     /// The `Alt-Svc` value HTTPS answers carry once HTTP/3 listens (`h3=":PORT"; ma=86400`).
     pub alt_svc: std::sync::OnceLock<http::HeaderValue>,
+    /// `max-worker-connections`, over the HTTP listeners.
+    pub conn_limit: Arc<conn_limit::ConnLimit>,
 }
 
 /// Graceful shutdown: one signal for every connection and tunnel, and a count of those still
@@ -229,6 +232,7 @@ impl Shared {
             per_ip: admit::PerIp::default(),
             limits: limits::Limits::default(),
             alt_svc: std::sync::OnceLock::new(),
+            conn_limit: Arc::default(),
             l4: l4::L4Listeners::default(),
         })
     }
@@ -264,6 +268,7 @@ impl Shared {
             }
         }
         let live = Arc::new(Live::new(config));
+        self.conn_limit.set(live.config.http.max_worker_connections);
         self.live.store(live.clone());
         self.ready.store(true, Ordering::Release);
         self.metrics.retain_routes(&live.config.route_labels());
