@@ -151,7 +151,12 @@ impl Engine {
             incremental,
             "configuration applied"
         );
-        self.snapshot.store(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), status: status.clone(), manifest_errors }));
+        let old = self.snapshot.swap(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), status: status.clone(), manifest_errors }));
+        // Freeing the previous store takes as long as the store is large: not on the way to
+        // the next change.
+        if std::thread::Builder::new().name("drop-snapshot".into()).spawn(move || drop(old)).is_err() {
+            tracing::debug!("the previous snapshot was freed in place");
+        }
         Outcome { diagnostics: diags, status, listen_errors }
     }
 }
@@ -189,9 +194,13 @@ impl Engine {
                         applied.send_replace(Some(Arc::new(app)));
                     }
                     Read::Changed { store, manifest_errors, seen_at, changed } => {
-                        let out = engine.apply_changes(store.clone(), manifest_errors, seen_at, changed.as_deref());
-                        let app = Applied { store, diagnostics: out.diagnostics, status: out.status, settings: engine.settings.clone() };
-                        applied.send_replace(Some(Arc::new(app)));
+                        // A copy of the store for `applied` only when someone reads it.
+                        let copy = (applied.receiver_count() > 0).then(|| store.clone());
+                        let out = engine.apply_changes(store, manifest_errors, seen_at, changed.as_deref());
+                        if let Some(store) = copy {
+                            let app = Applied { store, diagnostics: out.diagnostics, status: out.status, settings: engine.settings.clone() };
+                            applied.send_replace(Some(Arc::new(app)));
+                        }
                     }
                     Read::ErrorsOnly(errors) => engine.errors_changed(errors),
                     Read::Nothing => {}

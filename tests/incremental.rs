@@ -3,6 +3,7 @@
 //! routes, filters, backends and endpoints, certificates, diagnostics, per-object status);
 //! only the dense ids may differ.
 
+#[allow(unused_imports)]
 mod common;
 
 use serde_json::{Value, json};
