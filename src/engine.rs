@@ -7,12 +7,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::compile::incremental::{self, Index};
 use crate::compile::{self, Diagnostic, Settings, Severity, Status};
 use crate::config::Config;
 use crate::metrics::{CertLabels, HostLabels, Metrics, ReasonLabels, ResultLabels};
 use crate::proxy::Shared;
 use crate::proxy::listener::ListenError;
-use crate::store::Store;
+use crate::store::{ObjRef, Store};
 
 /// The inputs and findings of the live configuration, for `/debug/explain`, status and Events.
 #[derive(Debug, Default)]
@@ -29,6 +30,9 @@ pub struct Snapshot {
 pub enum Read {
     /// Objects changed: compile this store. `manifest_errors` are the rejected inputs standing.
     Apply { store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant> },
+    /// Objects changed and the source knows which: `changed` names each object added,
+    /// replaced or removed since the last read (`None`: not known, compile everything).
+    Changed { store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant>, changed: Option<Vec<ObjRef>> },
     /// Only the rejected inputs changed: nothing to compile.
     ErrorsOnly(Vec<String>),
     Nothing,
@@ -61,24 +65,55 @@ pub struct Engine {
     pub shared: Arc<Shared>,
     pub settings: Settings,
     seen: HashSet<Diagnostic>,
+    /// What the last compile left for the next one to compile only what a change touches.
+    last: Option<Last>,
+}
+
+struct Last {
+    index: Index,
+    /// Compile's own diagnostics (without the listeners').
+    diagnostics: Vec<Diagnostic>,
+    status: Arc<Status>,
 }
 
 impl Engine {
     pub fn new(shared: Arc<Shared>, settings: Settings) -> Self {
-        Engine { shared, settings, seen: HashSet::new(), snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())) }
+        Engine { shared, settings, seen: HashSet::new(), last: None, snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())) }
     }
 
     /// Compiles `store` and makes the result live. `manifest_errors` are the rejected inputs
     /// standing now; `seen_at` is when the change was first noticed. Returns the diagnostics.
     pub fn apply(&mut self, store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant>) -> Outcome {
+        self.apply_changes(store, manifest_errors, seen_at, None)
+    }
+
+    /// `apply`, knowing which objects changed since the last apply: then only the hosts they
+    /// reach are compiled again when that is enough (`compile::incremental`).
+    pub fn apply_changes(&mut self, store: Store, manifest_errors: Vec<String>, seen_at: Option<Instant>, changed: Option<&[ObjRef]>) -> Outcome {
         let metrics = self.shared.metrics.clone();
         let started = Instant::now();
-        let compile::Compiled { config, diagnostics: mut diags, status } = compile::compile(&store, &self.settings);
+        let prev = self.shared.config();
+        let partial = match (changed, self.last.as_mut()) {
+            (Some(changed), Some(last)) => {
+                let before = incremental::Previous { config: &prev, diagnostics: &last.diagnostics, status: &last.status };
+                incremental::recompile(&mut last.index, before, &store, changed, &self.settings)
+            }
+            _ => None,
+        };
+        let incremental = partial.is_some();
+        let compile::Compiled { config, diagnostics: mut diags, status } = partial.unwrap_or_else(|| compile::compile(&store, &self.settings));
         let status = Arc::new(status);
+        let index = match self.last.take() {
+            Some(last) if incremental => last.index,
+            _ => Index::new(&store, config.route_count),
+        };
+        self.last = Some(Last { index, diagnostics: diags.clone(), status: status.clone() });
         let compile_time = started.elapsed();
         metrics.compile_duration.observe(compile_time.as_secs_f64());
         let routes: usize = config.vhosts().map(|v| v.routes.len()).sum();
-        update_certificate_metrics(&metrics, &config);
+        if !incremental || !same_certificates(&prev, &config) {
+            update_certificate_metrics(&metrics, &config);
+        }
         let listen_errors = self.shared.swap(config);
         for e in &listen_errors {
             tracing::error!("{e}; the other listeners keep serving");
@@ -113,9 +148,15 @@ impl Engine {
             routes,
             diagnostics = diags.len(),
             compile_ms = compile_time.as_secs_f64() * 1000.0,
+            incremental,
             "configuration applied"
         );
-        self.snapshot.store(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), status: status.clone(), manifest_errors }));
+        let old = self.snapshot.swap(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), status: status.clone(), manifest_errors }));
+        // Freeing the previous store takes as long as the store is large: not on the way to
+        // the next change.
+        if std::thread::Builder::new().name("drop-snapshot".into()).spawn(move || drop(old)).is_err() {
+            tracing::debug!("the previous snapshot was freed in place");
+        }
         Outcome { diagnostics: diags, status, listen_errors }
     }
 }
@@ -152,6 +193,15 @@ impl Engine {
                         let app = Applied { store, diagnostics: out.diagnostics, status: out.status, settings: engine.settings.clone() };
                         applied.send_replace(Some(Arc::new(app)));
                     }
+                    Read::Changed { store, manifest_errors, seen_at, changed } => {
+                        // A copy of the store for `applied` only when someone reads it.
+                        let copy = (applied.receiver_count() > 0).then(|| store.clone());
+                        let out = engine.apply_changes(store, manifest_errors, seen_at, changed.as_deref());
+                        if let Some(store) = copy {
+                            let app = Applied { store, diagnostics: out.diagnostics, status: out.status, settings: engine.settings.clone() };
+                            applied.send_replace(Some(Arc::new(app)));
+                        }
+                    }
                     Read::ErrorsOnly(errors) => engine.errors_changed(errors),
                     Read::Nothing => {}
                 }
@@ -184,6 +234,14 @@ fn port_diagnostic(e: &ListenError) -> Option<Diagnostic> {
     let obj = crate::store::ObjRef::new("ConfigMap", ns, name);
     let msg = format!("cannot listen on {}: {}; this service is not served, the others are", e.addr, e.error);
     Some(Diagnostic::new(Severity::Error, &obj, format!("data.{key}"), compile::Reason::PortUnavailable, msg))
+}
+
+/// Whether both configurations serve the same certificates under the same names.
+fn same_certificates(a: &Config, b: &Config) -> bool {
+    let same = |x: &std::collections::HashMap<String, crate::config::TlsCert>, y: &std::collections::HashMap<String, crate::config::TlsCert>| {
+        x.len() == y.len() && x.iter().all(|(h, c)| y.get(h).is_some_and(|d| Arc::ptr_eq(&c.key, &d.key) && c.secret == d.secret))
+    };
+    same(&a.tls.exact, &b.tls.exact) && same(&a.tls.wildcard, &b.tls.wildcard)
 }
 
 /// `nginx_ingress_controller_ssl_certificate_info` and `..._ssl_expire_time_seconds` for every

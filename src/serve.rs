@@ -320,7 +320,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
 
     // One rescan pending at most: a change seen while one waits is read by it.
     let (rescan, changes) = tokio::sync::mpsc::channel::<Instant>(1);
-    let watcher = files::watch(source.paths(), rescan.clone()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
+    let watcher = files::watch(source.paths(), source.dirty(), rescan.clone()).map_err(|e| anyhow::anyhow!("watching {:?}: {e}", opts.manifests))?;
     let mut tasks = front.spawn();
     let http3 = front.spawn_http3(&opts, https).map(|(addr, task)| {
         tasks.push(task);
@@ -331,10 +331,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     let snapshot = engine.snapshot.clone();
     let (applied, _) = tokio::sync::watch::channel(None);
     let read = move |seen_at: Option<Instant>| -> Read {
-        let report = source.load();
+        let report = source.load_changed();
         log_report(&report, &metrics);
         if report.objects_changed {
-            Read::Apply { store: source.store(), manifest_errors: standing_errors(&source), seen_at }
+            Read::Changed { store: source.store(), manifest_errors: standing_errors(&source), seen_at, changed: report.changed_objects }
         } else if report.changed {
             // Only errors changed: nothing new to apply, but what is standing is news.
             Read::ErrorsOnly(standing_errors(&source))

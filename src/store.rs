@@ -153,6 +153,26 @@ impl SharedObject {
         p(self) == p(other)
     }
 
+    /// Whether both hold equal objects (the same allocation or not); objects of the Gateway
+    /// API kinds only when they are the same allocation.
+    pub fn same_content(&self, other: &SharedObject) -> bool {
+        use SharedObject as S;
+        if self.same(other) {
+            return true;
+        }
+        match (self, other) {
+            (S::Ingress(a), S::Ingress(b)) => a == b,
+            (S::IngressClass(a), S::IngressClass(b)) => a == b,
+            (S::Service(a), S::Service(b)) => a == b,
+            (S::EndpointSlice(a), S::EndpointSlice(b)) => a == b,
+            (S::Secret(a), S::Secret(b)) => a == b,
+            (S::ConfigMap(a), S::ConfigMap(b)) => a == b,
+            (S::Namespace(a), S::Namespace(b)) => a == b,
+            // The Gateway API kinds have no equality: taken as changed.
+            _ => false,
+        }
+    }
+
     pub fn obj_ref(&self) -> ObjRef {
         let (kind, meta, namespaced) = match self {
             SharedObject::Ingress(o) => ("Ingress", &o.metadata, true),
@@ -315,6 +335,27 @@ impl Store {
             SharedObject::ReferenceGrant(o) => {
                 self.reference_grants.insert(key(&o.metadata), o.clone());
             }
+        }
+    }
+
+    /// Removes the object `r` names, if present.
+    pub fn remove(&mut self, r: &ObjRef) {
+        let key = (r.namespace.clone(), r.name.clone());
+        match r.kind {
+            "Ingress" => drop(self.ingresses.remove(&key)),
+            "IngressClass" => drop(self.ingress_classes.remove(&r.name)),
+            "Service" => drop(self.services.remove(&key)),
+            "EndpointSlice" => drop(self.endpoint_slices.remove(&key)),
+            "Secret" => drop(self.secrets.remove(&key)),
+            "ConfigMap" => drop(self.config_maps.remove(&key)),
+            "Namespace" => drop(self.namespaces.remove(&r.name)),
+            "GatewayClass" => drop(self.gateway_classes.remove(&r.name)),
+            "Gateway" => drop(self.gateways.remove(&key)),
+            "HTTPRoute" => drop(self.http_routes.remove(&key)),
+            "GRPCRoute" => drop(self.grpc_routes.remove(&key)),
+            "TLSRoute" => drop(self.tls_routes.remove(&key)),
+            "ReferenceGrant" => drop(self.reference_grants.remove(&key)),
+            _ => {}
         }
     }
 

@@ -12,13 +12,18 @@ use super::annotations::ProxySsl;
 use super::diag::{Diagnostic, Reason, Severity};
 use super::validate;
 use crate::config::{Backend, BackendProtocol, Policy, UpstreamTls};
-use crate::store::{ObjRef, Store};
+use crate::store::{Key, ObjRef, Store};
 
 pub use crate::store::SERVICE_NAME_LABEL;
+
+/// The names of the EndpointSlices of each Service (namespace, Service name), kept by a caller
+/// that follows changes, so that a compile of a few hosts need not index every slice.
+pub type SlicesByService = HashMap<Key, std::collections::BTreeSet<String>>;
 
 /// EndpointSlices by the namespace and name of the Service they belong to.
 pub struct SliceIndex<'a> {
     by_service: HashMap<&'a str, HashMap<&'a str, Vec<&'a EndpointSlice>>>,
+    kept: Option<(&'a Store, &'a SlicesByService)>,
 }
 
 impl<'a> SliceIndex<'a> {
@@ -29,11 +34,21 @@ impl<'a> SliceIndex<'a> {
                 by_service.entry(ns.as_str()).or_default().entry(svc.as_str()).or_default().push(slice);
             }
         }
-        SliceIndex { by_service }
+        SliceIndex { by_service, kept: None }
     }
 
-    pub fn slices(&self, ns: &str, svc: &str) -> &[&'a EndpointSlice] {
-        self.by_service.get(ns).and_then(|m| m.get(svc)).map(|v| v.as_slice()).unwrap_or(&[])
+    /// Looks slices up through `kept` (which must match `store`) instead of indexing them all.
+    pub fn kept(store: &'a Store, kept: &'a SlicesByService) -> Self {
+        SliceIndex { by_service: HashMap::new(), kept: Some((store, kept)) }
+    }
+
+    /// The slices of `ns/svc`, in the order of their names.
+    pub fn slices(&self, ns: &str, svc: &str) -> Vec<&'a EndpointSlice> {
+        if let Some((store, kept)) = self.kept {
+            let names = kept.get(&(ns.to_string(), svc.to_string())).into_iter().flatten();
+            return names.filter_map(|n| store.endpoint_slices.get(&(ns.to_string(), n.clone())).map(|s| &**s)).collect();
+        }
+        self.by_service.get(ns).and_then(|m| m.get(svc)).cloned().unwrap_or_default()
     }
 }
 
@@ -123,11 +138,18 @@ pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAdd
 pub fn slice_diagnostics(store: &Store) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for ((ns, name), slice) in &store.endpoint_slices {
-        let oref = ObjRef::new("EndpointSlice", ns, name);
-        for e in validate::endpoint_slice(slice) {
-            let what = if e.field.starts_with("ports") { "this port" } else if e.field.starts_with("endpoints") { "this endpoint address" } else { "this slice" };
-            out.push(Diagnostic::new(Severity::Error, &oref, e.field, Reason::InvalidEndpoint, format!("{}; {what} is not used", e.message)));
-        }
+        out.extend(diagnostics_of_slice(ns, name, slice));
+    }
+    out
+}
+
+/// What `slice_diagnostics` reports about one slice.
+pub fn diagnostics_of_slice(ns: &str, name: &str, slice: &EndpointSlice) -> Vec<Diagnostic> {
+    let oref = ObjRef::new("EndpointSlice", ns, name);
+    let mut out = Vec::new();
+    for e in validate::endpoint_slice(slice) {
+        let what = if e.field.starts_with("ports") { "this port" } else if e.field.starts_with("endpoints") { "this endpoint address" } else { "this slice" };
+        out.push(Diagnostic::new(Severity::Error, &oref, e.field, Reason::InvalidEndpoint, format!("{}; {what} is not used", e.message)));
     }
     out
 }
@@ -160,6 +182,11 @@ impl<'a> Resolver<'a> {
         Resolver { store, slices: SliceIndex::new(store), cache: HashMap::new(), next_id: 0 }
     }
 
+    /// A resolver whose slices come from `slices`, handing out backend ids from `first_id`.
+    pub fn kept(store: &'a Store, slices: &'a SlicesByService, first_id: usize) -> Self {
+        Resolver { store, slices: SliceIndex::kept(store, slices), cache: HashMap::new(), next_id: first_id }
+    }
+
     /// How many backends were made: their ids are 0..this.
     pub fn backend_count(&self) -> usize {
         self.next_id
@@ -187,7 +214,7 @@ impl<'a> Resolver<'a> {
                             let eps = match cluster_endpoint(svc, sp).filter(|_| reach.service_upstream) {
                                 Some(ep) => vec![ep],
                                 // Headless or without ClusterIP: the endpoints, as ingress-nginx.
-                                None => endpoints(self.slices.slices(ns, service), sp),
+                                None => endpoints(&self.slices.slices(ns, service), sp),
                             };
                             if eps.is_empty() {
                                 (Vec::new(), Some((Reason::NoReadyEndpoints, format!("Service {ns}/{service} port {port_label} has no ready endpoints; requests answer 503"))))
@@ -253,7 +280,7 @@ mod tests {
         store.insert(Object::EndpointSlice(slice("web-bad", 8080, &["0.0.0.0", "::1", "224.0.0.1", "not-an-ip", "10.0.0.2"])));
         let port = ServicePort { name: Some("http".into()), port: 80, ..Default::default() };
         let index = SliceIndex::new(&store);
-        assert_eq!(endpoints(index.slices("default", "web"), &port), vec!["10.0.0.2:8080".parse().unwrap()]);
+        assert_eq!(endpoints(&index.slices("default", "web"), &port), vec!["10.0.0.2:8080".parse().unwrap()]);
 
         let shown: Vec<String> = slice_diagnostics(&store).iter().map(|d| d.to_string()).collect();
         assert_eq!(shown.len(), 5, "{shown:#?}");

@@ -36,10 +36,22 @@ pub(super) struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     pub fn new(store: &'a Store, settings: &'a Settings) -> Self {
+        Builder::new_with(store, settings, Resolver::new(store))
+    }
+
+    /// A builder for a few hosts of a configuration already built: slices are found through
+    /// `slices`, and route and backend ids continue after the ones handed out before.
+    pub fn partial(store: &'a Store, settings: &'a Settings, slices: &'a super::backend::SlicesByService, first_route: usize, first_backend: usize) -> Self {
+        let mut b = Builder::new_with(store, settings, Resolver::kept(store, slices, first_backend));
+        b.next_route = first_route;
+        b
+    }
+
+    fn new_with(store: &'a Store, settings: &'a Settings, resolver: Resolver<'a>) -> Self {
         Builder {
             store,
             certs: &settings.cert_cache,
-            resolver: Resolver::new(store),
+            resolver,
             proxy: Arc::new(settings.proxy.clone()),
             status: Status::default(),
             diags: Vec::new(),

@@ -27,9 +27,14 @@ fn age_key(ing: &Ingress) -> (bool, Option<k8s_openapi::apimachinery::pkg::apis:
 
 /// The Ingresses that are ours and valid, oldest first; the others get a diagnostic.
 pub(super) fn owned<'s>(b: &mut Builder, store: &'s Store, settings: &Settings) -> Vec<&'s Ingress> {
+    owned_of(b, store.ingresses.values().map(|i| &**i), store, settings)
+}
+
+/// `owned`, of the Ingresses `ingresses` only (in store order).
+pub(super) fn owned_of<'s>(b: &mut Builder, ingresses: impl Iterator<Item = &'s Ingress>, store: &Store, settings: &Settings) -> Vec<&'s Ingress> {
     let default_class = class::we_are_default(store, settings);
     let mut owned: Vec<&Ingress> = Vec::new();
-    for ing in store.ingresses.values() {
+    for ing in ingresses {
         let oref = oref_of(ing);
         let key = (oref.namespace.clone(), oref.name.clone());
         if let Err(why) = class::owns(ing, store, settings, default_class) {

@@ -14,6 +14,7 @@ pub mod diag;
 pub mod explain;
 pub mod gateway;
 pub mod http_settings;
+pub mod incremental;
 pub mod headers_settings;
 pub mod tls_settings;
 pub mod migration;

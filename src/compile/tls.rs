@@ -40,27 +40,30 @@ impl CertCache {
 }
 
 /// The certificates of TLS Secrets as one compile reads them: each Secret once per owner set.
-type SecretMemo = HashMap<Key, Option<Arc<CertifiedKey>>>;
+type SecretMemo = HashMap<Key, Result<Arc<CertifiedKey>, (Reason, String)>>;
 
-/// The certificate of a TLS Secret, or a diagnostic saying why it cannot be used.
+/// The certificate of a TLS Secret, or a diagnostic saying why it cannot be used (on every
+/// owner that names it, so that each one's findings depend on itself alone).
 fn secret_cert(b: &mut Builder, owner: &ObjRef, field: &str, ns: &str, name: &str, memo: &mut SecretMemo) -> Option<Arc<CertifiedKey>> {
     let key = (ns.to_string(), name.to_string());
-    if let Some(hit) = memo.get(&key) {
-        return hit.clone();
-    }
-    let result = match b.store.secrets.get(&key) {
-        None => Err((Reason::SecretNotFound, format!("Secret {ns}/{name} not found; the default certificate is served"))),
-        Some(secret) => b.certs.get(secret).map_err(|e| (Reason::SecretInvalid, format!("Secret {ns}/{name}: {e}; the default certificate is served"))),
+    let result = match memo.get(&key) {
+        Some(hit) => hit.clone(),
+        None => {
+            let result = match b.store.secrets.get(&key) {
+                None => Err((Reason::SecretNotFound, format!("Secret {ns}/{name} not found; the default certificate is served"))),
+                Some(secret) => b.certs.get(secret).map_err(|e| (Reason::SecretInvalid, format!("Secret {ns}/{name}: {e}; the default certificate is served"))),
+            };
+            memo.insert(key, result.clone());
+            result
+        }
     };
-    let out = match result {
+    match result {
         Ok(ck) => Some(ck),
         Err((reason, msg)) => {
             b.diag(Severity::Warning, owner, field, reason, msg);
             None
         }
-    };
-    memo.insert(key, out.clone());
-    out
+    }
 }
 
 /// The certificate for SNI names nothing else covers: `--default-ssl-certificate` when it is

@@ -13,10 +13,11 @@
 //! that is a file is shown as given. Errors, warnings and `/debug/config` use these names, so
 //! they never show where on the host the manifests live.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
@@ -56,6 +57,17 @@ pub struct LoadReport {
     /// Errors in files that changed in this rescan.
     pub new_errors: Vec<ParseError>,
     pub warnings: Vec<String>,
+    /// The objects whose version in the store changed (added, replaced by different content,
+    /// removed); `None` when the store was rebuilt whole and nobody counted.
+    pub changed_objects: Option<Vec<ObjRef>>,
+}
+
+/// The paths the watcher saw change since the last read; `all` when it could not tell
+/// (a directory, an overflow, a hidden entry that is not a plain file).
+#[derive(Debug, Default)]
+pub struct Dirty {
+    paths: BTreeSet<PathBuf>,
+    all: bool,
 }
 
 /// The default of `--max-manifest-size`.
@@ -67,6 +79,12 @@ pub struct FileSource {
     max_size: u64,
     /// Every file found, by real path, with the name it is shown by.
     files: BTreeMap<PathBuf, (PathBuf, FileState)>,
+    /// The objects of all files, kept current change by change (`store` hands out copies).
+    store: Store,
+    /// How many files define each object: an object defined twice makes the store rebuilt,
+    /// so that the file sorting last wins as documented.
+    defs: HashMap<ObjRef, u32>,
+    dirty: Arc<Mutex<Dirty>>,
 }
 
 fn is_manifest(p: &Path) -> bool {
@@ -169,16 +187,22 @@ fn hash_of(text: &str) -> u64 {
 impl FileSource {
     /// A source of the manifests under `paths`, reading no file larger than `max_size` bytes.
     pub fn new(paths: Vec<PathBuf>, max_size: u64) -> Self {
-        FileSource { paths, max_size, files: BTreeMap::new() }
+        FileSource { paths, max_size, files: BTreeMap::new(), store: Store::default(), defs: HashMap::new(), dirty: Arc::default() }
     }
 
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
     }
 
+    /// Where `watch` notes the paths that changed, for `load_changed`.
+    pub fn dirty(&self) -> Arc<Mutex<Dirty>> {
+        self.dirty.clone()
+    }
+
     /// Re-reads every file; files whose content did not change are not parsed again.
     pub fn load(&mut self) -> LoadReport {
-        let mut report = LoadReport::default();
+        *self.dirty.lock().expect("the dirty set") = Dirty::default();
+        let mut report = LoadReport { changed_objects: Some(Vec::new()), ..Default::default() };
         let mut found = Vec::new();
         for p in &self.paths {
             if !p.exists() {
@@ -187,59 +211,155 @@ impl FileSource {
             collect(p, &shown_root(p), &mut found);
         }
         found.dedup_by(|a, b| a.0 == b.0);
-        let before = self.files.len();
         let present: std::collections::HashSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
-        self.files.retain(|p, _| present.contains(p));
-        if self.files.len() != before {
-            report.changed = true;
-            report.objects_changed = true;
+        let gone: Vec<PathBuf> = self.files.keys().filter(|p| !present.contains(p)).cloned().collect();
+        for path in gone {
+            self.forget(&path, &mut report);
         }
         for (path, shown) in found {
-            // Links followed: a symlink is judged by what it leads to.
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) => {
-                    // Vanished between listing and reading, or a dangling link: keep what we had.
-                    report.warnings.push(format!("{}: {e}", shown.display()));
-                    continue;
-                }
-            };
-            let stamp = stamp_of(&meta);
-            if stamp.is_some() && self.files.get(&path).is_some_and(|(_, s)| s.stamp == stamp) {
-                continue;
-            }
-            let text = match read_manifest(&path, &meta, self.max_size) {
-                Ok(t) => t,
-                Err(ReadError::Gone(e)) => {
-                    report.warnings.push(format!("{}: {e}", shown.display()));
-                    continue;
-                }
-                Err(ReadError::Refused(message)) => {
-                    // Like a file whose YAML cannot be split: all its last good objects stay.
-                    let error = ParseError::file(&shown, message);
-                    let prev = self.files.remove(&path).map(|(_, s)| s).unwrap_or_default();
-                    report.changed = true;
-                    report.new_errors.push(error.clone());
-                    self.files.insert(path, (shown, FileState { stamp, hash: None, objects: prev.objects, errors: vec![error] }));
-                    continue;
-                }
-            };
-            let hash = hash_of(&text);
-            if let Some((_, s)) = self.files.get_mut(&path).filter(|(_, s)| s.hash == Some(hash)) {
-                s.stamp = stamp;
-                continue;
-            }
-            let mut parsed = parse::parse_text(&shown, &text);
-            let prev = self.files.remove(&path).map(|(_, s)| s).unwrap_or_default();
-            let kept = prev.objects.clone();
-            let objects = merge_last_good(prev.objects, &mut parsed);
-            report.changed = true;
-            report.objects_changed |= kept.len() != objects.len() || kept.iter().zip(&objects).any(|(a, b)| !a.same(b));
-            report.new_errors.extend(parsed.errors.iter().cloned());
-            report.warnings.extend(parsed.warnings);
-            self.files.insert(path, (shown, FileState { stamp, hash: Some(hash), objects, errors: parsed.errors }));
+            self.read_one(path, shown, &mut report);
         }
+        self.settle(&mut report);
         report
+    }
+
+    /// Re-reads only the files the watcher saw change (everything, as `load`, when it could
+    /// not tell which).
+    pub fn load_changed(&mut self) -> LoadReport {
+        let dirty = std::mem::take(&mut *self.dirty.lock().expect("the dirty set"));
+        if dirty.all || dirty.paths.is_empty() {
+            return self.load();
+        }
+        let mut report = LoadReport { changed_objects: Some(Vec::new()), ..Default::default() };
+        for path in dirty.paths {
+            if let Some((shown, _)) = self.files.get(&path) {
+                let shown = shown.clone();
+                match std::fs::symlink_metadata(&path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.forget(&path, &mut report),
+                    _ => self.read_one(path, shown, &mut report),
+                }
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let hidden = |c: &std::ffi::OsStr| c.to_str().is_some_and(|n| n.starts_with('.'));
+            let root = self.paths.iter().find(|r| r.is_dir() && path.starts_with(r));
+            let rel = root.and_then(|r| path.strip_prefix(r).ok());
+            match rel {
+                // An editor's or a writer's temporary file: never read.
+                Some(rel) if meta.is_file() && rel.file_name().is_some_and(hidden) && rel.components().count() == 1 => {}
+                Some(rel) if !meta.is_dir() && !rel.iter().any(hidden) => {
+                    if is_manifest(&path) {
+                        let shown = shown_root(root.expect("a root")).join(rel);
+                        self.read_one(path, shown, &mut report);
+                    }
+                }
+                // A sibling of a `--manifests` that is a file: not ours.
+                None if !self.paths.iter().any(|r| r.is_dir() || *r == path) => {}
+                // A directory, a hidden link or folder (a Kubernetes volume's swap), a file
+                // root that appeared: only a rescan can tell what it means.
+                _ => return self.load(),
+            }
+        }
+        self.settle(&mut report);
+        report
+    }
+
+    /// Reads one file found at `path` (shown as `shown`) unless it is unchanged.
+    fn read_one(&mut self, path: PathBuf, shown: PathBuf, report: &mut LoadReport) {
+        // Links followed: a symlink is judged by what it leads to.
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                // Vanished between listing and reading, or a dangling link: keep what we had.
+                report.warnings.push(format!("{}: {e}", shown.display()));
+                return;
+            }
+        };
+        let stamp = stamp_of(&meta);
+        if stamp.is_some() && self.files.get(&path).is_some_and(|(_, s)| s.stamp == stamp) {
+            return;
+        }
+        let text = match read_manifest(&path, &meta, self.max_size) {
+            Ok(t) => t,
+            Err(ReadError::Gone(e)) => {
+                report.warnings.push(format!("{}: {e}", shown.display()));
+                return;
+            }
+            Err(ReadError::Refused(message)) => {
+                // Like a file whose YAML cannot be split: all its last good objects stay.
+                let error = ParseError::file(&shown, message);
+                let prev = self.files.remove(&path).map(|(_, s)| s).unwrap_or_default();
+                report.changed = true;
+                report.new_errors.push(error.clone());
+                self.files.insert(path, (shown, FileState { stamp, hash: None, objects: prev.objects, errors: vec![error] }));
+                return;
+            }
+        };
+        let hash = hash_of(&text);
+        if let Some((_, s)) = self.files.get_mut(&path).filter(|(_, s)| s.hash == Some(hash)) {
+            s.stamp = stamp;
+            return;
+        }
+        let mut parsed = parse::parse_text(&shown, &text);
+        let prev = self.files.remove(&path).map(|(_, s)| s).unwrap_or_default();
+        let kept = prev.objects.clone();
+        let objects = keep_unchanged(&kept, merge_last_good(prev.objects, &mut parsed));
+        report.changed = true;
+        report.objects_changed |= kept.len() != objects.len() || kept.iter().zip(&objects).any(|(a, b)| !a.same(b));
+        report.new_errors.extend(parsed.errors.iter().cloned());
+        report.warnings.extend(parsed.warnings);
+        self.update_store(&kept, &objects, report);
+        self.files.insert(path, (shown, FileState { stamp, hash: Some(hash), objects, errors: parsed.errors }));
+    }
+
+    /// Drops a file that is gone, and its objects.
+    fn forget(&mut self, path: &Path, report: &mut LoadReport) {
+        if let Some((_, state)) = self.files.remove(path) {
+            report.changed = true;
+            report.objects_changed = true;
+            self.update_store(&state.objects, &[], report);
+        }
+    }
+
+    /// Brings the store from a file's `old` objects to its `new` ones, noting what changed; an
+    /// object another file also defines (or one file defines twice) marks the store for a
+    /// rebuild instead, so precedence stays as `build_store` decides it.
+    fn update_store(&mut self, old: &[SharedObject], new: &[SharedObject], report: &mut LoadReport) {
+        let old_refs: HashMap<ObjRef, &SharedObject> = old.iter().map(|o| (o.obj_ref(), o)).collect();
+        let new_refs: HashMap<ObjRef, &SharedObject> = new.iter().map(|o| (o.obj_ref(), o)).collect();
+        let mut rebuild = old_refs.len() != old.len() || new_refs.len() != new.len();
+        let mut changed = Vec::new();
+        for r in old_refs.keys().filter(|r| !new_refs.contains_key(*r)) {
+            let n = self.defs.entry(r.clone()).or_default();
+            *n = n.saturating_sub(1);
+            rebuild |= *n > 0;
+            if *n == 0 {
+                self.defs.remove(r);
+                self.store.remove(r);
+            }
+            changed.push(r.clone());
+        }
+        for (r, o) in &new_refs {
+            match old_refs.get(r) {
+                Some(prev) if prev.same(o) => continue,
+                Some(_) => {}
+                None => *self.defs.entry(r.clone()).or_default() += 1,
+            }
+            rebuild |= self.defs.get(r).is_some_and(|n| *n > 1);
+            self.store.insert_shared(o);
+            changed.push(r.clone());
+        }
+        match (&mut report.changed_objects, rebuild) {
+            (Some(list), false) => list.extend(changed),
+            (slot, _) => *slot = None,
+        }
+    }
+
+    /// After a read: rebuilds the store whole if a duplicate made it necessary.
+    fn settle(&mut self, report: &mut LoadReport) {
+        if report.changed_objects.is_none() {
+            self.store = self.build_store();
+        }
     }
 
     /// Every error currently standing in the files.
@@ -249,6 +369,10 @@ impl FileSource {
 
     /// The objects of all files; on a duplicate, the file that sorts last wins.
     pub fn store(&self) -> Store {
+        self.store.clone()
+    }
+
+    fn build_store(&self) -> Store {
         let mut store = Store::default();
         let mut seen: HashMap<ObjRef, (&Path, &Path)> = HashMap::new();
         for (path, (shown, state)) in &self.files {
@@ -263,6 +387,19 @@ impl FileSource {
         }
         store
     }
+}
+
+/// `new` with every object whose content equals its previous version replaced by that
+/// version: an unchanged object stays the same allocation, so nothing downstream sees it move.
+fn keep_unchanged(prev: &[SharedObject], new: Vec<SharedObject>) -> Vec<SharedObject> {
+    if prev.is_empty() {
+        return new;
+    }
+    let by_ref: HashMap<ObjRef, &SharedObject> = prev.iter().map(|o| (o.obj_ref(), o)).collect();
+    new.into_iter().map(|o| match by_ref.get(&o.obj_ref()) {
+        Some(p) if p.same_content(&o) => (*p).clone(),
+        _ => o,
+    }).collect()
 }
 
 /// The objects a file now contributes: what parsed, plus the last good version of every object
@@ -291,14 +428,19 @@ fn merge_last_good(prev: Vec<SharedObject>, parsed: &mut parse::Parsed) -> Vec<S
 
 /// Watches `paths` and sends on `tx` after each burst of changes settles.
 /// Each message carries when the first change of its burst was seen.
-pub fn watch(paths: &[PathBuf], tx: mpsc::Sender<std::time::Instant>) -> anyhow::Result<notify::RecommendedWatcher> {
+/// The paths of each event are noted in `dirty` (from `FileSource::dirty`) for `load_changed`.
+pub fn watch(paths: &[PathBuf], dirty: Arc<Mutex<Dirty>>, tx: mpsc::Sender<std::time::Instant>) -> anyhow::Result<notify::RecommendedWatcher> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = raw_tx.send(());
-            }
+        let mut d = dirty.lock().expect("the dirty set");
+        match res {
+            Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => return,
+            Ok(ev) if !ev.need_rescan() && !ev.paths.is_empty() => d.paths.extend(ev.paths),
+            // An overflow or an error: which files changed is unknown.
+            _ => d.all = true,
         }
+        drop(d);
+        let _ = raw_tx.send(());
     })?;
     for p in paths {
         // Watch directories, not files: editors and Kubernetes volumes replace files by rename.
@@ -312,11 +454,11 @@ pub fn watch(paths: &[PathBuf], tx: mpsc::Sender<std::time::Instant>) -> anyhow:
     tokio::spawn(async move {
         while raw_rx.recv().await.is_some() {
             let seen_at = std::time::Instant::now();
-            // Debounce: wait for 10 ms of quiet, at most 100 ms in all (a save is a burst of
-            // events within microseconds).
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+            // Debounce: wait for 2 ms of quiet, at most 50 ms in all (a save is a burst of
+            // events within microseconds; a change arriving later is read by the next rescan).
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
             loop {
-                match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + Duration::from_millis(10)), raw_rx.recv()).await {
+                match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + Duration::from_millis(2)), raw_rx.recv()).await {
                     Ok(Some(())) => continue,
                     Ok(None) => return,
                     Err(_) => break,
@@ -331,75 +473,5 @@ pub fn watch(paths: &[PathBuf], tx: mpsc::Sender<std::time::Instant>) -> anyhow:
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n";
-
-    fn shown(source: &FileSource) -> Vec<String> {
-        source.errors().iter().map(|e| e.to_string()).collect()
-    }
-
-    #[test]
-    fn files_are_named_from_their_root_and_a_file_root_as_given() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("k8s");
-        std::fs::create_dir_all(root.join("team")).unwrap();
-        std::fs::write(root.join("team/bad.yaml"), "kind: Service\n").unwrap();
-        let single = tmp.path().join("single.yaml");
-        std::fs::write(&single, "kind: Service\n").unwrap();
-        let mut source = FileSource::new(vec![root, single.clone()], DEFAULT_MAX_SIZE);
-        source.load();
-        let errors = source.errors();
-        let files: Vec<&Path> = errors.iter().map(|e| e.file.as_path()).collect();
-        assert_eq!(files, vec![Path::new("k8s/team/bad.yaml"), single.as_path()]);
-    }
-
-    #[test]
-    fn an_unreadable_version_keeps_the_last_good_objects_until_the_file_is_good_again() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("app.yaml");
-        std::fs::write(&file, SERVICE).unwrap();
-        let mut source = FileSource::new(vec![tmp.path().to_path_buf()], 4096);
-        source.load();
-        assert_eq!(source.store().services.len(), 1);
-
-        let mut bad = SERVICE.as_bytes().to_vec();
-        bad.extend_from_slice(b"# \xff\xfe\n");
-        let utf8 = format!("not valid UTF-8 (byte {})", SERVICE.len() + 2);
-        for (content, why) in [(bad, utf8.as_str()), (vec![b'#'; 5000], "larger than --max-manifest-size (4096 bytes)")] {
-            std::fs::write(&file, &content).unwrap();
-            let report = source.load();
-            assert!(report.changed && report.new_errors.len() == 1, "{report:?}");
-            let name = tmp.path().file_name().unwrap().to_string_lossy().into_owned();
-            assert_eq!(shown(&source), vec![format!("{name}/app.yaml: {why}; not read")]);
-            assert_eq!(source.store().services.len(), 1, "the last good Service stays");
-        }
-
-        // The same good text as before the error: read again, and the error is gone.
-        std::fs::write(&file, SERVICE).unwrap();
-        assert!(source.load().changed);
-        assert!(source.errors().is_empty(), "{:?}", shown(&source));
-        assert_eq!(source.store().services.len(), 1);
-    }
-
-    #[test]
-    fn a_replacement_with_the_same_size_and_modification_time_is_read() {
-        let tmp = tempfile::tempdir().unwrap();
-        let file = tmp.path().join("app.yaml");
-        let when = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let put = |text: &str| {
-            let next = tmp.path().join(".next");
-            std::fs::write(&next, text).unwrap();
-            std::fs::File::options().write(true).open(&next).unwrap().set_modified(when).unwrap();
-            std::fs::rename(&next, &file).unwrap();
-        };
-        put(SERVICE);
-        let mut source = FileSource::new(vec![tmp.path().to_path_buf()], DEFAULT_MAX_SIZE);
-        source.load();
-        assert!(source.store().services.contains_key(&("default".into(), "web".into())));
-        put(&SERVICE.replace("name: web", "name: api"));
-        assert!(source.load().objects_changed, "the new version is read");
-        assert!(source.store().services.contains_key(&("default".into(), "api".into())));
-    }
-}
+#[path = "files_tests.rs"]
+mod tests;
