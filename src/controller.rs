@@ -317,6 +317,10 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         service_config_maps: opts.serve.tcp_services.iter().chain(opts.serve.udp_services.iter()).cloned().collect(),
         extra_services: opts.serve.default_backend_service.iter().cloned().collect(),
         extra_secrets: opts.serve.default_ssl_certificate.iter().cloned().collect(),
+        secret_refs: {
+            let settings = engine.settings.clone();
+            crate::source::kube_secrets::SecretRefs(Arc::new(move |s| crate::compile::refs_secrets::named(s, &settings)))
+        },
         debounce: opts.debounce,
         backoff: opts.backoff,
         gateway_rediscovery: opts.gateway_rediscovery,

@@ -244,7 +244,8 @@ fn rbac_is_least_privilege() {
     let rules = cr.rules.unwrap();
     assert!(rules.iter().all(|r| r.non_resource_urls.is_none() && r.resource_names.is_none()));
     let mut expected = Vec::new();
-    for (g, r) in [("", "services"), ("", "secrets"), ("", "configmaps"), ("", "namespaces"), ("discovery.k8s.io", "endpointslices"), ("networking.k8s.io", "ingresses"), ("networking.k8s.io", "ingressclasses")] {
+    expected.extend([("", "secrets", "get"), ("", "secrets", "watch")]);
+    for (g, r) in [("", "services"), ("", "configmaps"), ("", "namespaces"), ("discovery.k8s.io", "endpointslices"), ("networking.k8s.io", "ingresses"), ("networking.k8s.io", "ingressclasses")] {
         for v in ["get", "list", "watch"] {
             expected.push((g, r, v));
         }
@@ -262,6 +263,8 @@ fn rbac_is_least_privilege() {
         }
     }
     assert_eq!(rule_set(&rules), set(&expected), "the ClusterRole grants exactly what the controller uses");
+    assert!(!rule_set(&rules).contains(&("".to_string(), "secrets".to_string(), "list".to_string())), "Secrets are never listed");
+
 
     let role: Role = one(&docs, "Role", "static/vestibule.yaml");
     assert_eq!(role.metadata.namespace.as_deref(), Some("vestibule"));

@@ -23,6 +23,7 @@ mod locations;
 mod location;
 mod auth;
 pub mod l4;
+pub mod refs_secrets;
 pub mod status;
 pub mod tls;
 pub mod validate;

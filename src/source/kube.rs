@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::store::Writer;
@@ -30,6 +30,7 @@ use tokio::task::AbortHandle;
 
 pub use super::kube_health::{Backoff, SourceHealth};
 use super::kube_gateway::GatewaySource;
+use super::kube_secrets::{self, SecretRefs, SecretWatches};
 use crate::store::SERVICE_NAME_LABEL;
 use crate::store::{Key, Store};
 
@@ -63,8 +64,10 @@ pub struct SourceOptions {
     /// Services the flags name (`--default-backend-service`); watched on their own, with their
     /// EndpointSlices, when they are outside the watched namespace.
     pub extra_services: Vec<Key>,
-    /// TLS Secrets the flags name (`--default-ssl-certificate`), likewise.
+    /// Secrets the flags name (`--default-ssl-certificate`): always read, by name.
     pub extra_secrets: Vec<Key>,
+    /// Which Secrets the other objects name: the only other Secrets read (`kube_secrets`).
+    pub secret_refs: SecretRefs,
     /// Quiet time that ends a burst of changes.
     pub debounce: Duration,
     pub backoff: Backoff,
@@ -80,6 +83,7 @@ impl Default for SourceOptions {
             service_config_maps: Vec::new(),
             extra_services: Vec::new(),
             extra_secrets: Vec::new(),
+            secret_refs: SecretRefs::default(),
             debounce: Duration::from_millis(100),
             backoff: Backoff::default(),
             gateway_rediscovery: Duration::from_secs(60),
@@ -102,7 +106,8 @@ pub struct KubeSource {
     classes: Vec<Reader<IngressClass>>,
     services: Vec<Reader<Service>>,
     slices: Vec<Reader<EndpointSlice>>,
-    secrets: Vec<Reader<Secret>>,
+    /// The Secrets read by name.
+    pub secrets: SecretWatches,
     config_maps: Vec<Reader<ConfigMap>>,
     namespaces: Vec<Reader<Namespace>>,
     /// The Gateway API kinds the cluster serves (see `kube_gateway`).
@@ -144,7 +149,7 @@ impl KubeSource {
             classes: Vec::new(),
             services: Vec::new(),
             slices: Vec::new(),
-            secrets: Vec::new(),
+            secrets: SecretWatches::new(client.clone(), Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff }, opts.secret_refs.clone(), opts.extra_secrets.iter().cloned().collect()),
             config_maps: Vec::new(),
             namespaces: Vec::new(),
             gateway: GatewaySource::empty(),
@@ -157,7 +162,6 @@ impl KubeSource {
         src.gateway = gateway;
         src.tasks.push(t);
         let cfg = watcher::Config::default;
-        let tls = "type=kubernetes.io/tls";
 
         let (r, t) = w.spawn(scope_name("Ingress", ns, ""), scoped::<Ingress>(&client, ns), cfg(), Change::Objects);
         src.ingresses.push(r);
@@ -170,9 +174,6 @@ impl KubeSource {
         src.tasks.push(t);
         let (r, t) = w.spawn(scope_name("EndpointSlice", ns, ""), scoped::<EndpointSlice>(&client, ns), cfg(), Change::Endpoints);
         src.slices.push(r);
-        src.tasks.push(t);
-        let (r, t) = w.spawn(scope_name("Secret", ns, tls), scoped::<Secret>(&client, ns), cfg().fields(tls), Change::Objects);
-        src.secrets.push(r);
         src.tasks.push(t);
         let ns_cfg = match ns {
             Some(n) => cfg().fields(&format!("metadata.name={n}")),
@@ -204,11 +205,6 @@ impl KubeSource {
                 src.slices.push(r);
                 src.tasks.push(t);
             }
-            for (sec_ns, name) in opts.extra_secrets.iter().filter(|(n, _)| n != ns) {
-                let (r, t) = w.spawn(format!("Secret {sec_ns}/{name}"), Api::<Secret>::namespaced(client.clone(), sec_ns), cfg().fields(&format!("{tls},metadata.name={name}")), Change::Objects);
-                src.secrets.push(r);
-                src.tasks.push(t);
-            }
         }
         drop(tx);
         (src, debounce(rx, opts.debounce))
@@ -228,9 +224,6 @@ impl KubeSource {
         for r in &self.slices {
             let _ = r.wait_until_ready().await;
         }
-        for r in &self.secrets {
-            let _ = r.wait_until_ready().await;
-        }
         for r in &self.config_maps {
             let _ = r.wait_until_ready().await;
         }
@@ -238,10 +231,23 @@ impl KubeSource {
             let _ = r.wait_until_ready().await;
         }
         self.gateway.wait_until_ready().await;
+        // Then the Secrets the objects listed name, each by name.
+        self.secrets.reconcile(&self.objects());
+        kube_secrets::wait_ready(self.secrets.readiness()).await;
     }
 
-    /// The objects the reflectors hold now, as a `Store` (the objects are shared, not copied).
+    /// The objects the reflectors hold now, as a `Store` (the objects are shared, not copied),
+    /// with the Secrets they name. Secrets newly named start being read now, and arrive with a
+    /// later batch; Secrets no longer named are dropped.
     pub fn store(&self) -> Store {
+        let mut s = self.objects();
+        self.secrets.reconcile(&s);
+        self.secrets.fill(&mut s);
+        s
+    }
+
+    /// Every kind but Secrets.
+    fn objects(&self) -> Store {
         fn key<K: Resource>(o: &K) -> Key {
             (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
         }
@@ -258,9 +264,6 @@ impl KubeSource {
         for o in self.slices.iter().flat_map(|r| r.state()) {
             s.endpoint_slices.insert(key(&*o), o);
         }
-        for o in self.secrets.iter().flat_map(|r| r.state()) {
-            s.secrets.insert(key(&*o), o);
-        }
         for o in self.config_maps.iter().flat_map(|r| r.state()) {
             s.config_maps.insert(key(&*o), o);
         }
@@ -275,6 +278,7 @@ impl KubeSource {
         for t in &self.tasks {
             t.abort();
         }
+        self.secrets.abort();
     }
 }
 

@@ -4,6 +4,7 @@ pub mod files;
 pub mod kube;
 pub mod kube_gateway;
 mod kube_health;
+pub mod kube_secrets;
 mod legacy;
 mod locate;
 pub mod parse;

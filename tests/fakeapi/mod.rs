@@ -150,6 +150,13 @@ pub struct Req {
     pub at: std::time::Instant,
 }
 
+impl Req {
+    /// A query parameter, decoded.
+    pub fn param(&self, key: &str) -> Option<String> {
+        query_map(&self.query).remove(key)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     rv: u64,
@@ -164,6 +171,9 @@ struct Inner {
     next_uid: u64,
     /// The CRD versions served, as `group/version plural`; None serves every one.
     crds: Option<std::collections::BTreeSet<String>>,
+    /// Answer 403 to a list of Secrets, and to a watch of Secrets without a `metadata.name`
+    /// field selector, as RBAC does for a Role with `get` and `watch` on Secrets but no `list`.
+    secrets_get_watch_only: bool,
 }
 
 impl Inner {
@@ -584,6 +594,11 @@ impl FakeApi {
         self.state.inner.lock().unwrap().crds = Some(set);
     }
 
+    /// From now on, Secrets may only be read by name (see `Inner::secrets_get_watch_only`).
+    pub fn allow_secrets_get_watch_only(&self) {
+        self.state.inner.lock().unwrap().secrets_get_watch_only = true;
+    }
+
     pub fn requests(&self) -> Vec<Req> {
         self.state.inner.lock().unwrap().requests.clone()
     }
@@ -693,6 +708,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Option<String>)
     }
     let q = query_map(&query);
     let ns = t.namespace.clone().unwrap_or_default();
+    if method == "GET" && t.name.is_none() && t.ty.plural == "secrets" && state.inner.lock().unwrap().secrets_get_watch_only {
+        let is_watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+        let by_name = q.get("fieldSelector").is_some_and(|f| selectors(f).iter().any(|(k, op, _)| k == "metadata.name" && op == "="));
+        if !is_watch || !by_name {
+            let verb = if is_watch { "watch" } else { "list" };
+            return error(403, "Forbidden", &format!("secrets is forbidden: cannot {verb} resource \"secrets\" without a metadata.name field selector"));
+        }
+    }
     match (method.as_str(), &t.name) {
         ("GET", None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => watch(&state, &t, &q),
         ("GET", None) => list(&state, &t, &q),

@@ -15,7 +15,7 @@ mod grpc;
 pub mod hostnames;
 mod http;
 mod listeners;
-mod refs;
+pub(in crate::compile) mod refs;
 pub mod report;
 mod routes;
 mod tls_route;
