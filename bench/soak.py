@@ -261,9 +261,8 @@ def main():
             samples.append(sample(proxy.pid, p_healthz, start))
             print(json.dumps(samples[-1]), flush=True)
             next_sample += a.sample
-    # The last sample under load, then one after the generators have stopped and their
-    # connections closed: what is left then is what the process holds on its own.
-    samples.append(sample(proxy.pid, p_healthz, start))
+    # The last periodic sample is the end under load; then one after the generators have
+    # stopped and their connections closed: what is left then is what the process holds.
     for load in loads:
         load.join(timeout=60)
     time.sleep(3)
