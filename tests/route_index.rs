@@ -14,11 +14,19 @@ use vestibule::store::ObjRef;
 
 mod common;
 
-/// Segments that share prefixes with each other (`a`, `ab`, `a.b`) and with nothing (`c`).
-const SEGMENTS: &[&str] = &["a", "ab", "a.b", "b", "c"];
+/// Segments that share prefixes with each other (`a`, `ab`, `a.b`) and with nothing (`c`),
+/// in other cases (`A`, `aB`), and letters whose case folding leaves ASCII (`k` and KELVIN
+/// SIGN, `s` and LONG S).
+const SEGMENTS: &[&str] = &["a", "ab", "a.b", "b", "c", "A", "aB", "k", "s", "\u{212a}", "\u{17f}"];
 
-/// Path expressions as the compilers make them: Ingress `(?i)^PATH`, Gateway API whole-path.
-const PATTERNS: &[&str] = &["(?i)^/a", "(?i)^/ab/", "(?i)^/a(/|$)(.*)", "^(?:/a/[a-z]+)$", "^(?:/[ab]+)$", "^(?:.*b)$", "^(?:/)$", "(?i)^/"];
+/// Path expressions as the compilers make them, Ingress `(?i)^PATH` and Gateway API
+/// `^(?:PATH)$`: with and without a literal start, optional characters, alternations inside
+/// and outside groups, escapes and classes.
+const PATTERNS: &[&str] = &[
+    "(?i)^/a", "(?i)^/ab/", "(?i)^/a(/|$)(.*)", "(?i)^/AB", "(?i)^/k", "(?i)^/S/", "(?i)^/ab?", "(?i)^/ab*/c", "(?i)^/a.b", "(?i)^/ab+",
+    "(?i)^/a|/c", "(?i)^/a\\|/c", "(?i)^/a[|/]c", "(?i)^/", "(?i)^", "^(?:/a/[a-z]+)$", "^(?:/[ab]+)$", "^(?:.*b)$", "^(?:/)$",
+    "^(?:/aB(/.*)?)$", "^(?:/a|/c)$", "^(?:/c)|(/a.*)$", "^/ab", "^(?:/k/s)$",
+];
 
 fn segments(max: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(SEGMENTS), 0..max).prop_map(|s| s.iter().map(|s| format!("/{s}")).collect())

@@ -11,10 +11,15 @@
 //! - a `Prefix` route `P` for the path `P`, and for every path that continues `P` with `/`
 //!   (`""` for every path): a map from prefix to positions, probed with each prefix of the
 //!   request path that ends at a segment boundary, longest first;
-//! - a `Regex` route for any path: checked on every lookup.
+//! - a `Regex` route whose every match begins with a literal (`(?i)^/api/v[0-9]+` begins
+//!   with `/api/v`, in any case): a map from literal to positions, probed with the request
+//!   path's prefixes of the literals' lengths (lowercased for case-insensitive ones); other
+//!   expressions, and every expression for a path that is not ASCII (where case folding
+//!   reaches beyond ASCII), are checked on every lookup.
 //!
 //! A host with few routes keeps the plain scan, which is cheaper there than hashing the path.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::{PathKind, Route};
@@ -38,8 +43,16 @@ pub struct RouteIndex {
     /// `has_len[n]`: some prefix is `n` bytes long, so a request prefix of that length is
     /// worth a probe.
     has_len: Vec<bool>,
-    /// Routes checked on every lookup (regular expressions); positions ascending.
+    /// Case-sensitive expressions by the literal their matches begin with.
+    cased: HashMap<Box<str>, Vec<u32>>,
+    /// Case-insensitive expressions by their literal, lowercase.
+    folded: HashMap<Box<str>, Vec<u32>>,
+    /// The distinct lengths of the literals, longest first.
+    literal_lens: Vec<usize>,
+    /// Expressions without a literal: checked on every lookup.
     always: Vec<u32>,
+    /// Every expression: checked on every lookup of a path that is not ASCII.
+    regex: Vec<u32>,
 }
 
 impl RouteIndex {
@@ -68,9 +81,22 @@ impl RouteIndex {
                     ix.has_len[p.path.len()] = true;
                     ix.prefix.entry(p.path.as_str().into()).or_default().push(pos)
                 }
-                PathKind::Regex => ix.always.push(pos),
+                PathKind::Regex => {
+                    ix.regex.push(pos);
+                    match p.regex.as_ref().and_then(|r| literal(r.0.as_str())) {
+                        None => ix.always.push(pos),
+                        Some((lit, fold)) => {
+                            if !ix.literal_lens.contains(&lit.len()) {
+                                ix.literal_lens.push(lit.len());
+                            }
+                            let map = if fold { &mut ix.folded } else { &mut ix.cased };
+                            map.entry(lit.into()).or_default().push(pos);
+                        }
+                    }
+                }
             }
         }
+        ix.literal_lens.sort_unstable_by(|a, b| b.cmp(a));
         ix
     }
 
@@ -112,7 +138,23 @@ impl RouteIndex {
                 }
             }
         }
-        take(&self.always);
+        if !path.is_ascii() {
+            take(&self.regex);
+        } else if !self.regex.is_empty() {
+            let lower = match self.folded.is_empty() || !path.bytes().any(|b| b.is_ascii_uppercase()) {
+                true => Cow::Borrowed(path),
+                false => Cow::Owned(path.to_ascii_lowercase()),
+            };
+            for &n in self.literal_lens.iter().filter(|n| **n <= path.len()) {
+                if let Some(list) = self.cased.get(&path[..n]) {
+                    take(list);
+                }
+                if let Some(list) = self.folded.get(&lower[..n]) {
+                    take(list);
+                }
+            }
+            take(&self.always);
+        }
         routes.get(best as usize)
     }
 }
@@ -129,9 +171,70 @@ fn boundaries(path: &str) -> impl Iterator<Item = usize> + '_ {
     whole.into_iter().chain(slashes).chain(zero)
 }
 
+/// The literal every match of `pattern` begins with, and whether it is compared without
+/// regard to ASCII case: for the forms compile makes, `(?i)^SOURCE` (Ingress) and
+/// `^(?:SOURCE)$` (Gateway API), the plain characters SOURCE starts with, less one that a
+/// `?`, `*` or `{` makes optional. `None` when there are none, or when an alternation could
+/// make the start optional (a `|` outside every group, or any `|` beside an escape or class,
+/// which this does not parse).
+fn literal(pattern: &str) -> Option<(String, bool)> {
+    let (rest, fold) = if let Some(r) = pattern.strip_prefix("(?i)^") {
+        (r, true)
+    } else if let Some(r) = pattern.strip_prefix("^(?:") {
+        (r, false)
+    } else {
+        (pattern.strip_prefix('^')?, false)
+    };
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"/_-~%:@!,;=&'".contains(b);
+    let run = rest.bytes().take_while(plain).count();
+    let optional_last = matches!(rest.as_bytes().get(run), Some(b'?' | b'*' | b'{'));
+    let lit = &rest[..run - usize::from(optional_last && run > 0)];
+    let tail = &rest[run..];
+    if tail.contains('|') {
+        if tail.contains('\\') || tail.contains('[') {
+            return None;
+        }
+        // Depth within SOURCE: below 1 is outside every group of it (for the Gateway API
+        // form, a `)` of SOURCE's own can close the wrapping group).
+        let mut depth = 0i32;
+        for b in tail.bytes() {
+            match b {
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                b'|' if depth <= 0 => return None,
+                _ => {}
+            }
+        }
+    }
+    (!lit.is_empty()).then(|| (if fold { lit.to_ascii_lowercase() } else { lit.to_string() }, fold))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::boundaries;
+    use super::{boundaries, literal};
+
+    #[test]
+    fn literals_of_expressions() {
+        let l = |p: &str| literal(p).map(|(s, f)| format!("{s}{}", if f { " (any case)" } else { "" }));
+        assert_eq!(l("(?i)^/API/v[0-9]+").as_deref(), Some("/api/v (any case)"));
+        assert_eq!(l("(?i)^/a(/|$)(.*)").as_deref(), Some("/a (any case)"));
+        assert_eq!(l("^(?:/a/[a-z]+)$").as_deref(), Some("/a/"));
+        assert_eq!(l("^(?:/Ab)$").as_deref(), Some("/Ab"));
+        assert_eq!(l("(?i)^/ab?c").as_deref(), Some("/a (any case)"), "an optional character ends it");
+        assert_eq!(l("(?i)^/ab*").as_deref(), Some("/a (any case)"));
+        assert_eq!(l("(?i)^/ab{0,2}").as_deref(), Some("/a (any case)"));
+        assert_eq!(l("(?i)^/ab+").as_deref(), Some("/ab (any case)"));
+        assert_eq!(l("(?i)^/a.b").as_deref(), Some("/a (any case)"));
+        assert_eq!(l("(?i)^/a|/b"), None, "an alternation outside groups");
+        assert_eq!(l("^(?:/a|/b)$"), None);
+        assert_eq!(l("^(?:/a)|(/b)$"), None, "a source that closes the wrapping group");
+        assert_eq!(l("(?i)^/a[|](x|y)"), None, "a bar beside a class is not parsed");
+        assert_eq!(l("(?i)^/a\\|b"), None);
+        assert_eq!(l("^(?:.*b)$"), None);
+        assert_eq!(l("(?i)^"), None);
+        assert_eq!(l("/a"), None, "not anchored");
+        assert_eq!(l("(?i)^?"), None);
+    }
 
     #[test]
     fn boundaries_longest_first_each_once() {
