@@ -68,8 +68,8 @@ pub struct VirtualHost {
     /// Gateway API routes are here: routes are in Gateway API precedence (`table::precedence`)
     /// and, as a wildcard, the host matches one or more labels.
     pub gateway: bool,
-    /// `routes` by path condition, built by `sort_routes` (a host whose routes changed since
-    /// is scanned).
+    /// `routes` by path condition, built by `sort_routes`: call it after changing `routes` (a
+    /// host whose number of routes no longer matches its index is scanned instead).
     pub index: Arc<index::RouteIndex>,
 }
 
