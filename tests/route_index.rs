@@ -200,7 +200,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn compiled_hosts_agree_with_the_scan(ings in prop::collection::vec(ing_spec(), 1..5), rules in prop::collection::vec(rule_spec(), 0..24), reqs in prop::collection::vec(request(), 24)) {
+    /// `shared`: the Gateway listens on an Ingress port too, so its routes join the Ingress
+    /// host (one host, Gateway API precedence over both).
+    fn compiled_hosts_agree_with_the_scan(ings in prop::collection::vec(ing_spec(), 1..5), rules in prop::collection::vec(rule_spec(), 0..24), shared in any::<bool>(), reqs in prop::collection::vec(request(), 24)) {
         use common::gateway::*;
         use serde_json::json;
         let mut docs = vec![common::backend_yaml("default", "web", &["127.0.0.1:9".parse().unwrap()])];
@@ -228,8 +230,17 @@ proptest! {
                 docs.push(route("HTTPRoute", "default", &format!("r{n}"), "2021-01-01T00:00:00Z", json!({"parentRefs": [{"name": "gw"}], "hostnames": ["idx.test"], "rules": rules})));
             }
         }
-        let c = vestibule::compile::compile(&common::store_of(&common::manifest(docs)), &common::compile_settings());
+        let mut settings = common::compile_settings();
+        if shared {
+            let addr = "127.0.0.1:80".parse().unwrap();
+            settings.listeners.push(vestibule::config::ListenerSpec { name: "http".into(), addr, protocol: vestibule::config::ListenerProtocol::Http, proxy_protocol: false });
+        }
+        let c = vestibule::compile::compile(&common::store_of(&common::manifest(docs)), &settings);
         let mut hosts = 0;
+        if shared && !rules.is_empty() {
+            let merged = c.config.ports.get(&80).and_then(|t| t.vhost("idx.test"));
+            prop_assert!(merged.is_some_and(|v| v.gateway && v.routes.iter().any(|r| r.ingress.kind == "Ingress")), "one host for both");
+        }
         for vhost in c.config.vhosts() {
             prop_assert!(vhost.routes.len() < vestibule::config::index::SCAN_BELOW || vhost.index.indexes(&vhost.routes), "{} is indexed", vhost.name);
             hosts += 1;
