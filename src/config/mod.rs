@@ -14,6 +14,7 @@ pub mod canary;
 pub mod cors;
 pub mod filter;
 pub mod http;
+pub mod index;
 pub mod l4;
 pub mod listener;
 pub mod path;
@@ -67,19 +68,35 @@ pub struct VirtualHost {
     /// Gateway API routes are here: routes are in Gateway API precedence (`table::precedence`)
     /// and, as a wildcard, the host matches one or more labels.
     pub gateway: bool,
+    /// `routes` by path condition, built by `sort_routes`: call it after changing `routes` (a
+    /// host whose number of routes no longer matches its index is scanned instead).
+    pub index: Arc<index::RouteIndex>,
 }
 
 impl VirtualHost {
+    /// The first route whose conditions all hold, through the index.
     pub fn find(&self, req: &RequestFacts<'_>) -> Option<&Route> {
+        self.index.first(&self.routes, req.path, |r| r.matches.matches(req))
+    }
+
+    /// `find` by scanning every route in order: what the index must agree with.
+    #[doc(hidden)]
+    pub fn find_linear(&self, req: &RequestFacts<'_>) -> Option<&Route> {
         self.routes.iter().find(|r| r.matches.matches(req))
     }
 
     /// The first route whose path matches, ignoring other conditions (for tools).
     pub fn find_path(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches.path.matches(path))
+        self.index.first(&self.routes, path, |r| r.matches.path.matches(path))
     }
 
+    /// Puts the routes in precedence order and builds their index.
     pub fn sort_routes(&mut self) {
+        self.order_routes();
+        self.index = Arc::new(index::RouteIndex::build(&self.routes));
+    }
+
+    fn order_routes(&mut self) {
         if self.gateway {
             self.routes.sort_by(|a, b| table::precedence(a).cmp(&table::precedence(b)));
             return;

@@ -19,7 +19,8 @@ pub fn request_host<B>(req: &Request<B>) -> String {
 
 /// Routes `req`, which arrived on the listener port `port`, in `config`: the port's table
 /// (Gateway API routes attach to one port) or the Ingress hosts, then host (exact, wildcard,
-/// host-less), then the first route whose conditions all hold.
+/// host-less), then the first route whose conditions all hold, among those the host's route
+/// index (`config::index`, built with the configuration) gives for the path.
 pub fn route<'c, B>(config: &'c Config, req: &Request<B>, port: u16) -> Target<'c> {
     route_host(config, &request_host(req), req, port)
 }
