@@ -28,7 +28,7 @@ use super::{PathKind, Route};
 pub const SCAN_BELOW: usize = 8;
 
 /// The route positions of one host by path condition; see the module documentation.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RouteIndex {
     /// The number of routes the index was built for; a host whose routes differ in number
     /// (changed after it was built) is scanned instead.
@@ -53,6 +53,26 @@ pub struct RouteIndex {
     always: Vec<u32>,
     /// Every expression: checked on every lookup of a path that is not ASCII.
     regex: Vec<u32>,
+}
+
+/// Sorted, so that two equal indexes print alike (the maps' order is random).
+impl std::fmt::Debug for RouteIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn sorted(m: &HashMap<Box<str>, Vec<u32>>) -> std::collections::BTreeMap<&Box<str>, &Vec<u32>> {
+            m.iter().collect()
+        }
+        f.debug_struct("RouteIndex")
+            .field("len", &self.len)
+            .field("scan", &self.scan)
+            .field("exact", &sorted(&self.exact))
+            .field("prefix", &sorted(&self.prefix))
+            .field("cased", &sorted(&self.cased))
+            .field("folded", &sorted(&self.folded))
+            .field("literal_lens", &self.literal_lens)
+            .field("always", &self.always)
+            .field("regex", &self.regex)
+            .finish()
+    }
 }
 
 impl RouteIndex {
