@@ -3,14 +3,15 @@
 //! real sockets on 127.0.0.1.
 
 mod fakeapi;
+#[path = "common/child.rs"]
+mod child;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use child::Proc;
 use serde_json::Value;
 use vestibule::echo::{self, EchoOptions, Identity};
 
@@ -73,97 +74,6 @@ fn manifests(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
         std::fs::write(k8s.join(name), text).unwrap();
     }
     (tmp, k8s)
-}
-
-/// The real binary, running until dropped, with its log lines (stderr) collected.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    http: SocketAddr,
-    healthz: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Starts `vestibule ARGS` and waits (bounded) for the log line containing `ready`, which
-    /// gives the `http=` and `healthz=` addresses.
-    fn start(args: &[&str], env: &[(&str, &str)], ready: &str) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vestibule"))
-            .args(["--worker-threads", "2"])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut p = Proc { child, lines, http: ([0, 0, 0, 0], 0).into(), healthz: ([0, 0, 0, 0], 0).into() };
-        let line = p.wait_log(ready, Duration::from_secs(30)).unwrap_or_else(|| panic!("no {ready:?} line in time; the log:\n{}", p.log()));
-        let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!(" {name}=")).unwrap_or_else(|| panic!("{name} in {line}")) + name.len() + 2;
-            line[start..].split_whitespace().next().unwrap().parse().unwrap()
-        };
-        (p.http, p.healthz) = (field("http"), field("healthz"));
-        p
-    }
-
-    /// `vestibule serve` on ephemeral ports, on 127.0.0.1 unless `more` says otherwise.
-    fn serve(root: &Path, more: &[&str]) -> Proc {
-        let mut args = vec!["serve", "--manifests", root.to_str().unwrap(), "--http-port", "0", "--https-port", "0", "--healthz-port", "0"];
-        if !more.contains(&"--bind-address") {
-            args.extend(["--bind-address", "127.0.0.1"]);
-        }
-        args.extend(["--access-log", "off"]);
-        args.extend(more);
-        Proc::start(&args, &[], "vestibule serving")
-    }
-
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// The first log line containing every one of `words` (separated by `&`), waiting up to
-    /// `timeout` for it.
-    fn wait_log(&self, words: &str, timeout: Duration) -> Option<String> {
-        let start = Instant::now();
-        loop {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| words.split('&').all(|w| l.contains(w))) {
-                return Some(l.clone());
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn expect_log(&self, words: &str) -> String {
-        self.wait_log(words, Duration::from_secs(5)).unwrap_or_else(|| panic!("no log line with {words:?}:\n{}", self.log()))
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn hup(&self) {
-        let ok = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
 }
 
 fn client() -> reqwest::Client {
@@ -286,7 +196,7 @@ fn controller(kubeconfig: &Path) -> Proc {
     let mut args = vec!["controller", "--kubeconfig", kubeconfig.to_str().unwrap(), "--bind-address", "127.0.0.1"];
     args.extend(["--http-port", "0", "--https-port", "0", "--healthz-port", "0", "--access-log", "off"]);
     args.extend(["--watch-ingress-without-class", "--update-status=false"]);
-    Proc::start(&args, &[("POD_NAMESPACE", "vestibule")], "vestibule controller started")
+    Proc::start(&args, &[("POD_NAMESPACE", "vestibule")], None, "vestibule controller started")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -356,7 +266,7 @@ async fn an_unreadable_replacement_is_an_error_and_the_last_good_version_serves(
         let errors = config["manifestErrors"].as_array().unwrap();
         assert!(errors.len() == 1 && errors[0].as_str().unwrap().starts_with(&format!("k8s/app.yaml: {why}")), "{config:#}");
         assert_eq!(route(p.http, "a.test").await, (200, Some("one".into())));
-        p.lines.lock().unwrap().clear();
+        p.clear_log();
     }
 
     replace(&k8s.join("app.yaml"), ingress("app", "a.test", "two"));

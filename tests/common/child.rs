@@ -1,5 +1,5 @@
-//! `vestibule` as a child process, for faults an in-process instance cannot take: SIGKILL, a
-//! low file descriptor limit. Its log (stderr) is kept for assertions and failure messages.
+//! `vestibule` as a child process, for what an in-process instance cannot take: SIGKILL, SIGHUP,
+//! a low file descriptor limit, a log read as it is written. Its log (stderr) is kept for assertions and failure messages.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -78,11 +78,23 @@ impl Proc {
         self.lines.lock().unwrap().iter().filter(|l| l.contains(word)).count()
     }
 
-    /// Waits up to `timeout` for a log line containing `word`.
-    pub fn wait_log(&self, word: &str, timeout: Duration) -> Option<String> {
+    /// `vestibule serve` on ephemeral ports, on 127.0.0.1 unless `more` says otherwise.
+    pub fn serve(root: &std::path::Path, more: &[&str]) -> Proc {
+        let mut args = vec!["serve", "--manifests", root.to_str().unwrap(), "--http-port", "0", "--https-port", "0", "--healthz-port", "0"];
+        if !more.contains(&"--bind-address") {
+            args.extend(["--bind-address", "127.0.0.1"]);
+        }
+        args.extend(["--access-log", "off"]);
+        args.extend(more);
+        Proc::start(&args, &[], None, "vestibule serving")
+    }
+
+    /// The first log line containing every one of `words` (separated by `&`), waiting up to
+    /// `timeout` for it.
+    pub fn wait_log(&self, words: &str, timeout: Duration) -> Option<String> {
         let until = Instant::now() + timeout;
         loop {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(word)) {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| words.split('&').all(|w| l.contains(w))) {
                 return Some(l.clone());
             }
             if Instant::now() > until {
@@ -90,6 +102,24 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Forgets the lines logged so far, so the next wait sees only new ones.
+    pub fn clear_log(&self) {
+        self.lines.lock().unwrap().clear();
+    }
+
+    pub fn expect_log(&self, words: &str) -> String {
+        self.wait_log(words, Duration::from_secs(5)).unwrap_or_else(|| panic!("no log line with {words:?}:\n{}", self.log()))
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn hup(&self) {
+        let ok = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
     }
 
     /// SIGKILL: no shutdown of any kind.
