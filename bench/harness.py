@@ -1756,9 +1756,19 @@ def main():
     ap.add_argument("--skip-control-plane", action="store_true")
     ap.add_argument("--proxy-cpu", type=int, default=1)
     ap.add_argument("--load-cpu", type=int, default=0)
-    ap.add_argument("--port-base", type=int, default=47000)
+    # Below Linux's default ephemeral range (32768-60999): a listener there can collide with
+    # a client connection's local port (EADDRINUSE), since the load opens tens of thousands.
+    ap.add_argument("--port-base", type=int, default=21000,
+                    help="first of ~500 loopback ports; keep it outside net.ipv4.ip_local_port_range")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = ap.parse_args()
+    try:
+        lo, hi = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        if a.port_base + 500 >= lo and a.port_base <= hi:
+            print(f"bench: warning: ports {a.port_base}-{a.port_base + 500} overlap the ephemeral range {lo}-{hi}; "
+                  "a listener may fail with 'Address already in use'", file=sys.stderr)
+    except (OSError, ValueError):
+        pass
     a.scales = a.scales or ("1000" if a.quick else "1000,10000")
     a.changes = a.changes if a.changes is not None else (10 if a.quick else 100)
     a.nginx_changes = a.nginx_changes if a.nginx_changes is not None else (5 if a.quick else 100)

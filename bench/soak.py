@@ -186,7 +186,7 @@ def main():
     ap.add_argument("--duration", type=float, default=1800)
     ap.add_argument("--sample", type=float, default=60)
     ap.add_argument("--cycle", type=float, default=60)
-    ap.add_argument("--port-base", type=int, default=56100)
+    ap.add_argument("--port-base", type=int, default=22000)  # below the ephemeral range
     ap.add_argument("--out", default=None, help="Markdown report to write")
     a = ap.parse_args()
     # The commit the run starts from (the binary is built from it by bench/soak.sh).
