@@ -213,7 +213,7 @@ async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, sticky: Option<
             u.addr = Some(state.addr);
         }
         if let Some(client_upgrade) = p.client_upgrade.take() {
-            let mut resp = super::upgrade::proxy_upgrade(ctx, up, state.addr, req_now, client_upgrade).await;
+            let mut resp = Box::pin(super::upgrade::proxy_upgrade(ctx, up, state.addr, req_now, client_upgrade)).await;
             if let Some(u) = outcome.upstream.as_mut() {
                 u.status = Some(resp.status().as_u16());
             }

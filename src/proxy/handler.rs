@@ -25,18 +25,17 @@ use super::router;
 use crate::config::Target;
 use crate::metrics;
 
-/// `fut`, or a 504 once `deadline` passes (a route's `request_timeout`).
-async fn within(ctx: &Ctx<'_>, deadline: tokio::time::Instant, fut: impl std::future::Future<Output = Response<RespBody>>) -> Response<RespBody> {
-    match tokio::time::timeout_at(deadline, fut).await {
-        Ok(resp) => resp,
-        Err(_) => ctx.fail(StatusCode::GATEWAY_TIMEOUT),
-    }
-}
-
-async fn within_opt(ctx: &Ctx<'_>, deadline: Option<tokio::time::Instant>, fut: impl std::future::Future<Output = Response<RespBody>>) -> Response<RespBody> {
+/// `fut`, or a 504 once `deadline` passes (a route's `request_timeout`). A plain future rather
+/// than an `async fn`: an `async` wrapper holds `fut` twice (as its argument and as what it
+/// awaits), and the request's whole future, moved into place once per request, grows with it.
+fn within<'a, F>(ctx: &'a Ctx<'_>, deadline: Option<tokio::time::Instant>, fut: F) -> impl std::future::Future<Output = Response<RespBody>> + 'a
+where
+    F: std::future::Future<Output = Response<RespBody>> + 'a,
+{
+    use futures::future::{Either, FutureExt};
     match deadline {
-        Some(d) => within(ctx, d, fut).await,
-        None => fut.await,
+        Some(d) => Either::Left(tokio::time::timeout_at(d, fut).map(move |r| r.unwrap_or_else(|_| ctx.fail(StatusCode::GATEWAY_TIMEOUT)))),
+        None => Either::Right(fut),
     }
 }
 
@@ -124,7 +123,7 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
     }
     let mut cookies = filters::external_auth::AuthCookies::default();
     if let Some(host) = &host
-        && let Some(mut answer) = filters::on_request_async(filters, ctx, host, &mut req, &mut cookies).await
+        && let Some(mut answer) = Box::pin(filters::on_request_async(filters, ctx, host, &mut req, &mut cookies)).await
     {
         cookies.apply(&mut answer);
         return filters::on_response(filters, ctx, answer);
@@ -154,14 +153,14 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
             let backend = choice.backend;
             let up = Upstream { backend, proxy, bound: live.bound(backend, &shared.registry), affinity: choice.affinity };
             let mirrored = filters::mirror::has_mirror(filters) || filters::mirror::has_mirror(own);
-            match (mirrored, proxy.request_timeout) {
-                (false, None) => forward::forward(ctx, up, req, websocket, progress, outcome).await,
-                (false, Some(limit)) => within(ctx, started + limit, forward::forward(ctx, up, req, websocket, progress, outcome)).await,
-                (true, limit) => {
-                    let req = filters::mirror::start(filters, own, ctx, req);
-                    let deadline = limit.map(|l| started + l);
-                    within_opt(ctx, deadline, forward::forward(ctx, up, req, websocket, progress, outcome)).await
-                }
+            let deadline = proxy.request_timeout.map(|l| started + l);
+            if mirrored {
+                // Off the common path: boxed, so that every request's future stays small (it
+                // is moved into place once per request).
+                let req = filters::mirror::start(filters, own, ctx, req);
+                Box::pin(within(ctx, deadline, forward::forward(ctx, up, req, websocket, progress, outcome))).await
+            } else {
+                within(ctx, deadline, forward::forward(ctx, up, req, websocket, progress, outcome)).await
             }
         }
     };
@@ -173,7 +172,7 @@ async fn pipeline<B: ClientBody>(ctx: &Ctx<'_>, mut req: Request<B>, progress: &
     {
         let code = resp.status();
         drop(resp);
-        resp = error_pages::answer(ctx, &live, pages, target.proxy(&live.config), original, code).await;
+        resp = Box::pin(error_pages::answer(ctx, &live, pages, target.proxy(&live.config), original, code)).await;
     }
     cookies.apply(&mut resp);
     filters::on_response(filters, ctx, resp)

@@ -194,6 +194,12 @@ impl Pool {
                 }
             }
         }
+        // A new connection is the rare case: its dial and handshake futures are large, so they
+        // are boxed, and the future of every request that reuses a connection stays small.
+        Box::pin(self.open_new(key, addr, protocol, tls, connect_timeout)).await
+    }
+
+    async fn open_new(&self, key: Key, addr: SocketAddr, protocol: BackendProtocol, tls: Option<&UpstreamTls>, connect_timeout: Duration) -> Result<Conn, ConnectError> {
         let io = self.dial(addr, protocol, tls, connect_timeout).await?;
         let guard = OpenGuard::new(&self.open);
         if protocol.http2() {
