@@ -222,3 +222,72 @@ fn a_replaced_backend_keeps_protocol_policy_port_and_id() {
     let again = endpoint_only::patch(&mut index, before, &store, &[slice_ref("api-abc")], &settings).expect("a second endpoint-only change");
     assert_eq!(served(&again), served(&compile(&store, &settings)));
 }
+
+/// Many random slice changes in a row (addresses, readiness, terminating, ports, emptied,
+/// deleted, new slices, slices moving between Services), each taken as the engine takes it:
+/// endpoints only, else the hosts it reaches, else everything. After each, the result serves
+/// what a full compile serves.
+#[test]
+fn random_slice_changes_in_a_row_serve_what_a_full_compile_serves() {
+    let settings = common::compile_settings();
+    let mut store = Store::default();
+    for y in base() {
+        insert_yaml(&mut store, &y);
+    }
+    let mut prev = compile(&store, &settings);
+    let mut index = Index::new(&store, prev.config.route_count);
+    let mut seed: u64 = 0x2545f4914f6cdd1d;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let services = ["web", "api", "solo", "alt", "up", "idle"];
+    let mut counts = std::collections::BTreeMap::new();
+    for step in 0..200 {
+        let name = ["web-abc", "web-def", "api-abc", "solo-abc", "up-abc", "extra-1", "extra-2"][next(7) as usize];
+        let r = slice_ref(name);
+        if next(8) == 0 {
+            store.remove(&r);
+        } else {
+            let svc = if next(6) == 0 || name.starts_with("extra") { services[next(6) as usize] } else { name.split('-').next().unwrap() };
+            let mut s = EndpointSlice::new("a", name, svc).port("http", 8080 + next(2) as u16);
+            if next(3) == 0 {
+                s = s.port("grpc", 9090);
+            }
+            for i in 0..next(4) {
+                let e = Endpoint::at(format!("10.1.{}.{}", next(3), i + 1));
+                s = s.endpoint(match next(4) {
+                    0 => e.ready(false),
+                    1 => e.ready(true).terminating(true),
+                    _ => e,
+                });
+            }
+            insert_yaml(&mut store, &s.to_yaml());
+        }
+        let changed = [r];
+        let before = || Previous { config: &prev.config, diagnostics: &prev.diagnostics, status: &prev.status };
+        let (mode, got) = match endpoint_only::patch(&mut index, before(), &store, &changed, &settings) {
+            Some(c) => ("endpoints", c),
+            None => match incremental::recompile(&mut index, before(), &store, &changed, &settings) {
+                Some(c) => ("incremental", c),
+                None => {
+                    let c = compile(&store, &settings);
+                    index = Index::new(&store, c.config.route_count);
+                    ("full", c)
+                }
+            },
+        };
+        *counts.entry(mode).or_insert(0) += 1;
+        let full = compile(&store, &settings);
+        let (a, b) = (served(&got), served(&full));
+        let first = a.lines().zip(b.lines()).position(|(x, y)| x != y);
+        assert!(a == b, "step {step} ({mode}, {}): line {first:?} differs:\n{:?}\n{:?}", changed[0], first.and_then(|i| a.lines().nth(i)), first.and_then(|i| b.lines().nth(i)));
+        assert_eq!(got.status, full.status, "step {step}");
+        prev = got;
+    }
+    eprintln!("{counts:?}");
+    assert!(counts.get("endpoints").copied().unwrap_or(0) > 30, "too few endpoint-only changes to prove anything: {counts:?}");
+    assert!(counts.get("incremental").copied().unwrap_or(0) > 20, "{counts:?}");
+}
