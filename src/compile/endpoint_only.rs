@@ -42,14 +42,20 @@ pub fn patch(index: &mut Index, prev: Previous<'_>, store: &Store, changed: &[Ob
     for key in &keys {
         let before = index.slice_service.get(key).cloned();
         let now = store.endpoint_slices.get(key).and_then(|s| slice_service(s));
-        let svc = match (before, now) {
+        let svc = match (&before, &now) {
             (Some(a), Some(b)) if a != b => return None,
-            (a, b) => match a.or(b) {
-                Some(s) => (key.0.clone(), s),
+            (a, b) => match a.as_ref().or(b.as_ref()) {
+                Some(s) => (key.0.clone(), s.clone()),
                 None => continue,
             },
         };
-        services.entry(svc.clone()).or_insert_with(|| index.slices.get(&svc).cloned().unwrap_or_default()).insert(key.1.clone());
+        let names = services.entry(svc.clone()).or_insert_with(|| index.slices.get(&svc).cloned().unwrap_or_default());
+        // A slice that lost its Service label no longer belongs to it.
+        if now.is_some() {
+            names.insert(key.1.clone());
+        } else {
+            names.remove(&key.1);
+        }
     }
     // The hosts of the Ingresses that use those Services, when only as backends.
     let mut hosts: BTreeSet<&str> = BTreeSet::new();
