@@ -351,10 +351,17 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
             if apply_health.is_stale() {
                 tracing::warn!(failing = ?apply_health.failing(), "applying a configuration while some watches are failing: it may be stale");
             }
-            if let Some(b) = &batch {
-                tracing::debug!(endpoints_only = b.endpoints_only, "applying a batch");
+            let (store, changed) = source.changes();
+            match batch {
+                // The first configuration is compiled whole.
+                None => Read::Apply { store, manifest_errors: Vec::new(), seen_at: None },
+                // Taken with an earlier batch, or a re-list that changed nothing.
+                Some(_) if changed.is_empty() => Read::Nothing,
+                Some(b) => {
+                    tracing::debug!(endpoints_only = b.endpoints_only, objects = changed.len(), "applying a batch");
+                    Read::Changed { store, manifest_errors: Vec::new(), seen_at: Some(b.seen_at), changed: Some(changed) }
+                }
             }
-            Read::Apply { store: source.store(), manifest_errors: Vec::new(), seen_at: batch.map(|b| b.seen_at) }
         };
         engine.run(true, batches, read, applied_tx).await;
     });

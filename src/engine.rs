@@ -7,10 +7,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::compile::endpoint_only;
 use crate::compile::incremental::{self, Index};
 use crate::compile::{self, Diagnostic, Settings, Severity, Status};
 use crate::config::Config;
-use crate::metrics::{CertLabels, HostLabels, Metrics, ReasonLabels, ResultLabels};
+use crate::metrics::{CertLabels, HostLabels, Metrics, ModeLabels, ReasonLabels, ResultLabels};
 use crate::proxy::Shared;
 use crate::proxy::listener::ListenError;
 use crate::store::{ObjRef, Store};
@@ -56,6 +57,9 @@ pub struct Outcome {
     pub status: Arc<Status>,
     /// Listeners the new configuration declares that could not be opened.
     pub listen_errors: Vec<ListenError>,
+    /// How the configuration was made: `full` (a compile of everything), `incremental` (the
+    /// hosts the change reaches) or `endpoints` (endpoint sets replaced, nothing compiled).
+    pub mode: &'static str,
 }
 
 /// Compiles stores into live configurations, logging each diagnostic once when it appears and
@@ -93,10 +97,23 @@ impl Engine {
         let metrics = self.shared.metrics.clone();
         let started = Instant::now();
         let prev = self.shared.config();
+        let mut mode = "full";
         let partial = match (changed, self.last.as_mut()) {
-            (Some(changed), Some(last)) => {
-                let before = incremental::Previous { config: &prev, diagnostics: &last.diagnostics, status: &last.status };
-                incremental::recompile(&mut last.index, before, &store, changed, &self.settings)
+            (Some(changed), Some(Last { index, diagnostics, status })) => {
+                let before = || incremental::Previous { config: &prev, diagnostics, status };
+                match endpoint_only::patch(index, before(), &store, changed, &self.settings) {
+                    Some(c) => {
+                        mode = "endpoints";
+                        Some(c)
+                    }
+                    None => {
+                        let c = incremental::recompile(index, before(), &store, changed, &self.settings);
+                        if c.is_some() {
+                            mode = "incremental";
+                        }
+                        c
+                    }
+                }
             }
             _ => None,
         };
@@ -124,6 +141,7 @@ impl Engine {
             metrics.change_to_live.observe(t.elapsed().as_secs_f64());
         }
         metrics.config_changes.get_or_create(&ResultLabels { result: "applied".into() }).inc();
+        metrics.config_applies.get_or_create(&ModeLabels { mode: mode.into() }).inc();
         metrics.config_last_reload_successful.set(manifest_errors.is_empty() as i64);
         metrics.config_last_reload_successful_timestamp.set(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
         metrics.diagnostics.clear();
@@ -149,6 +167,7 @@ impl Engine {
             diagnostics = diags.len(),
             compile_ms = compile_time.as_secs_f64() * 1000.0,
             incremental,
+            mode,
             "configuration applied"
         );
         let old = self.snapshot.swap(Arc::new(Snapshot { store, settings: Some(self.settings.clone()), diagnostics: diags.clone(), status: status.clone(), manifest_errors }));
@@ -157,7 +176,7 @@ impl Engine {
         if std::thread::Builder::new().name("drop-snapshot".into()).spawn(move || drop(old)).is_err() {
             tracing::debug!("the previous snapshot was freed in place");
         }
-        Outcome { diagnostics: diags, status, listen_errors }
+        Outcome { diagnostics: diags, status, listen_errors, mode }
     }
 }
 

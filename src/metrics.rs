@@ -131,6 +131,12 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// How a configuration was made (`full`, `incremental`, `endpoints`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
@@ -195,6 +201,7 @@ pub struct Metrics {
     pub ssl_certificate_info: Family<CertLabels, Gauge>,
     pub ssl_expire_time: Family<HostLabels, Gauge>,
     pub config_changes: Family<ResultLabels, Counter>,
+    pub config_applies: Family<ModeLabels, Counter>,
     pub compile_duration: Histogram,
     pub change_to_live: Histogram,
     pub diagnostics: Family<ReasonLabels, Gauge>,
@@ -233,6 +240,7 @@ impl Default for Metrics {
             ssl_certificate_info: Family::default(),
             ssl_expire_time: Family::default(),
             config_changes: Family::default(),
+            config_applies: Family::default(),
             compile_duration: Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
             change_to_live: Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
             diagnostics: Family::default(),
@@ -281,6 +289,7 @@ impl Metrics {
         r.register(format!("{n}ssl_certificate_info"), "Certificates in use, by host", self.ssl_certificate_info.clone());
         r.register(format!("{n}ssl_expire_time_seconds"), "Expiry time of the certificate served for a host", self.ssl_expire_time.clone());
         r.register("vestibule_config_changes", "Configuration changes, applied or rejected", self.config_changes.clone());
+        r.register("vestibule_config_applies", "Configurations made live, by how: full compile, incremental (the hosts a change reaches), endpoints (nothing compiled)", self.config_applies.clone());
         r.register("vestibule_compile_duration_seconds", "Time to compile the objects into a configuration", self.compile_duration.clone());
         r.register("vestibule_change_to_live_seconds", "Time from a change being seen to it serving", self.change_to_live.clone());
         r.register("vestibule_diagnostics", "Current diagnostics by reason", self.diagnostics.clone());

@@ -53,7 +53,7 @@ impl<'a> SliceIndex<'a> {
 }
 
 /// The Service port an Ingress backend names, by number or by name.
-fn service_port<'s>(svc: &'s Service, port: &PortRef) -> Option<&'s ServicePort> {
+pub(super) fn service_port<'s>(svc: &'s Service, port: &PortRef) -> Option<&'s ServicePort> {
     let ports = svc.spec.as_ref()?.ports.as_deref()?;
     match port {
         PortRef::Number(n) => ports.iter().find(|p| p.port == *n),
@@ -88,7 +88,7 @@ impl PortRef {
 }
 
 /// The Service's ClusterIP and port (`service-upstream`), when it has a usable ClusterIP.
-fn cluster_endpoint(svc: &Service, port: &ServicePort) -> Option<SocketAddr> {
+pub(super) fn cluster_endpoint(svc: &Service, port: &ServicePort) -> Option<SocketAddr> {
     let ip = svc.spec.as_ref()?.cluster_ip.as_deref()?;
     let ip: std::net::IpAddr = ip.parse().ok()?;
     let port = validate::endpoint_port(port.port).ok()?;

@@ -29,14 +29,14 @@ const MAX_INGRESSES: usize = 512;
 /// `recompile`, built whole after a full compile.
 #[derive(Debug, Default)]
 pub struct Index {
-    hosts_of: HashMap<Key, Vec<String>>,
-    ingresses_of: HashMap<String, BTreeSet<Key>>,
-    names_of: HashMap<Key, Vec<Key>>,
-    named_by: HashMap<Key, BTreeSet<Key>>,
+    pub(super) hosts_of: HashMap<Key, Vec<String>>,
+    pub(super) ingresses_of: HashMap<String, BTreeSet<Key>>,
+    pub(super) names_of: HashMap<Key, Vec<Key>>,
+    pub(super) named_by: HashMap<Key, BTreeSet<Key>>,
     /// Ingresses whose effect reaches past their own hosts.
-    global: HashSet<Key>,
-    slices: SlicesByService,
-    slice_service: HashMap<Key, String>,
+    pub(super) global: HashSet<Key>,
+    pub(super) slices: SlicesByService,
+    pub(super) slice_service: HashMap<Key, String>,
     /// Route ids a full compile handed out: once twice as many are in use, compile in full.
     full_routes: usize,
 }
@@ -86,7 +86,7 @@ fn is_global(ing: &Ingress) -> bool {
     no_rules || cross
 }
 
-fn slice_service(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<String> {
+pub(super) fn slice_service(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<String> {
     slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned()
 }
 
@@ -139,14 +139,14 @@ impl Index {
         self.global.remove(key);
     }
 
-    fn add_slice(&mut self, key: &Key, slice: &k8s_openapi::api::discovery::v1::EndpointSlice) {
+    pub(super) fn add_slice(&mut self, key: &Key, slice: &k8s_openapi::api::discovery::v1::EndpointSlice) {
         if let Some(svc) = slice_service(slice) {
             self.slices.entry((key.0.clone(), svc.clone())).or_default().insert(key.1.clone());
             self.slice_service.insert(key.clone(), svc);
         }
     }
 
-    fn remove_slice(&mut self, key: &Key) {
+    pub(super) fn remove_slice(&mut self, key: &Key) {
         let Some(svc) = self.slice_service.remove(key) else { return };
         let skey = (key.0.clone(), svc);
         if let Some(set) = self.slices.get_mut(&skey) {

@@ -15,6 +15,7 @@ pub mod explain;
 pub mod gateway;
 pub mod http_settings;
 pub mod incremental;
+pub mod endpoint_only;
 pub mod headers_settings;
 pub mod tls_settings;
 pub mod migration;

@@ -107,7 +107,7 @@ pub(crate) fn addresses(client: Client, publish: Publish, health: Arc<SourceHeal
         Publish::Service((ns, name)) => {
             let (tx, rx) = watch::channel(None);
             let (ch_tx, mut ch_rx) = mpsc::unbounded_channel::<Change>();
-            let watches = Watches { tx: ch_tx, health, backoff };
+            let watches = Watches { tx: ch_tx, health, backoff, log: Default::default() };
             let api = Api::<Service>::namespaced(client, &ns);
             let (reader, watch_task) = watches.spawn(format!("Service {ns}/{name} (--publish-service)"), api, kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}")), Change::Objects);
             let task = tokio::spawn(async move {

@@ -10,6 +10,10 @@
 //!
 //! Changes are coalesced: 100 ms of quiet (at most 500 ms in all) for a burst that touches any
 //! object; an endpoint-only burst waits 20 ms of quiet (at most 100 ms).
+//!
+//! Each watch notes the objects its events touched (`kube_changes`), and `changes` hands them
+//! over with the store, so the engine compiles only what they reach; a re-list notes the
+//! objects it found added, removed or at another `resourceVersion`.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -29,10 +33,11 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 pub use super::kube_health::{Backoff, SourceHealth};
+use super::kube_changes::{self, ChangeLog};
 use super::kube_gateway::GatewaySource;
 use super::kube_secrets::{self, SecretRefs, SecretWatches};
 use crate::store::SERVICE_NAME_LABEL;
-use crate::store::{Key, Store};
+use crate::store::{Key, ObjRef, Store};
 
 /// What a watch event touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +120,8 @@ pub struct KubeSource {
     /// The watch tasks.
     pub tasks: Vec<AbortHandle>,
     pub health: Arc<SourceHealth>,
+    /// The objects the watches changed since the store was last read.
+    log: Arc<ChangeLog>,
 }
 
 fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -144,20 +151,22 @@ impl KubeSource {
     pub fn start(client: Client, opts: &SourceOptions) -> (KubeSource, mpsc::Receiver<Batch>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let health = Arc::new(SourceHealth::default());
+        let log = Arc::new(ChangeLog::default());
         let mut src = KubeSource {
             ingresses: Vec::new(),
             classes: Vec::new(),
             services: Vec::new(),
             slices: Vec::new(),
-            secrets: SecretWatches::new(client.clone(), Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff }, opts.secret_refs.clone(), opts.extra_secrets.iter().cloned().collect()),
+            secrets: SecretWatches::new(client.clone(), Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff, log: log.clone() }, opts.secret_refs.clone(), opts.extra_secrets.iter().cloned().collect()),
             config_maps: Vec::new(),
             namespaces: Vec::new(),
             gateway: GatewaySource::empty(),
             tasks: Vec::new(),
             health: health.clone(),
+            log: log.clone(),
         };
         let ns = opts.watch_namespace.as_deref().filter(|n| !n.is_empty());
-        let w = Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff };
+        let w = Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff, log };
         let (gateway, t) = GatewaySource::start(client.clone(), ns.map(str::to_string), w.clone(), opts.gateway_rediscovery);
         src.gateway = gateway;
         src.tasks.push(t);
@@ -240,10 +249,18 @@ impl KubeSource {
     /// with the Secrets they name. Secrets newly named start being read now, and arrive with a
     /// later batch; Secrets no longer named are dropped.
     pub fn store(&self) -> Store {
-        let mut s = self.objects();
-        self.secrets.reconcile(&s);
-        self.secrets.fill(&mut s);
-        s
+        self.changes().0
+    }
+
+    /// `store`, and the objects that changed since the last call (a Secret newly named is
+    /// one of them once it has been read).
+    pub fn changes(&self) -> (Store, Vec<ObjRef>) {
+        self.log.take(|| {
+            let mut s = self.objects();
+            self.secrets.reconcile(&s);
+            self.secrets.fill(&mut s);
+            s
+        })
     }
 
     /// Every kind but Secrets.
@@ -288,6 +305,8 @@ pub struct Watches {
     pub tx: mpsc::UnboundedSender<Change>,
     pub health: Arc<SourceHealth>,
     pub backoff: Backoff,
+    /// Where the watches note the objects they changed.
+    pub log: Arc<ChangeLog>,
 }
 
 impl Watches {
@@ -298,7 +317,7 @@ impl Watches {
     {
         let writer = Writer::<K>::default();
         let reader = writer.as_reader();
-        let task = tokio::spawn(run_watch(name, api, cfg, writer, change, self.tx.clone(), self.health.clone(), self.backoff));
+        let task = tokio::spawn(run_watch(name, api, cfg, writer, change, self.clone()));
         (reader, task.abort_handle())
     }
 
@@ -309,7 +328,7 @@ impl Watches {
     {
         let writer = Writer::<K>::default();
         let reader = writer.as_reader();
-        (reader, run_watch(name, api, cfg, writer, change, self.tx.clone(), self.health.clone(), self.backoff))
+        (reader, run_watch(name, api, cfg, writer, change, self.clone()))
     }
 
     /// The retry delays, as the watches use them.
@@ -318,11 +337,14 @@ impl Watches {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_watch<K>(name: String, api: Api<K>, cfg: watcher::Config, mut writer: Writer<K>, change: Change, tx: mpsc::UnboundedSender<Change>, health: Arc<SourceHealth>, backoff: Backoff)
+async fn run_watch<K>(name: String, api: Api<K>, cfg: watcher::Config, mut writer: Writer<K>, change: Change, w: Watches)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    let Watches { tx, health, backoff, log } = w;
+    let kind = kube_changes::static_kind(&K::kind(&()));
+    // What the reflector held when a (re-)list began, to note what the list changed.
+    let mut before_list = None;
     let mut retry = backoff.build();
     loop {
         let mut stream = watcher::watcher(api.clone(), cfg.clone()).boxed();
@@ -337,7 +359,21 @@ where
                         Event::Delete(o) => tracing::debug!(object = %describe(o), "deleted"),
                         Event::InitApply(_) | Event::InitDone => {}
                     }
-                    writer.apply_watcher_event(&ev);
+                    if let Event::Init = ev {
+                        before_list = Some(kube_changes::versions(&writer.as_reader()));
+                    }
+                    {
+                        let mut pending = log.lock();
+                        writer.apply_watcher_event(&ev);
+                        match &ev {
+                            Event::Apply(o) | Event::Delete(o) => pending.note([kube_changes::obj_ref(kind, o)]),
+                            Event::InitDone => {
+                                let after = kube_changes::versions(&writer.as_reader());
+                                pending.note(kube_changes::relisted(kind, &before_list.take().unwrap_or_default(), &after));
+                            }
+                            Event::Init | Event::InitApply(_) => {}
+                        }
+                    }
                     match ev {
                         Event::InitDone => {
                             tracing::debug!(watch = %name, objects = writer.as_reader().len(), "listed");

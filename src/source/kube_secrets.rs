@@ -150,6 +150,17 @@ fn store_in(slot: &Mutex<Option<Arc<Secret>>>, secret: Option<Secret>) -> bool {
     changed
 }
 
+/// Runs `store`, noting the Secret as changed when it says so, as one step against a read of
+/// the store (see `kube_changes`). Any Secret change compiles everything: the name alone says so.
+fn noted(w: &Watches, name: &str, store: impl FnOnce() -> bool) -> bool {
+    let mut pending = w.log.lock();
+    let changed = store();
+    if changed {
+        pending.note([crate::store::ObjRef::new("Secret", "", name)]);
+    }
+    changed
+}
+
 /// GET, then WATCH by name, forever (see the module comment).
 async fn run(api: Api<Secret>, name: String, label: String, slot: Arc<Mutex<Option<Arc<Secret>>>>, ready: watch::Sender<bool>, w: Watches) {
     let mut retry = w.backoff.build();
@@ -170,7 +181,7 @@ async fn round(api: &Api<Secret>, name: &str, label: &str, slot: &Mutex<Option<A
     let got = api.get_opt(name).await.map_err(|e| e.to_string())?;
     let mut rv = got.as_ref().and_then(|s| s.metadata.resource_version.clone()).unwrap_or_default();
     tracing::debug!(watch = %label, found = got.is_some(), "read");
-    let changed = store_in(slot, got);
+    let changed = noted(w, name, || store_in(slot, got));
     retry.reset();
     w.health.listed(label);
     ready.send_replace(true);
@@ -197,7 +208,7 @@ async fn round(api: &Api<Secret>, name: &str, label: &str, slot: &Mutex<Option<A
             }
             rv = secret.metadata.resource_version.clone().unwrap_or(rv);
             tracing::debug!(watch = %label, deleted, "changed");
-            if store_in(slot, (!deleted).then_some(secret)) || deleted {
+            if noted(w, name, || store_in(slot, (!deleted).then_some(secret)) || deleted) {
                 let _ = w.tx.send(Change::Objects);
             }
         }

@@ -2,6 +2,7 @@
 
 pub mod files;
 pub mod kube;
+pub mod kube_changes;
 pub mod kube_gateway;
 mod kube_health;
 pub mod kube_secrets;
