@@ -319,7 +319,16 @@ pub async fn start(opts: ControllerOptions) -> anyhow::Result<Running> {
         extra_secrets: opts.serve.default_ssl_certificate.iter().cloned().collect(),
         secret_refs: {
             let settings = engine.settings.clone();
-            crate::source::kube_secrets::SecretRefs(Arc::new(move |s| crate::compile::refs_secrets::named(s, &settings)))
+            // With --watch-namespace, a Secret another namespace holds (an `auth-secret:
+            // NS/NAME`, say) is not read: the objects that name it find it missing.
+            let only = opts.watch_namespace.clone().filter(|n| !n.is_empty());
+            crate::source::kube_secrets::SecretRefs(Arc::new(move |s| {
+                let mut named = crate::compile::refs_secrets::named(s, &settings);
+                if let Some(ns) = &only {
+                    named.retain(|(n, _)| n == ns);
+                }
+                named
+            }))
         },
         debounce: opts.debounce,
         backoff: opts.backoff,

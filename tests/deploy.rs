@@ -415,3 +415,47 @@ fn gateway_class_and_install_docs() {
         }
     }
 }
+
+/// deploy/static/vestibule-namespaced.yaml: --watch-namespace with a Role in that namespace,
+/// and cluster-wide only the cluster-scoped kinds the controller reads.
+#[test]
+fn namespaced_manifest_reads_nothing_outside_its_namespace() {
+    let docs = documents();
+    let file = "static/vestibule-namespaced.yaml";
+    let d: Deployment = one(&docs, "Deployment", file);
+    let args = controller(&d).args.clone().unwrap();
+    let watched = args.iter().find_map(|a| a.strip_prefix("--watch-namespace=")).expect("--watch-namespace").to_string();
+    assert_eq!(watched, "vestibule");
+    // Otherwise the controller of vestibule.yaml, without the webhook.
+    let full: Deployment = one(&docs, "Deployment", "static/vestibule.yaml");
+    let mut expected = controller(&full).args.clone().unwrap();
+    expected.retain(|a| !a.contains("webhook"));
+    expected.push(format!("--watch-namespace={watched}"));
+    assert_eq!(args, expected);
+
+    let cr: ClusterRole = one(&docs, "ClusterRole", file);
+    let cluster_scoped = ["namespaces", "ingressclasses", "gatewayclasses", "gatewayclasses/status"];
+    for r in cr.rules.as_deref().unwrap() {
+        for res in r.resources.as_deref().unwrap() {
+            assert!(cluster_scoped.contains(&res.as_str()), "the ClusterRole grants {:?} on the namespaced {res}", r.verbs);
+            if res == "namespaces" {
+                assert_eq!(r.resource_names.as_deref(), Some(&[watched.clone()][..]), "only the watched Namespace");
+            }
+        }
+    }
+    let found: Vec<Role> = docs.iter().filter(|d| d.1 == "Role" && d.2 == "vestibule-watch" && d.0.ends_with(file)).map(|d| typed(&d.3)).collect();
+    assert_eq!(found.len(), 1);
+    let role = &found[0];
+    assert_eq!(role.metadata.namespace.as_deref(), Some(watched.as_str()), "the Role is in the watched namespace");
+    let rules = rule_set(role.rules.as_deref().unwrap());
+    assert_eq!(rules.iter().filter(|(_, r, _)| r == "secrets").map(|(_, _, v)| v.as_str()).collect::<Vec<_>>(), vec!["get", "watch"], "Secrets: get and watch only");
+    for (g, r) in [("networking.k8s.io", "ingresses"), ("", "services"), ("discovery.k8s.io", "endpointslices")] {
+        assert!(rules.contains(&(g.to_string(), r.to_string(), "watch".to_string())), "{r}");
+    }
+    let rb: Vec<RoleBinding> = docs.iter().filter(|d| d.1 == "RoleBinding" && d.2 == "vestibule-watch" && d.0.ends_with(file)).map(|d| typed(&d.3)).collect();
+    assert_eq!(rb.len(), 1);
+    assert_eq!(rb[0].metadata.namespace.as_deref(), Some(watched.as_str()));
+    assert_eq!(rb[0].role_ref.name, "vestibule-watch");
+    let s = &rb[0].subjects.as_deref().unwrap()[0];
+    assert_eq!((s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()), ("ServiceAccount", "vestibule", Some("vestibule")));
+}

@@ -59,6 +59,8 @@ fn chart_and_values_parse() {
     assert_eq!(class["controllerValue"], "vestibule.dev/ingress-controller");
     assert!(ctl["config"].is_object());
     assert_eq!(ctl["admissionWebhooks"]["enabled"], true);
+    assert_eq!(ctl["scope"]["enabled"], false);
+    assert_eq!(ctl["scope"]["namespace"], "");
     assert!(v["tcp"].is_object() && v["udp"].is_object());
 }
 
@@ -89,7 +91,7 @@ fn every_value_a_template_uses_exists() {
         }
         assert_eq!(depth, 0, "{name}: unbalanced if/with/range and end");
     }
-    for name in ["controller.replicaCount", "controller.service.type", "controller.ingressClassResource.enabled", "controller.ingressClassResource.default", "controller.admissionWebhooks.enabled", "controller.config", "tcp", "udp"] {
+    for name in ["controller.replicaCount", "controller.service.type", "controller.ingressClassResource.enabled", "controller.ingressClassResource.default", "controller.admissionWebhooks.enabled", "controller.scope.enabled", "controller.scope.namespace", "controller.config", "tcp", "udp"] {
         assert!(used.contains(name), "no template uses .Values.{name}: {used:?}");
     }
 }
@@ -116,7 +118,8 @@ fn templates_declare_the_webhook_overlay_objects() {
     }
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let mut overlay = BTreeSet::new();
-    for f in ["static/vestibule.yaml", "static/webhook.yaml"] {
+    // With controller.scope.enabled, the objects of the namespaced manifest.
+    for f in ["static/vestibule.yaml", "static/webhook.yaml", "static/vestibule-namespaced.yaml"] {
         overlay.extend(kinds_and_names(&std::fs::read_to_string(deploy.join(f)).unwrap()));
     }
     // The chart installs into the release's namespace instead of creating one, and names the
@@ -129,7 +132,7 @@ fn templates_declare_the_webhook_overlay_objects() {
 
 // A renderer for the subset of Go templates (and Helm's functions) the chart uses: `if`,
 // `with` and `range $k, $v :=` blocks with `else`, trim markers, `.` paths, `$` variables,
-// string and number literals, and the functions quote, toYaml, nindent and eq. Anything else
+// string and number literals, and the functions quote, toYaml, nindent, eq and default. Anything else
 // panics, so that a template growing past the subset fails here rather than going unchecked.
 
 enum Node {
@@ -272,6 +275,7 @@ fn pipeline(p: &str, sc: &Scope) -> Value {
                 Value::String(show(&args[1]).lines().map(|l| format!("\n{}{l}", " ".repeat(n))).collect())
             }
             "eq" => Value::Bool(args[0] == args[1]),
+            "default" => if truthy(&args[1]) { args[1].clone() } else { args[0].clone() },
             w if words.len() == 1 && args.len() <= 1 => args.pop().unwrap_or_else(|| term(w, sc)),
             w => panic!("unsupported function `{w}`"),
         });
@@ -407,4 +411,71 @@ fn values_change_what_is_rendered() {
     assert_eq!(get("ConfigMap", "vestibule", "vestibule-udp-services")["data"]["53"], "kube-system/kube-dns:53");
     let off = helm_render(serde_json::json!({ "controller": { "ingressClassResource": { "enabled": false } } }));
     assert!(!off.keys().any(|k| k.0 == "IngressClass"));
+}
+
+/// The resources of `rules` with their verbs, as (group, resource, verb, resourceNames).
+fn grants(rules: &Value) -> BTreeSet<(String, String, String, String)> {
+    let mut out = BTreeSet::new();
+    let strs = |v: &Value| v.as_array().map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect::<Vec<_>>()).unwrap_or_default();
+    for r in rules.as_array().unwrap() {
+        for g in strs(&r["apiGroups"]) {
+            for res in strs(&r["resources"]) {
+                for v in strs(&r["verbs"]) {
+                    out.insert((g.clone(), res.clone(), v, strs(&r["resourceNames"]).join(",")));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn scope_renders_the_namespaced_manifest() {
+    // Without the webhook and watching the release's namespace: the static namespaced file.
+    let scoped = serde_json::json!({ "controller": { "scope": { "enabled": true }, "admissionWebhooks": { "enabled": false } } });
+    assert_eq!(helm_render(scoped), static_objects(&["static/vestibule-namespaced.yaml"]));
+}
+
+#[test]
+fn scope_namespace_moves_the_reads_into_a_role_there() {
+    let r = helm_render(serde_json::json!({ "controller": { "scope": { "enabled": true, "namespace": "team-a" } } }));
+    let get = |kind: &str, ns: &str, name: &str| r.get(&(kind.to_string(), ns.to_string(), name.to_string())).unwrap_or_else(|| panic!("no {kind} {ns}/{name}: {:?}", r.keys())).clone();
+    let args = get("Deployment", "vestibule", "vestibule-controller")["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    assert!(args.as_array().unwrap().contains(&"--watch-namespace=team-a".into()), "{args}");
+
+    // Cluster-wide, only cluster-scoped kinds, and of the Namespaces only the watched one.
+    let cluster_scoped = ["namespaces", "ingressclasses", "gatewayclasses", "gatewayclasses/status", "validatingwebhookconfigurations"];
+    for ((kind, _, name), obj) in &r {
+        if kind == "ClusterRole" {
+            for (g, res, verb, names) in grants(&obj["rules"]) {
+                assert!(cluster_scoped.contains(&res.as_str()), "ClusterRole {name} grants {verb} on the namespaced {g}/{res}");
+                if res == "namespaces" {
+                    assert_eq!(names, "team-a", "ClusterRole {name}: Namespaces only by the watched one's name");
+                }
+            }
+        }
+    }
+    assert!(grants(&get("ClusterRole", "", "vestibule")["rules"]).contains(&("networking.k8s.io".into(), "ingressclasses".into(), "list".into(), String::new())));
+
+    // The watched namespace's Role, bound to the controller's ServiceAccount.
+    let role = grants(&get("Role", "team-a", "vestibule-watch")["rules"]);
+    let secrets: BTreeSet<&str> = role.iter().filter(|g| g.1 == "secrets").map(|g| g.2.as_str()).collect();
+    assert_eq!(secrets, BTreeSet::from(["get", "watch"]), "Secrets are read by name only");
+    for res in ["ingresses", "services", "endpointslices", "httproutes"] {
+        assert!(role.iter().any(|g| g.1 == res && g.2 == "watch"), "the Role reads {res}: {role:?}");
+    }
+    assert!(role.iter().any(|g| g.1 == "ingresses/status" && g.2 == "update"));
+    assert!(!role.iter().any(|g| g.1 == "configmaps"), "no ConfigMap of the watched namespace is read");
+    let rb = get("RoleBinding", "team-a", "vestibule-watch");
+    assert_eq!(rb["roleRef"]["name"], "vestibule-watch");
+    assert_eq!(rb["subjects"], serde_json::json!([{ "kind": "ServiceAccount", "name": "vestibule", "namespace": "vestibule" }]));
+
+    // Its own namespace: only its own objects, by name (the EndpointSlices are listed by label).
+    let own = grants(&get("Role", "vestibule", "vestibule")["rules"]);
+    for (_, res, verb, names) in &own {
+        assert!(!names.is_empty() || matches!((res.as_str(), verb.as_str()), ("leases", "create") | ("events", "create") | ("endpointslices", "list")), "{res} {verb} not by name");
+    }
+    assert!(!r.keys().any(|k| k.1 == "team-a" && k.0 != "Role" && k.0 != "RoleBinding"), "nothing else is installed into the watched namespace");
+    let hook = get("ValidatingWebhookConfiguration", "", "vestibule-admission");
+    assert_eq!(hook["webhooks"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "team-a");
 }

@@ -12,6 +12,7 @@
 pub mod admission;
 mod discovery;
 pub mod outage;
+pub mod rbac;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -174,6 +175,10 @@ struct Inner {
     /// Answer 403 to a list of Secrets, and to a watch of Secrets without a `metadata.name`
     /// field selector, as RBAC does for a Role with `get` and `watch` on Secrets but no `list`.
     secrets_get_watch_only: bool,
+    /// When set, every resource request is authorized by these RBAC rules (see `rbac`).
+    policy: Option<rbac::Policy>,
+    /// The requests the policy refused.
+    denied: Vec<rbac::Attributes>,
 }
 
 impl Inner {
@@ -599,6 +604,17 @@ impl FakeApi {
         self.state.inner.lock().unwrap().secrets_get_watch_only = true;
     }
 
+    /// From now on, authorize every resource request with the RBAC objects of `manifests` bound
+    /// to the ServiceAccount `sa_ns/sa_name`, and refuse the rest with a 403 (see `rbac`).
+    pub fn authorize_with(&self, manifests: &str, sa_ns: &str, sa_name: &str) {
+        self.state.inner.lock().unwrap().policy = Some(rbac::Policy::from_manifests(manifests, sa_ns, sa_name));
+    }
+
+    /// The requests the RBAC policy refused so far.
+    pub fn denied(&self) -> Vec<rbac::Attributes> {
+        self.state.inner.lock().unwrap().denied.clone()
+    }
+
     pub fn requests(&self) -> Vec<Req> {
         self.state.inner.lock().unwrap().requests.clone()
     }
@@ -703,6 +719,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: Option<String>)
         return doc;
     }
     let Some(t) = parse_path(&path) else { return error(404, "NotFound", &format!("no resource at {path}")) };
+    {
+        let mut inner = state.inner.lock().unwrap();
+        let attrs = rbac::attributes(&method, &t, &query);
+        if inner.policy.as_ref().is_some_and(|p| !p.allows(&attrs)) {
+            inner.denied.push(attrs.clone());
+            return error(403, "Forbidden", &format!("serviceaccount cannot {attrs}"));
+        }
+    }
     if !state.inner.lock().unwrap().served(&t.ty) {
         return error(404, "NotFound", &format!("the server could not find the requested resource ({} is not installed)", t.ty.id()));
     }
