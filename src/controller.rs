@@ -106,7 +106,9 @@ impl Default for ControllerOptions {
             identity: None,
             lease_duration_secs: 15,
             lease_grace_secs: 5,
-            debounce: Duration::from_millis(100),
+            // A burst from the API arrives within milliseconds, and an apply of a few hosts takes
+            // a few: a short quiet time (capped at five times it) keeps one change's wait small.
+            debounce: Duration::from_millis(10),
             backoff: Backoff::default(),
             gateway_rediscovery: Duration::from_secs(60),
             event_burst: 25,

@@ -155,9 +155,9 @@ impl Registry {
     }
 
     /// Forgets endpoints and backends the live configuration no longer has.
-    pub fn retain(&self, endpoints: &std::collections::HashSet<SocketAddr>, backends: &std::collections::HashSet<String>) {
+    pub fn retain(&self, endpoints: &std::collections::HashSet<SocketAddr>, backends: &std::collections::HashSet<&str>) {
         self.endpoints.lock().expect("registry lock").retain(|a, _| endpoints.contains(a));
-        self.cursors.lock().expect("registry lock").retain(|b, _| backends.contains(b));
+        self.cursors.lock().expect("registry lock").retain(|b, _| backends.contains(b.as_str()));
     }
 }
 

@@ -258,8 +258,6 @@ impl Shared {
     /// listeners to match it, and drops idle upstream connections to endpoints no backend uses
     /// any more. Must run inside the runtime. Returns the listeners that could not be opened.
     pub fn swap(self: &Arc<Self>, config: Config) -> Vec<listener::ListenError> {
-        let keep: std::collections::HashSet<_> = config.backends().flat_map(|b| b.endpoints.iter().copied()).collect();
-        let names: std::collections::HashSet<String> = config.backends().map(|b| b.name.clone()).collect();
         let mut errors = self.listeners.reconcile(&config.listeners, self);
         errors.extend(self.l4.reconcile(&config.l4, self));
         if let Some(https) = config.listeners.iter().find(|l| l.protocol == crate::config::ListenerProtocol::Https) {
@@ -271,7 +269,12 @@ impl Shared {
         self.conn_limit.set(live.config.http.max_worker_connections);
         self.live.store(live.clone());
         self.ready.store(true, Ordering::Release);
-        self.metrics.retain_routes(&live.config.route_labels());
+        // Forgetting what the new configuration no longer uses only bounds memory: it walks
+        // every backend, so it comes after the configuration is live, not before.
+        let config = &live.config;
+        let keep: std::collections::HashSet<std::net::SocketAddr> = config.backends().flat_map(|b| b.endpoints.iter().copied()).collect();
+        let names: std::collections::HashSet<&str> = config.backends().map(|b| b.name.as_str()).collect();
+        self.metrics.retain_routes(&config.route_labels());
         self.pool.retain(&keep);
         self.registry.retain(&keep, &names);
         errors

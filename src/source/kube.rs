@@ -89,7 +89,9 @@ impl Default for SourceOptions {
             extra_services: Vec::new(),
             extra_secrets: Vec::new(),
             secret_refs: SecretRefs::default(),
-            debounce: Duration::from_millis(100),
+            // A burst from the API arrives within milliseconds, and an apply of a few hosts takes
+            // a few: a short quiet time (capped at five times it) keeps one change's wait small.
+            debounce: Duration::from_millis(10),
             backoff: Backoff::default(),
             gateway_rediscovery: Duration::from_secs(60),
         }
