@@ -14,8 +14,6 @@ use fakeapi::FakeApi;
 use serde_json::{Value, json};
 use vestibule::cli::{Cli, Command};
 use vestibule::controller::{self, ApiConfig, ControllerOptions, Running};
-use vestibule::serve::{AccessLogTarget, ServeOptions};
-use vestibule::source::kube::Backoff;
 
 /// Our IngressClass.
 fn class() -> Value {
@@ -28,26 +26,7 @@ fn other_class() -> Value {
 }
 
 fn options(api: &FakeApi, dir: &std::path::Path, token: &str, identity: &str) -> ControllerOptions {
-    ControllerOptions {
-        serve: ServeOptions {
-            bind: "127.0.0.1".parse().unwrap(),
-            http_port: 0,
-            https_port: 0,
-            healthz_port: 0,
-            watch_without_class: false,
-            access_log: AccessLogTarget::Off,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(1),
-            ..ServeOptions::default()
-        },
-        api: ApiConfig::Kubeconfig(api.kubeconfig(dir, token)),
-        namespace: Some("vestibule".into()),
-        identity: Some(identity.into()),
-        lease_duration_secs: 2,
-        lease_grace_secs: 1,
-        backoff: Backoff { min: Duration::from_millis(100), max: Duration::from_millis(400) },
-        ..ControllerOptions::default()
-    }
+    fakeapi::options::controller(api, dir, token, identity, fakeapi::options::serve_by_class())
 }
 
 /// An Ingress of `class` for `host`, each of `paths` (path, service) Prefix to the service's

@@ -13,34 +13,15 @@ use std::time::{Duration, Instant};
 use common::Ingress;
 use fakeapi::FakeApi;
 use serde_json::Value;
-use vestibule::controller::{self, ApiConfig, ControllerOptions, Running};
-use vestibule::serve::{AccessLogTarget, ServeOptions};
-use vestibule::source::kube::Backoff;
+use vestibule::controller::{self, ControllerOptions, Running};
 
 const INGRESSES: usize = 300;
 const SERVICES: usize = 10;
 
 fn options(api: &FakeApi, dir: &std::path::Path) -> ControllerOptions {
-    ControllerOptions {
-        serve: ServeOptions {
-            bind: "127.0.0.1".parse().unwrap(),
-            http_port: 0,
-            https_port: 0,
-            healthz_port: 0,
-            watch_without_class: false,
-            access_log: AccessLogTarget::Off,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(1),
-            ..ServeOptions::default()
-        },
-        api: ApiConfig::Kubeconfig(api.kubeconfig(dir, "token-a")),
-        namespace: Some("vestibule".into()),
-        identity: Some("ctrl-a".into()),
-        // Status writes are Ingress changes too: off, so that each change below is one apply.
-        update_status: false,
-        backoff: Backoff { min: Duration::from_millis(100), max: Duration::from_millis(400) },
-        ..ControllerOptions::default()
-    }
+    let base = fakeapi::options::controller(api, dir, "token-a", "ctrl-a", fakeapi::options::serve_by_class());
+    // Status writes are Ingress changes too: off, so that each change below is one apply.
+    ControllerOptions { update_status: false, lease_duration_secs: ControllerOptions::default().lease_duration_secs, lease_grace_secs: ControllerOptions::default().lease_grace_secs, ..base }
 }
 
 fn client() -> reqwest::Client {

@@ -16,34 +16,12 @@ use fakeapi::FakeApi;
 use serde_json::{Value, json};
 use vestibule::controller::gateway_status::sync_once;
 use vestibule::controller::{self, Applied, ApiConfig, ControllerOptions, Running};
-use vestibule::serve::{AccessLogTarget, ServeOptions};
-use vestibule::source::kube::Backoff;
 use vestibule::source::kube_gateway::GatewayDiscovery;
 
 const CONTROLLER: &str = "vestibule.dev/gateway-controller";
 
 fn options(api: &FakeApi, dir: &std::path::Path, token: &str, identity: &str) -> ControllerOptions {
-    ControllerOptions {
-        serve: ServeOptions {
-            bind: "127.0.0.1".parse().unwrap(),
-            http_port: 0,
-            https_port: 0,
-            healthz_port: 0,
-            watch_without_class: false,
-            access_log: AccessLogTarget::Off,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(1),
-            ..ServeOptions::default()
-        },
-        api: ApiConfig::Kubeconfig(api.kubeconfig(dir, token)),
-        namespace: Some("vestibule".into()),
-        identity: Some(identity.into()),
-        lease_duration_secs: 2,
-        lease_grace_secs: 1,
-        backoff: Backoff { min: Duration::from_millis(100), max: Duration::from_millis(400) },
-        publish_status_address: vec!["203.0.113.7".into()],
-        ..ControllerOptions::default()
-    }
+    ControllerOptions { publish_status_address: vec!["203.0.113.7".into()], ..fakeapi::options::controller(api, dir, token, identity, fakeapi::options::serve_by_class()) }
 }
 
 fn client() -> reqwest::Client {

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use common::{Ingress, IngressClass};
 use fakeapi::FakeApi;
 use serde_json::{Value, json};
-use vestibule::controller::{self, ApiConfig, ControllerOptions};
-use vestibule::serve::{AccessLogTarget, ServeOptions};
-use vestibule::source::kube::Backoff;
+use vestibule::controller::{self, ControllerOptions};
+use vestibule::serve::ServeOptions;
 
 /// The controller's own namespace.
 const NS: &str = "vestibule";
@@ -33,30 +32,13 @@ fn manifest(watched: &str) -> String {
 /// The controller as the namespaced manifest's Deployment runs it.
 fn options(api: &FakeApi, dir: &std::path::Path, watched: &str) -> ControllerOptions {
     let key = |name: &str| Some((NS.to_string(), name.to_string()));
+    let serve = ServeOptions { tcp_services: key("vestibule-tcp-services"), udp_services: key("vestibule-udp-services"), ..fakeapi::options::serve_by_class() };
     ControllerOptions {
-        serve: ServeOptions {
-            bind: "127.0.0.1".parse().unwrap(),
-            http_port: 0,
-            https_port: 0,
-            healthz_port: 0,
-            watch_without_class: false,
-            access_log: AccessLogTarget::Off,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(1),
-            tcp_services: key("vestibule-tcp-services"),
-            udp_services: key("vestibule-udp-services"),
-            ..ServeOptions::default()
-        },
-        api: ApiConfig::Kubeconfig(api.kubeconfig(dir, "token")),
         namespace: Some(NS.into()),
-        identity: Some("ctrl".into()),
         watch_namespace: Some(watched.into()),
         configmap: key("vestibule-controller"),
         publish_service: key("vestibule-controller"),
-        lease_duration_secs: 2,
-        lease_grace_secs: 1,
-        backoff: Backoff { min: Duration::from_millis(100), max: Duration::from_millis(400) },
-        ..ControllerOptions::default()
+        ..fakeapi::options::controller(api, dir, "token", "ctrl", serve)
     }
 }
 

@@ -9,30 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::{Ingress, IngressClass};
 use fakeapi::{FakeApi, Req};
-use vestibule::controller::{self, ApiConfig, ControllerOptions};
-use vestibule::serve::{AccessLogTarget, ServeOptions};
-use vestibule::source::kube::Backoff;
+use vestibule::controller::{self, ControllerOptions};
 
 fn options(api: &FakeApi, dir: &std::path::Path) -> ControllerOptions {
-    ControllerOptions {
-        serve: ServeOptions {
-            bind: "127.0.0.1".parse().unwrap(),
-            http_port: 0,
-            https_port: 0,
-            healthz_port: 0,
-            access_log: AccessLogTarget::Off,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(1),
-            ..ServeOptions::default()
-        },
-        api: ApiConfig::Kubeconfig(api.kubeconfig(dir, "token")),
-        namespace: Some("vestibule".into()),
-        identity: Some("ctrl".into()),
-        lease_duration_secs: 2,
-        lease_grace_secs: 1,
-        backoff: Backoff { min: Duration::from_millis(100), max: Duration::from_millis(400) },
-        ..ControllerOptions::default()
-    }
+    fakeapi::options::controller(api, dir, "token", "ctrl", fakeapi::options::serve())
 }
 
 fn tls_ingress(ns: &str, name: &str, host: &str, secret: &str) -> serde_json::Value {

@@ -12,35 +12,18 @@ use base64::Engine as _;
 use common::{Ingress, IngressClass};
 use fakeapi::FakeApi;
 use serde_json::Value;
-use vestibule::controller::{self, ApiConfig, ControllerOptions, Running};
-use vestibule::serve::{AccessLogTarget, ServeOptions};
-use vestibule::source::kube::Backoff;
+use vestibule::controller::{self, ControllerOptions, Running};
+use vestibule::serve::ServeOptions;
 use vestibule::webhook::WebhookOptions;
 
 const CONFIG: &str = "vestibule-admission";
 
 fn options(api: &FakeApi, dir: &std::path::Path, identity: &str) -> ControllerOptions {
-    ControllerOptions {
-        serve: ServeOptions {
-            bind: "127.0.0.1".parse().unwrap(),
-            http_port: 0,
-            https_port: 0,
-            healthz_port: 0,
-            access_log: AccessLogTarget::Off,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(1),
-            webhook: Some(WebhookOptions { addr: "127.0.0.1:0".parse().unwrap(), cert_file: None, key_file: None, names: Vec::new() }),
-            ..ServeOptions::default()
-        },
-        api: ApiConfig::Kubeconfig(api.kubeconfig(dir, "token")),
-        namespace: Some("vestibule".into()),
-        identity: Some(identity.into()),
-        lease_duration_secs: 2,
-        lease_grace_secs: 1,
-        backoff: Backoff { min: Duration::from_millis(100), max: Duration::from_millis(400) },
-        patch_webhook_ca: Some(CONFIG.into()),
-        ..ControllerOptions::default()
-    }
+    let serve = ServeOptions {
+        webhook: Some(WebhookOptions { addr: "127.0.0.1:0".parse().unwrap(), cert_file: None, key_file: None, names: Vec::new() }),
+        ..fakeapi::options::serve()
+    };
+    ControllerOptions { patch_webhook_ca: Some(CONFIG.into()), ..fakeapi::options::controller(api, dir, "token", identity, serve) }
 }
 
 /// The ValidatingWebhookConfiguration and the admission Service of deploy/static/webhook.yaml.

@@ -11,6 +11,7 @@
 
 pub mod admission;
 mod discovery;
+pub mod options;
 pub mod outage;
 pub mod rbac;
 
