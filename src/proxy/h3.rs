@@ -211,7 +211,7 @@ async fn request(shared: Arc<Shared>, info: Arc<ConnInfo>, mut req: Request<()>,
     }
     let (parts, ()) = req.into_parts();
     let req = Request::from_parts(parts, RequestBody { recv, data_done: false, done: false });
-    let Ok(resp) = handle(shared, info, req).await;
+    let Ok(resp) = handle(shared, info, req, ()).await;
     respond(&mut send, resp).await;
 }
 

@@ -61,7 +61,10 @@ impl ConnInfo {
 }
 
 /// Answers one request, and records it in metrics and the access log once its response ends.
-pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<B>) -> Result<Response<RespBody>, Infallible> {
+/// `turn` is dropped once the answer is made (the connection's count of requests in flight).
+/// The protocols call this directly: a wrapping `async` block would copy this whole future
+/// once per request.
+pub async fn handle<B: ClientBody, T>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<B>, turn: T) -> Result<Response<RespBody>, Infallible> {
     let ctx = Ctx::new(&shared, &conn, &req);
     let alt_svc = alt_svc(&shared, &ctx, &req);
     let started = Started {
@@ -79,7 +82,9 @@ pub async fn handle<B: ClientBody>(shared: Arc<Shared>, conn: Arc<ConnInfo>, req
     if let Some(v) = alt_svc {
         resp.headers_mut().insert(http::header::ALT_SVC, v);
     }
-    Ok(log::observe(&shared, started, progress, outcome, resp))
+    let answer = log::observe(&shared, started, progress, outcome, resp);
+    drop(turn);
+    Ok(answer)
 }
 
 /// HTTPS answers over TCP name the HTTP/3 port, for hosts HTTP/3 serves.

@@ -151,7 +151,7 @@ where
     let first = if keep_alive.is_zero() { shared.opts.header_read_timeout } else { keep_alive };
     let svc = {
         let (shared, use_) = (shared.clone(), use_.clone());
-        service_fn(move |req| answer(shared.clone(), info.clone(), req, use_.begin()))
+        service_fn(move |req| handle(shared.clone(), info.clone(), req, use_.begin()))
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
@@ -173,15 +173,6 @@ where
             let _ = conn.await;
         }
     }
-}
-
-/// `handle`, then the end of this request's turn on the connection. The handler's future is
-/// made inside this one's body rather than captured by it: a captured future is moved into
-/// place on the first poll, a copy of its whole size on every request.
-async fn answer<B: super::body::ClientBody>(shared: Arc<Shared>, info: Arc<ConnInfo>, req: http::Request<B>, turn: Turn) -> Result<http::Response<super::respond::RespBody>, std::convert::Infallible> {
-    let r = handle(shared, info, req).await;
-    drop(turn);
-    r
 }
 
 /// How a client connection is used, for `keep-alive` and `keep-alive-requests`: requests
@@ -439,7 +430,7 @@ mod tests {
     /// 14 KiB in a debug build once, against 6.5 KiB after boxing the rare paths).
     #[test]
     fn a_request_future_stays_small() {
-        let size = future_size(answer::<hyper::body::Incoming>);
+        let size = future_size(handle::<hyper::body::Incoming, Turn>);
         let bound = 10 << 10;
         assert!(size < bound, "a request's future is {size} bytes, over {bound}");
     }
