@@ -1,10 +1,13 @@
 //! Which objects the watches changed since the store was last read, so that the engine
 //! compiles only what they reach (`Engine::apply_changes`).
 //!
-//! Each watch writes an event into its reflector store and notes the objects it touched while
-//! holding the log's lock; the apply loop takes the notes and reads the reflector stores under
-//! the same lock. So every object that differs between two reads is in the notes taken with
-//! the second (an event written after a read is taken with the next). A re-list (the start of
+//! Each watch writes an event into its reflector store and then notes the objects it touched,
+//! both while holding the log's lock; the apply loop takes the notes under that lock, and then
+//! reads the reflector stores without it, so a watch (on a thread that also serves requests)
+//! never waits for a read of the whole store. An event noted before the take was written before
+//! the read; one noted after it is taken with the next read, which a change notice after the
+//! note asks for. So every object that differs between two reads is in the notes taken with the
+//! second or with the next, and until then its hosts keep the configuration they had. A re-list (the start of
 //! a watch, after an error or a `410 Gone`) notes only what it really changed: the objects
 //! added, removed, or with another `resourceVersion` than before the re-list.
 
@@ -39,12 +42,10 @@ impl ChangeLog {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What changed since the last call, and `read()` (the store) as of exactly then.
+    /// What changed since the last call, and `read()` (the store) as of then or later.
     pub fn take<S>(&self, read: impl FnOnce() -> S) -> (S, Vec<ObjRef>) {
-        let mut pending = self.lock();
-        let refs = std::mem::take(&mut pending.refs);
+        let refs = std::mem::take(&mut self.lock().refs);
         let store = read();
-        drop(pending);
         let mut refs: Vec<ObjRef> = refs.into_iter().map(|(kind, namespace, name)| ObjRef { kind, namespace, name }).collect();
         refs.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
         (store, refs)
