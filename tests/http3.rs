@@ -28,6 +28,11 @@ struct Client {
 }
 
 async fn connect(addr: SocketAddr, sni: &str, ca_pem: &str) -> Client {
+    connect_idle(addr, sni, ca_pem, None).await
+}
+
+/// As `connect`, with the client's own QUIC idle timeout (`None`: quinn's default).
+async fn connect_idle(addr: SocketAddr, sni: &str, ca_pem: &str, idle: Option<Duration>) -> Client {
     vestibule::tls::install_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls_pki_types::CertificateDer::from(der_of(ca_pem))).unwrap();
@@ -35,7 +40,13 @@ async fn connect(addr: SocketAddr, sni: &str, ca_pem: &str) -> Client {
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    if let Some(idle) = idle {
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(Some(idle.try_into().unwrap()));
+        config.transport_config(Arc::new(transport));
+    }
+    endpoint.set_default_client_config(config);
     let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, sni).unwrap()).await.expect("QUIC handshake in time").expect("QUIC handshake");
     let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone())).await.unwrap();
     tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
@@ -231,4 +242,21 @@ async fn early_data_is_refused_by_default_and_with_the_flag_only_safe_methods_us
     assert_eq!(status, 200);
     let early = json(&body)["headers"].get("early-data").cloned();
     assert!(early.is_none() || early == Some(serde_json::json!("1")), "{early:?}");
+}
+
+/// An idle HTTP/3 connection holds server state: it is closed after 60 s without traffic, the
+/// bound Vestibule announces, even when the client would wait longer (docs/limits.md).
+#[tokio::test]
+async fn an_idle_http3_connection_is_closed_after_a_minute() {
+    let tea = echo("tea").await;
+    let cert = issue_with_ca(&["cafe.example.com"]).unwrap();
+    let h = start(&manifests(tea.addr, &cert)).await;
+    let mut c = connect_idle(h.running.http3.unwrap(), "cafe.example.com", &cert.ca_pem, Some(Duration::from_secs(600))).await;
+    let (status, _, _) = c.request("GET", "https://cafe.example.com/tea", b"").await;
+    assert_eq!(status, 200);
+    let idle = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(90), c.conn.closed()).await;
+    let after = idle.elapsed();
+    assert!(closed.is_ok(), "an idle HTTP/3 connection was still open after 90 s");
+    assert!(after >= Duration::from_secs(55), "closed after {after:?}, before the idle timeout");
 }
