@@ -17,7 +17,6 @@ use fakeapi::FakeApi;
 use fakeapi::outage::{Gate, Mode};
 use serde_json::{Value, json};
 use vestibule::controller::{self, ApiConfig, ControllerOptions};
-use vestibule::serve::{AccessLogTarget, ServeOptions};
 use vestibule::source::kube::Backoff;
 
 const ADDRESS: &str = "192.0.2.10";
@@ -68,16 +67,7 @@ async fn thirty_seconds_without_the_api_server_lose_no_request_and_resync_withou
         api.apply(ingress(&format!("quiet{i}"), &format!("quiet{i}.example.com"), "coffee"));
     }
     let opts = ControllerOptions {
-        serve: ServeOptions {
-            bind: "127.0.0.1".parse().unwrap(),
-            http_port: 0,
-            https_port: 0,
-            healthz_port: 0,
-            access_log: AccessLogTarget::Off,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(1),
-            ..ServeOptions::default()
-        },
+        serve: fakeapi::options::serve(),
         api: ApiConfig::Kubeconfig(gate.kubeconfig(dir.path(), "token-a")),
         namespace: Some("vestibule".into()),
         identity: Some("ctrl-a".into()),

@@ -9,9 +9,7 @@ use std::time::Duration;
 use common::ConfigMap;
 use fakeapi::FakeApi;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vestibule::controller::{self, ApiConfig, ControllerOptions};
-use vestibule::serve::{AccessLogTarget, ServeOptions};
-use vestibule::source::kube::Backoff;
+use vestibule::controller;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -60,25 +58,7 @@ async fn the_tcp_services_configmap_is_watched_live() {
     api.apply_yaml(&common::backend_yaml("default", "db", &[backend]));
     let (a, b) = (free_port(), free_port());
     api.apply(ConfigMap::new("vestibule", "tcp-services").data(&a.to_string(), "default/db:80").to_json());
-    let mut o = ControllerOptions {
-        serve: ServeOptions {
-            bind: "127.0.0.1".parse().unwrap(),
-            http_port: 0,
-            https_port: 0,
-            healthz_port: 0,
-            access_log: AccessLogTarget::Off,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(1),
-            ..ServeOptions::default()
-        },
-        api: ApiConfig::Kubeconfig(api.kubeconfig(dir.path(), "token")),
-        namespace: Some("vestibule".into()),
-        identity: Some("ctrl".into()),
-        lease_duration_secs: 2,
-        lease_grace_secs: 1,
-        backoff: Backoff { min: Duration::from_millis(100), max: Duration::from_millis(400) },
-        ..ControllerOptions::default()
-    };
+    let mut o = fakeapi::options::controller(&api, dir.path(), "token", "ctrl", fakeapi::options::serve());
     o.serve.tcp_services = Some(("vestibule".into(), "tcp-services".into()));
     let run = controller::start(o).await.unwrap();
     wait_serves(a).await;
