@@ -7,26 +7,12 @@
 #[allow(unused_imports)]
 mod common;
 
-use common::{Endpoint, EndpointSlice, Ingress, Service};
+use common::{Endpoint, EndpointSlice, Ingress, Service, served};
 use vestibule::compile::incremental::{self, Index, Previous};
-use vestibule::compile::{Compiled, compile, endpoint_only};
+use vestibule::compile::{compile, endpoint_only};
 use vestibule::config::{Config, VirtualHost};
-use vestibule::engine::Snapshot;
 use vestibule::store::{ObjRef, Object, Store};
 
-/// Everything a configuration serves, without the dense ids.
-fn served(c: &Compiled) -> String {
-    let ids = regex::Regex::new(r"\bid: \d+").unwrap();
-    let snapshot = Snapshot { diagnostics: c.diagnostics.clone(), ..Default::default() };
-    let mut out = serde_json::to_string_pretty(&vestibule::debug::config_json(&c.config, &snapshot)).unwrap();
-    let config: &Config = &c.config;
-    let mut hosts: Vec<_> = config.exact.iter().map(|(h, v)| (h.clone(), v)).chain(config.wildcard.iter().map(|(h, v)| (format!("*.{h}"), v))).collect();
-    hosts.sort_by(|a, b| a.0.cmp(&b.0));
-    for (h, v) in hosts.into_iter().chain(config.hostless.iter().map(|v| ("*".to_string(), v))) {
-        out.push_str(&format!("\n{h}: {}", ids.replace_all(&format!("{v:?}"), "id: _")));
-    }
-    out
-}
 
 /// The objects of `yaml` into the store. The API server does not check slices as the file
 /// source does: a slice it rejects goes in as the API server would hand it over.

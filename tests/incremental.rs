@@ -6,11 +6,10 @@
 #[allow(unused_imports)]
 mod common;
 
+use common::served;
 use serde_json::{Value, json};
 use vestibule::compile::incremental::{self, Index, Previous};
-use vestibule::compile::{Compiled, compile};
-use vestibule::config::Config;
-use vestibule::engine::Snapshot;
+use vestibule::compile::compile;
 use vestibule::store::{ObjRef, Object, Store};
 
 /// A small deterministic generator (xorshift), so a failure replays.
@@ -129,19 +128,6 @@ fn change(rng: &mut Rng, store: &mut Store) -> ObjRef {
     r
 }
 
-/// Everything a configuration serves, without the dense ids.
-fn served(c: &Compiled) -> String {
-    let ids = regex::Regex::new(r"\bid: \d+").unwrap();
-    let snapshot = Snapshot { diagnostics: c.diagnostics.clone(), ..Default::default() };
-    let mut out = serde_json::to_string_pretty(&vestibule::debug::config_json(&c.config, &snapshot)).unwrap();
-    let config: &Config = &c.config;
-    let mut hosts: Vec<_> = config.exact.iter().map(|(h, v)| (h.clone(), v)).chain(config.wildcard.iter().map(|(h, v)| (format!("*.{h}"), v))).collect();
-    hosts.sort_by(|a, b| a.0.cmp(&b.0));
-    for (h, v) in hosts.into_iter().chain(config.hostless.iter().map(|v| ("*".to_string(), v))) {
-        out.push_str(&format!("\n{h}: {}", ids.replace_all(&format!("{v:?}"), "id: _")));
-    }
-    out
-}
 
 #[test]
 fn an_incremental_compile_serves_what_a_full_compile_serves() {

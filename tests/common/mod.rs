@@ -226,3 +226,18 @@ pub fn compile_settings() -> vestibule::compile::Settings {
     vestibule::tls::install_provider();
     vestibule::compile::Settings::new(vestibule::tls::self_signed(&["vestibule.invalid"]).unwrap().0)
 }
+
+/// Everything a configuration serves, without the dense ids: what a full and an incremental
+/// compile of the same store must agree on.
+pub fn served(c: &vestibule::compile::Compiled) -> String {
+    let ids = regex::Regex::new(r"\bid: \d+").unwrap();
+    let snapshot = vestibule::engine::Snapshot { diagnostics: c.diagnostics.clone(), ..Default::default() };
+    let mut out = serde_json::to_string_pretty(&vestibule::debug::config_json(&c.config, &snapshot)).unwrap();
+    let config: &vestibule::config::Config = &c.config;
+    let mut hosts: Vec<_> = config.exact.iter().map(|(h, v)| (h.clone(), v)).chain(config.wildcard.iter().map(|(h, v)| (format!("*.{h}"), v))).collect();
+    hosts.sort_by(|a, b| a.0.cmp(&b.0));
+    for (h, v) in hosts.into_iter().chain(config.hostless.iter().map(|v| ("*".to_string(), v))) {
+        out.push_str(&format!("\n{h}: {}", ids.replace_all(&format!("{v:?}"), "id: _")));
+    }
+    out
+}
