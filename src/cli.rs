@@ -267,6 +267,11 @@ pub struct RoutingArgs {
     /// Per-request Prometheus metrics on /metrics.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_metrics: bool,
+    /// The HTTP/1.1 fast path: requests without a body to cleartext HTTP/1.1 backends are
+    /// exchanged without hyper's client. `false` sends every request through the general path
+    /// (the behaviour is the same; tests run both).
+    #[arg(long, env = "VESTIBULE_HTTP1_FAST_PATH", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub http1_fast_path: bool,
     /// ConfigMap (NS/NAME) of TCP services: each key an external port, each value
     /// `namespace/service:port[:PROXY[:PROXY]]`. Followed live.
     #[arg(long, value_parser = parse_ns_name)]
@@ -328,6 +333,7 @@ fn apply_routing(o: &mut ServeOptions, r: &RoutingArgs) {
         max_connections_per_ip: r.max_connections_per_ip,
         max_concurrent_streams: r.http2_max_concurrent_streams.max(1),
         metrics: r.enable_metrics,
+        http1_fast_path: r.http1_fast_path,
         ..ProxyOptions::default()
     };
 }

@@ -223,12 +223,12 @@ impl Drop for InFlight {
     }
 }
 
-pub struct Tracked {
-    pub inner: PooledBody,
+pub struct Tracked<B = PooledBody> {
+    pub inner: B,
     pub in_flight: InFlight,
 }
 
-impl Body for Tracked {
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Tracked<B> {
     type Data = Bytes;
     type Error = BoxError;
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {

@@ -281,12 +281,16 @@ async fn try_endpoint(
             tracing::warn!(backend = %backend.name, endpoint = %addr, "endpoint ejected after {} failed tries in a row", balance::EJECT_AFTER);
         }
     };
+    // Cleartext HTTP/1.1 without a request body: the raw exchange, in this task.
+    let raw = shared.opts.http1_fast_path && super::h1::client::carries(backend.protocol, &req);
+    let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
     let mut pending = Some(req);
     for _fresh in 0..3 {
         let Some(r) = pending.take() else { break };
         let connect_started = Instant::now();
         let connect_timeout = up.proxy.try_timeout.map_or(up.proxy.connect_timeout, |t| t.min(up.proxy.connect_timeout));
-        let mut c = match shared.pool.get(addr, backend.protocol, backend.tls.as_ref(), connect_timeout).await {
+        let link = if raw { shared.pool.get_raw(addr, connect_timeout).await.map(Link::Raw) } else { shared.pool.get(addr, backend.protocol, backend.tls.as_ref(), connect_timeout).await.map(Link::Hyper) };
+        let link = match link {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, error = %e, "upstream connect failed");
@@ -302,12 +306,13 @@ async fn try_endpoint(
                 return Attempt::Next(Some(r), status, why);
             }
         };
+        let reused = link.reused();
         if let Some(u) = outcome.upstream.as_mut() {
-            u.connect = Some(if c.reused { Duration::ZERO } else { connect_started.elapsed() });
+            u.connect = Some(if reused { Duration::ZERO } else { connect_started.elapsed() });
         }
         let guard = InFlight::new(state.clone());
         let sent_at = Instant::now();
-        let exchange = body::with_exchange_timeout(c.sender.send(r), send_timeout, exchange_timeout, progress);
+        let exchange = body::with_exchange_timeout(link.exchange(r, idempotent, shared, addr, read_timeout), send_timeout, exchange_timeout, progress);
         // `try_timeout` (Gateway API `backendRequest`) bounds the whole try, not only silences.
         let result = match up.proxy.try_timeout {
             Some(t) => tokio::time::timeout(t.saturating_sub(connect_started.elapsed()), exchange).await.ok().flatten(),
@@ -322,17 +327,16 @@ async fn try_endpoint(
                 }
                 return Attempt::Next(None, StatusCode::GATEWAY_TIMEOUT, Failure::Timeout);
             }
-            Some(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            Some(Exchanged::Answer(rparts, _)) if rparts.status == StatusCode::SWITCHING_PROTOCOLS => {
                 state.answered();
                 // No upgrade was forwarded: a backend that switches protocols anyway would turn
                 // this connection into a tunnel past the routing rules.
                 tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, "upstream answered 101 to a request that asked for no upgrade");
                 return Attempt::Answered(ctx.fail(StatusCode::BAD_GATEWAY));
             }
-            Some(Ok(resp)) => {
+            Some(Exchanged::Answer(mut rparts, body)) => {
                 state.answered();
                 state.observe(sent_at.elapsed());
-                let (mut rparts, rbody) = resp.into_parts();
                 if let Some(u) = outcome.upstream.as_mut() {
                     u.status = Some(rparts.status.as_u16());
                 }
@@ -341,36 +345,92 @@ async fn try_endpoint(
                 ctx.http.hide_headers.iter().for_each(|h| drop(rparts.headers.remove(h)));
                 respond::finish_headers(&mut rparts.headers, &ctx.request_id);
                 rparts.version = Version::HTTP_11;
-                let body = PooledBody::new(rbody, shared.pool.clone(), addr, c.tls, c.sender, read_timeout);
-                let body = Tracked { inner: body, in_flight: guard }.boxed_unsync();
+                let body = match body {
+                    UpBody::Hyper(b) => Tracked { inner: b, in_flight: guard }.boxed_unsync(),
+                    UpBody::Raw(b) => Tracked { inner: b, in_flight: guard }.boxed_unsync(),
+                };
                 return Attempt::Backend(Response::from_parts(rparts, body));
             }
-            Some(Err(mut e)) => match e.take_message() {
-                Some(back) => {
-                    // Never written: safe to send on a fresh connection.
-                    if !c.reused {
-                        failed();
-                        return Attempt::Next(Some(back), StatusCode::BAD_GATEWAY, Failure::Error);
-                    }
-                    pending = Some(back);
+            // Never written (or, on a reused connection, closed before any answer to a request
+            // that may be sent again): safe to send on a fresh connection.
+            Some(Exchanged::Back(back)) => {
+                if !reused {
+                    failed();
+                    return Attempt::Next(Some(back), StatusCode::BAD_GATEWAY, Failure::Error);
                 }
-                None => {
-                    let err = e.into_error();
-                    if body::caused_by_body_limit(&err) {
-                        return Attempt::Answered(ctx.fail(StatusCode::PAYLOAD_TOO_LARGE));
-                    }
-                    tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, error = %err, "upstream request failed");
-                    // The endpoint's failure, unless it was the client's request body.
-                    if !err.is_user() {
-                        failed();
-                    }
-                    if !replayable {
-                        return Attempt::Answered(ctx.fail(StatusCode::BAD_GATEWAY));
-                    }
-                    return Attempt::Next(None, StatusCode::BAD_GATEWAY, Failure::Error);
+                pending = Some(back);
+            }
+            Some(Exchanged::Failed(err, user)) => {
+                if body::caused_by_body_limit(&*err) {
+                    return Attempt::Answered(ctx.fail(StatusCode::PAYLOAD_TOO_LARGE));
                 }
-            },
+                tracing::warn!(request_id = ?ctx.request_id, backend = %backend.name, %addr, error = %err, "upstream request failed");
+                // The endpoint's failure, unless it was the client's request body.
+                if !user {
+                    failed();
+                }
+                if !replayable {
+                    return Attempt::Answered(ctx.fail(StatusCode::BAD_GATEWAY));
+                }
+                return Attempt::Next(None, StatusCode::BAD_GATEWAY, Failure::Error);
+            }
         }
     }
     Attempt::Next(pending, StatusCode::BAD_GATEWAY, Failure::Error)
+}
+
+/// A connection for one try: hyper's (HTTP/2, TLS, request bodies) or the raw HTTP/1.1 one.
+enum Link {
+    Hyper(super::upstream::Conn),
+    Raw(super::h1::client::RawConn),
+}
+
+/// An answer's body before it is tracked.
+enum UpBody {
+    Hyper(PooledBody),
+    Raw(super::h1::client::RawBody),
+}
+
+/// What one exchange on one connection came to.
+enum Exchanged {
+    Answer(http::response::Parts, UpBody),
+    /// The request, given back: it can go on a fresh connection.
+    Back(Request<ReqBody>),
+    /// Failed after (part of) the request was sent; `true` when the client's body caused it.
+    Failed(super::upstream::BoxError, bool),
+}
+
+impl Link {
+    fn reused(&self) -> bool {
+        match self {
+            Link::Hyper(c) => c.reused,
+            Link::Raw(c) => c.reused,
+        }
+    }
+
+    async fn exchange(self, req: Request<ReqBody>, idempotent: bool, shared: &super::Shared, addr: SocketAddr, read_timeout: Duration) -> Exchanged {
+        use super::h1::client::{RawError, ready};
+        match self {
+            Link::Hyper(mut c) => match c.sender.send(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    Exchanged::Answer(parts, UpBody::Hyper(PooledBody::new(body, shared.pool.clone(), addr, c.tls, c.sender, read_timeout)))
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) => Exchanged::Back(back),
+                    None => {
+                        let err = e.into_error();
+                        let user = err.is_user();
+                        Exchanged::Failed(Box::new(err), user)
+                    }
+                },
+            },
+            Link::Raw(c) => match ready(c, &req).exchange().await {
+                Ok((parts, body)) => Exchanged::Answer(parts, UpBody::Raw(body.pooled(shared.pool.clone(), addr, read_timeout))),
+                Err((RawError::Unsent(_), _)) => Exchanged::Back(req),
+                Err((RawError::Closed, true)) if idempotent => Exchanged::Back(req),
+                Err((e, _)) => Exchanged::Failed(Box::new(e), false),
+            },
+        }
+    }
 }

@@ -134,7 +134,9 @@ async fn accept(listener: &TcpListener, limit: &super::conn_limit::ConnLimit, st
 
 /// Serves one HTTP connection until it ends, or shuts it down gracefully when draining starts
 /// (HTTP/1.1: after the response in flight; HTTP/2: GOAWAY, then the open streams finish).
-async fn serve<I>(shared: Arc<Shared>, builder: Arc<auto::Builder<TokioExecutor>>, io: I, info: Arc<ConnInfo>)
+/// `served`: requests the fast path already answered on this connection, which count towards
+/// `keep-alive-requests`.
+pub(crate) async fn serve<I>(shared: Arc<Shared>, builder: Arc<auto::Builder<TokioExecutor>>, io: I, info: Arc<ConnInfo>, served: u64)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -145,7 +147,7 @@ where
         // `keep-alive: 0`: no keep-alive, so the first answer closes the connection.
         (c.http.keep_alive, if c.http.keep_alive.is_zero() { 1 } else { c.http.keep_alive_requests })
     };
-    let use_ = Arc::new(ConnUse::new(max_requests));
+    let use_ = Arc::new(ConnUse::new(max_requests.saturating_sub(served).max(1)));
     // Before the first request, a connection that never sends one is cut by the header
     // timeout (HTTP/1.1) or by this (HTTP/2), even when `keep-alive` is 0.
     let first = if keep_alive.is_zero() { shared.opts.header_read_timeout } else { keep_alive };
@@ -347,9 +349,13 @@ async fn serve_http(listener: TcpListener, shared: Arc<Shared>, proxy_protocol: 
             let _slot = slot;
             let Ok((proxied_client, _slot)) = admit(&shared, pp, &mut stream, peer).await else { return };
             let _open = ConnGauge::new(&shared, "http");
+            if shared.opts.http1_fast_path {
+                let info = ConnInfo { peer, local, tls: false, proxied_client, verdicts: None, client_cert: None };
+                return super::h1::server::serve(shared.clone(), builder, stream, info).await;
+            }
             let verdicts = Arc::new(Verdicts::default());
             let info = Arc::new(ConnInfo { peer, local, tls: false, proxied_client, verdicts: Some(verdicts.clone()), client_cert: None });
-            serve(shared.clone(), builder, Sniffer::new(stream, verdicts), info).await;
+            serve(shared.clone(), builder, Sniffer::new(stream, verdicts), info, 0).await;
         });
     }
 }
@@ -407,11 +413,14 @@ async fn serve_https(listener: TcpListener, shared: Arc<Shared>, proxy_protocol:
             let _open = ConnGauge::new(&shared, protocol);
             if protocol == "https/h2" {
                 let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: None, client_cert });
-                serve(shared.clone(), builder, tls, info).await;
+                serve(shared.clone(), builder, tls, info, 0).await;
+            } else if shared.opts.http1_fast_path {
+                let info = ConnInfo { peer, local, tls: true, proxied_client, verdicts: None, client_cert };
+                super::h1::server::serve(shared.clone(), builder, tls, info).await;
             } else {
                 let verdicts = Arc::new(Verdicts::default());
                 let info = Arc::new(ConnInfo { peer, local, tls: true, proxied_client, verdicts: Some(verdicts.clone()), client_cert });
-                serve(shared.clone(), builder, Sniffer::new(tls, verdicts), info).await;
+                serve(shared.clone(), builder, Sniffer::new(tls, verdicts), info, 0).await;
             }
         });
     }

@@ -5,6 +5,7 @@
 pub mod admit;
 pub mod affinity;
 pub mod balance;
+pub mod h1;
 pub mod h3;
 pub mod body;
 pub mod client_auth;
@@ -70,6 +71,14 @@ pub struct ProxyOptions {
     pub max_concurrent_streams: u32,
     /// Per-request Prometheus metrics (`--enable-metrics`).
     pub metrics: bool,
+    /// `--http1-fast-path`: the raw HTTP/1.1 exchange (`h1`) where it applies. Its default
+    /// follows `VESTIBULE_HTTP1_FAST_PATH`, so that a test run can take either path.
+    pub http1_fast_path: bool,
+}
+
+/// `VESTIBULE_HTTP1_FAST_PATH`, unless it says `false`, `off` or `0`: on.
+pub fn fast_path_default() -> bool {
+    !matches!(std::env::var("VESTIBULE_HTTP1_FAST_PATH").as_deref(), Ok("false" | "off" | "0" | "no" | "n" | "f"))
 }
 
 impl Default for ProxyOptions {
@@ -87,6 +96,7 @@ impl Default for ProxyOptions {
             max_connections_per_ip: 0,
             max_concurrent_streams: 128,
             metrics: true,
+            http1_fast_path: fast_path_default(),
         }
     }
 }

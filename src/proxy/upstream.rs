@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::h1::client::RawConn;
 use crate::config::{BackendProtocol, UpstreamTls};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -66,6 +67,8 @@ type Key = (SocketAddr, u64);
 pub struct Pool {
     idle: Mutex<HashMap<Key, Vec<http1::SendRequest<ReqBody>>>>,
     h2: Mutex<HashMap<Key, http2::SendRequest<ReqBody>>>,
+    /// Idle cleartext HTTP/1.1 connections of the raw exchange (`h1::client`).
+    raw: Mutex<HashMap<SocketAddr, Vec<RawConn>>>,
     max_idle_per_endpoint: usize,
     /// Connections open to endpoints, pooled or in use.
     open: Arc<AtomicI64>,
@@ -84,10 +87,10 @@ impl Default for Pool {
 }
 
 /// Counts a connection as open for as long as it lives.
-struct OpenGuard(Arc<AtomicI64>);
+pub(crate) struct OpenGuard(Arc<AtomicI64>);
 
 impl OpenGuard {
-    fn new(open: &Arc<AtomicI64>) -> Self {
+    pub(crate) fn new(open: &Arc<AtomicI64>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
         OpenGuard(open.clone())
     }
@@ -120,7 +123,7 @@ fn default_tls(http2: bool) -> UpstreamTls {
 
 impl Pool {
     pub fn new(open: Arc<AtomicI64>) -> Self {
-        Pool { idle: Mutex::new(HashMap::new()), h2: Mutex::new(HashMap::new()), max_idle_per_endpoint: 64, open }
+        Pool { idle: Mutex::new(HashMap::new()), h2: Mutex::new(HashMap::new()), raw: Mutex::new(HashMap::new()), max_idle_per_endpoint: 64, open }
     }
 
     pub fn open_count(&self) -> i64 {
@@ -128,7 +131,45 @@ impl Pool {
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().expect("pool lock").values().map(|l| l.len()).sum()
+        let raw: usize = self.raw.lock().expect("pool lock").values().map(|l| l.len()).sum();
+        self.idle.lock().expect("pool lock").values().map(|l| l.len()).sum::<usize>() + raw
+    }
+
+    /// Puts a raw connection whose last answer was read to its end back for reuse.
+    pub fn put_raw(&self, addr: SocketAddr, mut conn: RawConn) {
+        let mut raw = self.raw.lock().expect("pool lock");
+        let list = raw.entry(addr).or_default();
+        if list.len() >= self.max_idle_per_endpoint {
+            list.retain(|c| c.idle_ok());
+        }
+        if list.len() < self.max_idle_per_endpoint {
+            conn.reused = true;
+            list.push(conn);
+        }
+    }
+
+    /// A raw connection to `addr`: an idle one that is still open, else a new one.
+    pub async fn get_raw(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<RawConn, ConnectError> {
+        let idle = {
+            let mut raw = self.raw.lock().expect("pool lock");
+            let list = raw.get_mut(&addr);
+            list.and_then(|l| std::iter::from_fn(|| l.pop()).find(|c| c.idle_ok()))
+        };
+        if let Some(c) = idle {
+            return Ok(c);
+        }
+        Box::pin(self.dial_raw(addr, connect_timeout)).await
+    }
+
+    /// A new raw connection to `addr`.
+    pub async fn dial_raw(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<RawConn, ConnectError> {
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ConnectError::Timeout(addr)),
+            Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(RawConn::new(stream, OpenGuard::new(&self.open)))
     }
 
     fn take_idle(&self, key: Key) -> Option<http1::SendRequest<ReqBody>> {
@@ -166,12 +207,17 @@ impl Pool {
             keep.contains(addr) && !list.is_empty()
         });
         self.h2.lock().expect("pool lock").retain(|(addr, _), s| keep.contains(addr) && !s.is_closed());
+        self.raw.lock().expect("pool lock").retain(|addr, list| {
+            list.retain(|c| c.idle_ok());
+            keep.contains(addr) && !list.is_empty()
+        });
     }
 
     /// Drops every idle connection (graceful shutdown).
     pub fn clear(&self) {
         self.idle.lock().expect("pool lock").clear();
         self.h2.lock().expect("pool lock").clear();
+        self.raw.lock().expect("pool lock").clear();
     }
 
     /// A connection to `addr` for `protocol`: pooled when one is ready, else new.

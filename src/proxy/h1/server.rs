@@ -1,0 +1,311 @@
+//! The client side of the HTTP/1.1 fast path: a keep-alive loop that parses request heads with
+//! httparse into one reused buffer, hands each request to the same handler every protocol uses,
+//! and writes the answer's head and body itself, without a task or a channel per request.
+//!
+//! It serves only heads that are plainly HTTP/1.1 requests without a body: no Content-Length,
+//! Transfer-Encoding, Upgrade or Expect, an origin-form target, one Host, and no more fields
+//! or bytes than the limits. Anything else, or anything httparse refuses, ends the fast path
+//! for the connection: the bytes read so far are replayed into hyper (behind the framing
+//! sniffer), which serves the rest of the connection exactly as it serves any other.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::proxy::Shared;
+use crate::proxy::handler::{ConnInfo, handle};
+use crate::proxy::l4::prefixed::Prefixed;
+use crate::proxy::respond::RespBody;
+use crate::proxy::sniff::{Sniffer, Verdicts};
+
+/// Heads longer than this go to hyper, which applies the configured limit (431 above it).
+const FAST_HEAD: usize = 8 * 1024;
+/// Field count above which the head goes to hyper.
+const FAST_FIELDS: usize = 64;
+/// Answer bytes gathered before a write.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What the head at the front of the buffer is.
+enum Parsed {
+    /// A request the fast path serves, and the bytes its head took.
+    Request(Request<Empty<Bytes>>, usize),
+    /// Not complete yet.
+    Partial,
+    /// Something for hyper.
+    Elsewhere,
+}
+
+fn has_token(v: &HeaderValue, token: &str) -> bool {
+    v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+fn parse(buf: &[u8], max_fields: usize) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; FAST_FIELDS];
+    let mut r = httparse::Request::new(&mut fields);
+    let n = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < FAST_HEAD => return Parsed::Partial,
+        _ => return Parsed::Elsewhere,
+    };
+    let (Some(method), Some(path), Some(1)) = (r.method, r.path, r.version) else { return Parsed::Elsewhere };
+    if n > FAST_HEAD || r.headers.len() > max_fields || !path.starts_with('/') {
+        return Parsed::Elsewhere;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Parsed::Elsewhere };
+    if method == Method::CONNECT {
+        return Parsed::Elsewhere;
+    }
+    let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes())) else { return Parsed::Elsewhere };
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    let mut hosts = 0;
+    for f in r.headers.iter() {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(f.name.as_bytes()), HeaderValue::from_bytes(f.value)) else { return Parsed::Elsewhere };
+        // Bodies, upgrades and 100-continue are hyper's.
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::UPGRADE || name == header::EXPECT {
+            return Parsed::Elsewhere;
+        }
+        hosts += usize::from(name == header::HOST);
+        headers.append(name, value);
+    }
+    if hosts > 1 {
+        return Parsed::Elsewhere;
+    }
+    let mut req = Request::new(Empty::new());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Parsed::Request(req, n)
+}
+
+/// How waiting for a head ended.
+enum Wait {
+    Parsed(Request<Empty<Bytes>>, usize),
+    Elsewhere,
+    /// Closed, timed out or draining: the connection ends.
+    End,
+}
+
+/// Reads until the buffer starts with a complete head. Idle, the connection waits `idle`; the
+/// head must be complete within `header_timeout` of the start, as hyper's header timeout.
+async fn wait_head<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut, idle: Duration, header_timeout: Duration, max_fields: usize, stop: &mut tokio::sync::watch::Receiver<bool>) -> Wait {
+    let start = tokio::time::Instant::now();
+    loop {
+        if !buf.is_empty() {
+            match parse(buf, max_fields) {
+                Parsed::Request(req, n) => return Wait::Parsed(req, n),
+                Parsed::Elsewhere => return Wait::Elsewhere,
+                Parsed::Partial => {}
+            }
+        }
+        let limit = if buf.is_empty() { idle.min(header_timeout) } else { header_timeout };
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        tokio::select! {
+            r = io.read_buf(buf) => match r {
+                Ok(0) | Err(_) => return Wait::End,
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep_until(start + limit) => return Wait::End,
+            _ = stop.changed(), if buf.is_empty() => return Wait::End,
+        }
+    }
+}
+
+thread_local! {
+    /// The Date value, made once a second.
+    static DATE: std::cell::RefCell<(u64, HeaderValue)> = std::cell::RefCell::new((0, HeaderValue::from_static("")));
+}
+
+fn date() -> HeaderValue {
+    let now = std::time::SystemTime::now();
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            *d = (secs, HeaderValue::from_str(&httpdate::fmt_http_date(now)).unwrap_or(HeaderValue::from_static("")));
+        }
+        d.1.clone()
+    })
+}
+
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes an answer; `false` when the connection must close after it (or already failed).
+async fn write_response<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>, resp: Response<RespBody>, head_request: bool, mut last: bool) -> bool {
+    let (parts, mut body) = resp.into_parts();
+    if parts.headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "close")) {
+        last = true;
+    }
+    let status = parts.status;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let no_body = head_request || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let framing = match (no_body, declared, body.size_hint().exact()) {
+        (true, _, _) => Framing::None,
+        (false, Some(n), _) => Framing::Length(n),
+        (false, None, Some(n)) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+            Framing::Length(n)
+        }
+        (false, None, None) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+    };
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(date().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if last && !parts.headers.contains_key(header::CONNECTION) {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut left = match framing {
+        Framing::None => {
+            drop(body);
+            return io.write_all(out).await.is_ok() && io.flush().await.is_ok() && !last;
+        }
+        Framing::Length(n) => n,
+        Framing::Chunked => u64::MAX,
+    };
+    let chunked = matches!(framing, Framing::Chunked);
+    let mut complete = true;
+    loop {
+        // Gathered while frames are ready; written before waiting for the next one.
+        let frame = match futures::FutureExt::now_or_never(body.frame()) {
+            Some(f) => f,
+            None => {
+                if !out.is_empty() && (io.write_all(out).await.is_err() || io.flush().await.is_err()) {
+                    return false;
+                }
+                out.clear();
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(_)) => {
+                complete = false;
+                break;
+            }
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let data = if chunked {
+            data
+        } else {
+            // Never more than the length declared.
+            let n = (data.len() as u64).min(left) as usize;
+            left -= n as u64;
+            data.slice(..n)
+        };
+        if chunked {
+            let _ = write!(out, "{:x}\r\n", data.len());
+        }
+        if data.len() > WRITE_BATCH / 4 {
+            if io.write_all(out).await.is_err() || io.write_all(&data).await.is_err() {
+                return false;
+            }
+            out.clear();
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_BATCH {
+            if io.write_all(out).await.is_err() {
+                return false;
+            }
+            out.clear();
+        }
+    }
+    if chunked && complete {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    let ok = io.write_all(out).await.is_ok() && io.flush().await.is_ok();
+    out.clear();
+    // A body that failed or ended short leaves the client unable to find the next answer.
+    ok && complete && (chunked || left == 0) && !last
+}
+
+/// Serves a client's HTTP/1.1 connection on the fast path while its requests allow it, then
+/// gives the connection, with the bytes read and not yet served, to hyper.
+pub async fn serve<I>(shared: Arc<Shared>, builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>, mut io: I, info: ConnInfo)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let active = shared.drain.track();
+    let mut stop = shared.drain.subscribe();
+    let (keep_alive, max_requests) = {
+        let c = shared.config();
+        (c.http.keep_alive, if c.http.keep_alive.is_zero() { 1 } else { c.http.keep_alive_requests })
+    };
+    let header_timeout = shared.opts.header_read_timeout;
+    // Before the first request, as the general path: the header timeout when keep-alive is 0.
+    let first = if keep_alive.is_zero() { header_timeout } else { keep_alive };
+    let max_fields = shared.opts.max_headers.min(FAST_FIELDS);
+    let fast_info = Arc::new(ConnInfo { verdicts: None, ..info.clone() });
+    let (mut buf, mut out) = (BytesMut::with_capacity(4096), Vec::with_capacity(4096));
+    let mut served: u64 = 0;
+    loop {
+        if buf.is_empty() && *stop.borrow() {
+            return;
+        }
+        let idle = if served == 0 { first } else { keep_alive };
+        let (req, n) = match wait_head(&mut io, &mut buf, idle, header_timeout, max_fields, &mut stop).await {
+            Wait::Parsed(req, n) => (req, n),
+            Wait::Elsewhere => break,
+            Wait::End => return,
+        };
+        buf.advance(n);
+        served += 1;
+        let head_request = req.method() == Method::HEAD;
+        let close_asked = req.headers().get_all(header::CONNECTION).iter().any(|v| has_token(v, "close"));
+        let resp = match handle(shared.clone(), fast_info.clone(), req, ()).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+        let last = close_asked || served >= max_requests || *stop.borrow();
+        if !write_response(&mut io, &mut out, resp, head_request, last).await {
+            let _ = io.shutdown().await;
+            return;
+        }
+    }
+    // The rest is hyper's, with the sniffer watching the replayed bytes too.
+    drop(active);
+    let verdicts = Arc::new(Verdicts::default());
+    let info = Arc::new(ConnInfo { verdicts: Some(verdicts.clone()), ..info });
+    let io = Sniffer::new(Prefixed::new(buf.to_vec(), io), verdicts);
+    crate::proxy::listener::serve(shared, builder, io, info, served).await;
+}
