@@ -41,6 +41,11 @@ struct Prepared {
     deadline: Option<Duration>,
 }
 
+/// The methods RFC 9110 calls idempotent, which may be sent again after a failed try.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
 fn full(b: &Bytes) -> ReqBody {
     Full::new(b.clone()).map_err(|e: Infallible| match e {}).boxed_unsync()
 }
@@ -131,7 +136,7 @@ async fn prepare<B: ClientBody>(ctx: &Ctx<'_>, up: &Upstream<'_>, mut req: Reque
         (None, Some(LimitedBody { inner: body, remaining: limit, progress: progress.clone() }.boxed_unsync()))
     };
     // nginx sends POST, PATCH and LOCK again only with `proxy-next-upstream: non_idempotent`.
-    let idempotent = up.proxy.next_upstream.non_idempotent || matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
+    let idempotent = up.proxy.next_upstream.non_idempotent || is_idempotent(&parts.method);
     // A request that may be sent again keeps a copy of its head: only when a second try can
     // happen (another endpoint, or the affinity endpoint again).
     let may_retry = up.proxy.upstream_tries > 1 && (up.bound.states.len() > 1 || up.affinity.is_some());
@@ -283,7 +288,7 @@ async fn try_endpoint(
     };
     // Cleartext HTTP/1.1 without a request body: the raw exchange, in this task.
     let raw = shared.opts.http1_fast_path && super::h1::client::carries(backend.protocol, &req);
-    let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE);
+    let idempotent = is_idempotent(req.method());
     let mut pending = Some(req);
     for _fresh in 0..3 {
         let Some(r) = pending.take() else { break };

@@ -108,12 +108,14 @@ pub fn valid_host(v: &[u8]) -> bool {
     reg_name_ok && port_ok
 }
 
-fn has_token(req_headers: &http::HeaderMap, name: &HeaderName, token: &str) -> bool {
-    req_headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+/// Whether any `name` field of `headers` lists `token` (comma-separated, any case).
+pub(crate) fn has_token(headers: &http::HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| value_has_token(v, token))
+}
+
+/// Whether one field value lists `token` (comma-separated, any case).
+pub(crate) fn value_has_token(v: &http::HeaderValue, token: &str) -> bool {
+    v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Keeps a WebSocket upgrade; removes every other (`h2c`, and tokens Vestibule does not speak),

@@ -142,15 +142,8 @@ where
 {
     let _active = shared.drain.track();
     let mut stop = shared.drain.subscribe();
-    let (keep_alive, max_requests) = {
-        let c = shared.config();
-        // `keep-alive: 0`: no keep-alive, so the first answer closes the connection.
-        (c.http.keep_alive, if c.http.keep_alive.is_zero() { 1 } else { c.http.keep_alive_requests })
-    };
+    let ConnLimits { keep_alive, max_requests, first } = ConnLimits::of(&shared);
     let use_ = Arc::new(ConnUse::new(max_requests.saturating_sub(served).max(1)));
-    // Before the first request, a connection that never sends one is cut by the header
-    // timeout (HTTP/1.1) or by this (HTTP/2), even when `keep-alive` is 0.
-    let first = if keep_alive.is_zero() { shared.opts.header_read_timeout } else { keep_alive };
     let svc = {
         let (shared, use_) = (shared.clone(), use_.clone());
         service_fn(move |req| handle(shared.clone(), info.clone(), req, use_.begin()))
@@ -174,6 +167,28 @@ where
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// The keep-alive bounds of a client connection, read from the Config when it starts.
+pub(crate) struct ConnLimits {
+    /// Idle time allowed between requests.
+    pub keep_alive: std::time::Duration,
+    /// Requests served before the connection closes (`keep-alive: 0`: the first answer closes).
+    pub max_requests: u64,
+    /// Idle time allowed before the first request: a connection that never sends one is cut by
+    /// the header timeout (HTTP/1.1) or by this (HTTP/2), even when `keep-alive` is 0.
+    pub first: std::time::Duration,
+}
+
+impl ConnLimits {
+    pub(crate) fn of(shared: &Shared) -> Self {
+        let config = shared.config();
+        let http = &config.http;
+        let keep_alive = http.keep_alive;
+        let max_requests = if keep_alive.is_zero() { 1 } else { http.keep_alive_requests };
+        let first = if keep_alive.is_zero() { shared.opts.header_read_timeout } else { keep_alive };
+        ConnLimits { keep_alive, max_requests, first }
     }
 }
 

@@ -163,12 +163,7 @@ impl Pool {
 
     /// A new raw connection to `addr`.
     pub async fn dial_raw(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<RawConn, ConnectError> {
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ConnectError::Timeout(addr)),
-            Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = within(connect_timeout, addr, tcp(addr)).await?;
         Ok(RawConn::new(stream, OpenGuard::new(&self.open)))
     }
 
@@ -285,8 +280,7 @@ impl Pool {
 
     async fn dial(&self, addr: SocketAddr, protocol: BackendProtocol, tls: Option<&UpstreamTls>, timeout: Duration) -> Result<Box<dyn IoBox>, ConnectError> {
         let fut = async {
-            let stream = TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(addr, e))?;
-            let _ = stream.set_nodelay(true);
+            let stream = tcp(addr).await?;
             if !protocol.tls() {
                 return Ok(Box::new(stream) as Box<dyn IoBox>);
             }
@@ -295,11 +289,20 @@ impl Pool {
             let s = connector.connect(t.server_name.clone(), stream).await.map_err(|e| ConnectError::Tls(addr, e))?;
             Ok(Box::new(s) as Box<dyn IoBox>)
         };
-        match tokio::time::timeout(timeout, fut).await {
-            Err(_) => Err(ConnectError::Timeout(addr)),
-            Ok(r) => r,
-        }
+        within(timeout, addr, fut).await
     }
+}
+
+/// A TCP connection to `addr`, with Nagle's algorithm off.
+async fn tcp(addr: SocketAddr) -> Result<TcpStream, ConnectError> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(addr, e))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// `fut`, failed as a connect timeout to `addr` when it takes longer than `timeout`.
+async fn within<T>(timeout: Duration, addr: SocketAddr, fut: impl Future<Output = Result<T, ConnectError>>) -> Result<T, ConnectError> {
+    tokio::time::timeout(timeout, fut).await.unwrap_or(Err(ConnectError::Timeout(addr)))
 }
 
 /// A boxed upstream byte stream (TCP, or TLS over TCP).

@@ -91,18 +91,13 @@ fn write_head<B>(out: &mut Vec<u8>, req: &http::Request<B>) {
     out.push(b' ');
     out.extend_from_slice(target(req.uri()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    super::put_fields(out, req.headers());
     out.extend_from_slice(b"\r\n");
 }
 
 /// Whether `headers` list `token` in Connection.
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+    crate::proxy::head::has_token(headers, &header::CONNECTION, token)
 }
 
 /// A parsed response head, and the bytes it took.

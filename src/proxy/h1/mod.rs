@@ -7,3 +7,13 @@
 pub mod chunked;
 pub mod client;
 pub mod server;
+
+/// Appends `name: value` CRLF for every field.
+fn put_fields(out: &mut Vec<u8>, headers: &http::HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}

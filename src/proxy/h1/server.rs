@@ -9,6 +9,7 @@
 //! sniffer), which serves the rest of the connection exactly as it serves any other.
 
 use std::io::Write;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +19,11 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Sleep;
 
 use crate::proxy::Shared;
 use crate::proxy::handler::{ConnInfo, handle};
+use crate::proxy::head::has_token;
 use crate::proxy::l4::prefixed::Prefixed;
 use crate::proxy::respond::RespBody;
 use crate::proxy::sniff::{Sniffer, Verdicts};
@@ -40,10 +43,6 @@ enum Parsed {
     Partial,
     /// Something for hyper.
     Elsewhere,
-}
-
-fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 fn parse(buf: &[u8], max_fields: usize) -> Parsed {
@@ -95,8 +94,11 @@ enum Wait {
 
 /// Reads until the buffer starts with a complete head. Idle, the connection waits `idle`; the
 /// head must be complete within `header_timeout` of the start, as hyper's header timeout.
-async fn wait_head<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut, idle: Duration, header_timeout: Duration, max_fields: usize, stop: &mut tokio::sync::watch::Receiver<bool>) -> Wait {
+/// `timer` is the connection's one timer, moved rather than made anew for each head (moving it
+/// later is an atomic store; a new one is a timer-wheel insertion and removal).
+async fn wait_head<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut, idle: Duration, header_timeout: Duration, max_fields: usize, stop: &mut tokio::sync::watch::Receiver<bool>, mut timer: Pin<&mut Sleep>) -> Wait {
     let start = tokio::time::Instant::now();
+    let mut set = None;
     loop {
         if !buf.is_empty() {
             match parse(buf, max_fields) {
@@ -109,12 +111,17 @@ async fn wait_head<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut, idle: D
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
+        let deadline = start + limit;
+        if set != Some(deadline) {
+            timer.as_mut().reset(deadline);
+            set = Some(deadline);
+        }
         tokio::select! {
             r = io.read_buf(buf) => match r {
                 Ok(0) | Err(_) => return Wait::End,
                 Ok(_) => {}
             },
-            _ = tokio::time::sleep_until(start + limit) => return Wait::End,
+            _ = timer.as_mut() => return Wait::End,
             _ = stop.changed(), if buf.is_empty() => return Wait::End,
         }
     }
@@ -146,7 +153,7 @@ enum Framing {
 /// Writes an answer; `false` when the connection must close after it (or already failed).
 async fn write_response<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>, resp: Response<RespBody>, head_request: bool, mut last: bool) -> bool {
     let (parts, mut body) = resp.into_parts();
-    if parts.headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "close")) {
+    if has_token(&parts.headers, &header::CONNECTION, "close") {
         last = true;
     }
     let status = parts.status;
@@ -170,12 +177,7 @@ async fn write_response<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>, re
             Framing::Chunked
         }
     };
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    super::put_fields(out, &parts.headers);
     if !parts.headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(date().as_bytes());
@@ -267,23 +269,20 @@ where
 {
     let active = shared.drain.track();
     let mut stop = shared.drain.subscribe();
-    let (keep_alive, max_requests) = {
-        let c = shared.config();
-        (c.http.keep_alive, if c.http.keep_alive.is_zero() { 1 } else { c.http.keep_alive_requests })
-    };
+    let crate::proxy::listener::ConnLimits { keep_alive, max_requests, first } = crate::proxy::listener::ConnLimits::of(&shared);
     let header_timeout = shared.opts.header_read_timeout;
-    // Before the first request, as the general path: the header timeout when keep-alive is 0.
-    let first = if keep_alive.is_zero() { header_timeout } else { keep_alive };
     let max_fields = shared.opts.max_headers.min(FAST_FIELDS);
     let fast_info = Arc::new(ConnInfo { verdicts: None, ..info.clone() });
     let (mut buf, mut out) = (BytesMut::with_capacity(4096), Vec::with_capacity(4096));
     let mut served: u64 = 0;
+    let timer = tokio::time::sleep(first);
+    tokio::pin!(timer);
     loop {
         if buf.is_empty() && *stop.borrow() {
             return;
         }
         let idle = if served == 0 { first } else { keep_alive };
-        let (req, n) = match wait_head(&mut io, &mut buf, idle, header_timeout, max_fields, &mut stop).await {
+        let (req, n) = match wait_head(&mut io, &mut buf, idle, header_timeout, max_fields, &mut stop, timer.as_mut()).await {
             Wait::Parsed(req, n) => (req, n),
             Wait::Elsewhere => break,
             Wait::End => return,
@@ -291,7 +290,7 @@ where
         buf.advance(n);
         served += 1;
         let head_request = req.method() == Method::HEAD;
-        let close_asked = req.headers().get_all(header::CONNECTION).iter().any(|v| has_token(v, "close"));
+        let close_asked = has_token(req.headers(), &header::CONNECTION, "close");
         let resp = match handle(shared.clone(), fast_info.clone(), req, ()).await {
             Ok(r) => r,
             Err(e) => match e {},
