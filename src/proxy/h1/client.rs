@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::Span;
 use super::chunked::{Chunked, Step};
 use crate::proxy::upstream::{BoxError, OpenGuard, Pool, ReadTimeout};
 
@@ -100,30 +101,38 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     crate::proxy::head::has_token(headers, &header::CONNECTION, token)
 }
 
-/// A parsed response head, and the bytes it took.
-fn parse_head(buf: &[u8]) -> Result<Option<(http::response::Parts, usize)>, RawError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut r = httparse::Response::new(&mut fields);
-    let n = match r.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
-        Ok(httparse::Status::Partial) => return Err(RawError::Invalid("response head too large")),
-        Err(httparse::Error::TooManyHeaders) => return Err(RawError::Invalid("too many response header fields")),
-        Err(_) => return Err(RawError::Invalid("malformed response head")),
+/// The response head at the front of `buf`, taken off it: parsed on the borrowed bytes, then
+/// frozen, with every value shared from it rather than copied.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<http::response::Parts>, RawError> {
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let (n, status, version, count) = {
+        let mut r = httparse::Response::new(&mut []);
+        let n = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut r, buf, &mut fields) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+            Ok(httparse::Status::Partial) => return Err(RawError::Invalid("response head too large")),
+            Err(httparse::Error::TooManyHeaders) => return Err(RawError::Invalid("too many response header fields")),
+            Err(_) => return Err(RawError::Invalid("malformed response head")),
+        };
+        let status = r.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(RawError::Invalid("bad status"))?;
+        for (f, span) in r.headers.iter().zip(spans.iter_mut()) {
+            *span = Span::of(buf, f);
+        }
+        (n, status, if r.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 }, r.headers.len())
     };
-    let status = r.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(RawError::Invalid("bad status"))?;
-    let mut headers = HeaderMap::with_capacity(r.headers.len());
-    for f in r.headers.iter() {
-        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| RawError::Invalid("bad header name"))?;
-        let value = HeaderValue::from_bytes(f.value).map_err(|_| RawError::Invalid("bad header value"))?;
-        headers.append(name, value);
-    }
+    let head = buf.split_to(n).freeze();
+    let headers = super::fields(&head, &spans[..count], ADDED).ok_or(RawError::Invalid("bad header field"))?;
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
-    parts.version = if r.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    parts.version = version;
     parts.headers = headers;
-    Ok(Some((parts, n)))
+    Ok(Some(parts))
 }
+
+/// Fields the proxy may add to an answer (Server, Date, `add-headers`, ...): the map is made
+/// with room for them.
+const ADDED: usize = 4;
 
 /// The body's framing (RFC 9112 §6.3). Transfer-Encoding wins over Content-Length, which is
 /// then removed, as it would otherwise be forwarded beside a body it does not describe.
@@ -190,8 +199,7 @@ impl Ready {
         loop {
             if !conn.buf.is_empty() {
                 got_any = true;
-                if let Some((mut head, n)) = parse_head(&conn.buf).map_err(|e| (e, reused))? {
-                    conn.buf.advance(n);
+                if let Some(mut head) = parse_head(&mut conn.buf).map_err(|e| (e, reused))? {
                     if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
                         continue;
                     }

@@ -13,14 +13,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
+use super::Span;
 use crate::proxy::Shared;
 use crate::proxy::handler::{ConnInfo, handle};
 use crate::proxy::head::has_token;
@@ -37,56 +38,78 @@ const WRITE_BATCH: usize = 64 * 1024;
 
 /// What the head at the front of the buffer is.
 enum Parsed {
-    /// A request the fast path serves, and the bytes its head took.
-    Request(Request<Empty<Bytes>>, usize),
+    /// A request the fast path serves; its head has been taken off the buffer.
+    Request(Request<Empty<Bytes>>),
     /// Not complete yet.
     Partial,
-    /// Something for hyper.
+    /// Something for hyper; the buffer is as it was.
     Elsewhere,
 }
 
-fn parse(buf: &[u8], max_fields: usize) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; FAST_FIELDS];
-    let mut r = httparse::Request::new(&mut fields);
-    let n = match r.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < FAST_HEAD => return Parsed::Partial,
-        _ => return Parsed::Elsewhere,
-    };
-    let (Some(method), Some(path), Some(1)) = (r.method, r.path, r.version) else { return Parsed::Elsewhere };
-    if n > FAST_HEAD || r.headers.len() > max_fields || !path.starts_with('/') {
-        return Parsed::Elsewhere;
-    }
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Parsed::Elsewhere };
-    if method == Method::CONNECT {
-        return Parsed::Elsewhere;
-    }
-    let Ok(uri) = Uri::from_maybe_shared(Bytes::copy_from_slice(path.as_bytes())) else { return Parsed::Elsewhere };
-    let mut headers = HeaderMap::with_capacity(r.headers.len());
-    let mut hosts = 0;
-    for f in r.headers.iter() {
-        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(f.name.as_bytes()), HeaderValue::from_bytes(f.value)) else { return Parsed::Elsewhere };
-        // Bodies, upgrades and 100-continue are hyper's.
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING || name == header::UPGRADE || name == header::EXPECT {
+/// Parses the head at the front of `buf`. Everything that decides between the fast path and
+/// hyper is checked on the borrowed bytes; only then is the head taken off the buffer and
+/// frozen, and the target and every value shared from it.
+fn parse(buf: &mut BytesMut, max_fields: usize) -> Parsed {
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; FAST_FIELDS];
+    let mut spans = [Span::default(); FAST_FIELDS];
+    let (n, method, path, count) = {
+        let mut r = httparse::Request::new(&mut []);
+        let n = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut r, buf, &mut fields) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() < FAST_HEAD => return Parsed::Partial,
+            _ => return Parsed::Elsewhere,
+        };
+        let (Some(method), Some(path), Some(1)) = (r.method, r.path, r.version) else { return Parsed::Elsewhere };
+        if n > FAST_HEAD || r.headers.len() > max_fields || !path.starts_with('/') {
             return Parsed::Elsewhere;
         }
-        hosts += usize::from(name == header::HOST);
-        headers.append(name, value);
-    }
-    if hosts > 1 {
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Parsed::Elsewhere };
+        if method == Method::CONNECT {
+            return Parsed::Elsewhere;
+        }
+        let mut hosts = 0;
+        for (f, span) in r.headers.iter().zip(spans.iter_mut()) {
+            // Bodies, upgrades and 100-continue are hyper's.
+            if ["content-length", "transfer-encoding", "upgrade", "expect"].iter().any(|n| f.name.eq_ignore_ascii_case(n)) {
+                return Parsed::Elsewhere;
+            }
+            hosts += usize::from(f.name.eq_ignore_ascii_case("host"));
+            *span = Span::of(buf, f);
+        }
+        if hosts > 1 {
+            return Parsed::Elsewhere;
+        }
+        (n, method, super::range(buf, path.as_bytes()), r.headers.len())
+    };
+    let head = buf.split_to(n).freeze();
+    let target = super::slice(&head, path).and_then(|t| Uri::from_maybe_shared(t).ok());
+    let (Some(target), Some(headers)) = (target, super::fields(&head, &spans[..count], ADDED)) else {
+        // Not reached for anything httparse accepts; if it were, hyper gets the bytes back.
+        restore(buf, head);
         return Parsed::Elsewhere;
-    }
+    };
     let mut req = Request::new(Empty::new());
     *req.method_mut() = method;
-    *req.uri_mut() = uri;
+    *req.uri_mut() = target;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    Parsed::Request(req, n)
+    Parsed::Request(req)
+}
+
+/// Fields the proxy adds to a request before it goes upstream (`X-Forwarded-*`, `X-Real-IP`,
+/// `X-Request-ID`, ...): the map is made with room for them.
+const ADDED: usize = 12;
+
+/// Puts a head taken off the front of `buf` back.
+fn restore(buf: &mut BytesMut, head: Bytes) {
+    let mut back = BytesMut::from(&head[..]);
+    back.unsplit(std::mem::take(buf));
+    *buf = back;
 }
 
 /// How waiting for a head ended.
 enum Wait {
-    Parsed(Request<Empty<Bytes>>, usize),
+    Parsed(Request<Empty<Bytes>>),
     Elsewhere,
     /// Closed, timed out or draining: the connection ends.
     End,
@@ -102,7 +125,7 @@ async fn wait_head<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut, idle: D
     loop {
         if !buf.is_empty() {
             match parse(buf, max_fields) {
-                Parsed::Request(req, n) => return Wait::Parsed(req, n),
+                Parsed::Request(req) => return Wait::Parsed(req),
                 Parsed::Elsewhere => return Wait::Elsewhere,
                 Parsed::Partial => {}
             }
@@ -282,12 +305,11 @@ where
             return;
         }
         let idle = if served == 0 { first } else { keep_alive };
-        let (req, n) = match wait_head(&mut io, &mut buf, idle, header_timeout, max_fields, &mut stop, timer.as_mut()).await {
-            Wait::Parsed(req, n) => (req, n),
+        let req = match wait_head(&mut io, &mut buf, idle, header_timeout, max_fields, &mut stop, timer.as_mut()).await {
+            Wait::Parsed(req) => req,
             Wait::Elsewhere => break,
             Wait::End => return,
         };
-        buf.advance(n);
         served += 1;
         let head_request = req.method() == Method::HEAD;
         let close_asked = has_token(req.headers(), &header::CONNECTION, "close");
@@ -307,4 +329,52 @@ where
     let info = Arc::new(ConnInfo { verdicts: Some(verdicts.clone()), ..info });
     let io = Sniffer::new(Prefixed::new(buf.to_vec(), io), verdicts);
     crate::proxy::listener::serve(shared, builder, io, info, served).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `parse` makes of a buffer, and what it leaves in it.
+    fn run(bytes: &[u8]) -> (&'static str, Option<Request<Empty<Bytes>>>, Vec<u8>) {
+        let mut buf = BytesMut::from(bytes);
+        let (kind, req) = match parse(&mut buf, FAST_FIELDS) {
+            Parsed::Request(r) => ("request", Some(r)),
+            Parsed::Partial => ("partial", None),
+            Parsed::Elsewhere => ("elsewhere", None),
+        };
+        (kind, req, buf.to_vec())
+    }
+
+    #[test]
+    fn heads_are_taken_off_the_buffer_only_when_the_fast_path_serves_them() {
+        let pipelined = b"GET /a?b=c HTTP/1.1\r\nHost: x.example\r\nX-Many: 1\r\nx-many: 2\r\n\r\nGET /next HTTP/1.1\r\n";
+        let cases: &[(&[u8], &str, usize)] = &[
+            (pipelined, "request", b"GET /next HTTP/1.1\r\n".len()),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n", "partial", 0),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz", "elsewhere", 0),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", "elsewhere", 0),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", "elsewhere", 0),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", "elsewhere", 0),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "elsewhere", 0),
+            (b"GET / HTTP/1.0\r\nHost: x\r\n\r\n", "elsewhere", 0),
+            (b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n", "elsewhere", 0),
+            (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", "elsewhere", 0),
+            (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", "elsewhere", 0),
+        ];
+        for (bytes, want, left) in cases {
+            let (kind, _, rest) = run(bytes);
+            assert_eq!(kind, *want, "{}", String::from_utf8_lossy(bytes));
+            // What is not served stays for hyper, byte for byte.
+            let expect_left = if *want == "request" { &bytes[bytes.len() - left..] } else { &bytes[..] };
+            assert_eq!(rest, expect_left, "{}", String::from_utf8_lossy(bytes));
+        }
+        let (_, req, _) = run(pipelined);
+        let req = req.unwrap();
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path_and_query().unwrap().as_str(), "/a?b=c");
+        assert_eq!(req.headers()["host"], "x.example");
+        let many: Vec<_> = req.headers().get_all("x-many").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(many, ["1", "2"]);
+    }
 }
