@@ -431,7 +431,11 @@ impl Link {
                 },
             },
             Link::Raw(c) => match ready(c, &req).exchange().await {
-                Ok((parts, body)) => Exchanged::Answer(parts, UpBody::Raw(body.pooled(shared.pool.clone(), addr, read_timeout))),
+                Ok((parts, body)) => {
+                    // Sent and answered: the request's field map can serve the next head.
+                    super::h1::recycle(req.into_parts().0.headers);
+                    Exchanged::Answer(parts, UpBody::Raw(body.pooled(shared.pool.clone(), addr, read_timeout)))
+                }
                 Err((RawError::Unsent(_), _)) => Exchanged::Back(req),
                 Err((RawError::Closed, true)) if idempotent => Exchanged::Back(req),
                 Err((e, _)) => Exchanged::Failed(Box::new(e), false),

@@ -47,7 +47,7 @@ impl Span {
 /// proxy adds later, so that it never grows). `None` if a name or value is not one `http`
 /// accepts; whatever httparse accepts is.
 pub(crate) fn fields(head: &bytes::Bytes, spans: &[Span], room: usize) -> Option<http::HeaderMap> {
-    let mut map = http::HeaderMap::with_capacity(spans.len() + room);
+    let mut map = spare_map(spans.len() + room);
     for s in spans {
         let name = http::HeaderName::from_bytes(head.get(s.name.0 as usize..s.name.1 as usize)?).ok()?;
         let value = http::HeaderValue::from_maybe_shared(slice(head, s.value)?).ok()?;
@@ -60,4 +60,71 @@ pub(crate) fn fields(head: &bytes::Bytes, spans: &[Span], room: usize) -> Option
 pub(crate) fn slice(head: &bytes::Bytes, (start, end): (u32, u32)) -> Option<bytes::Bytes> {
     let (start, end) = (start as usize, end as usize);
     (start <= end && end <= head.len()).then(|| head.slice(start..end))
+}
+
+thread_local! {
+    /// Emptied field maps of heads already written, for the next heads parsed on this thread:
+    /// a map is two allocations (its index and its entries), each request needs two (its own
+    /// and its answer's), and an emptied one keeps its room.
+    static SPARE_MAPS: std::cell::RefCell<Vec<http::HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+/// Maps kept per thread, and the largest kept (a head with many fields does not pin memory).
+const SPARE_MAPS_KEPT: usize = 32;
+const SPARE_MAP_ROOM: usize = 128;
+
+/// An empty map with room for `room` fields: a spare one when there is one.
+fn spare_map(room: usize) -> http::HeaderMap {
+    let mut map = SPARE_MAPS.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    map.reserve(room);
+    map
+}
+
+/// Gives a map whose head has been written back for reuse on this thread.
+pub(crate) fn recycle(mut map: http::HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > SPARE_MAP_ROOM {
+        return;
+    }
+    map.clear();
+    SPARE_MAPS.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_MAPS_KEPT {
+            s.push(map);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_maps_come_back_empty_and_large_ones_are_not_kept() {
+        SPARE_MAPS.with(|s| s.borrow_mut().clear());
+        let mut m = http::HeaderMap::with_capacity(16);
+        m.insert("x-a", http::HeaderValue::from_static("1"));
+        let room = m.capacity();
+        recycle(m);
+        let again = spare_map(4);
+        assert!(again.is_empty(), "a spare map is handed out empty");
+        assert_eq!(again.capacity(), room, "and with the room it had");
+        recycle(http::HeaderMap::with_capacity(4 * SPARE_MAP_ROOM));
+        recycle(http::HeaderMap::new());
+        assert_eq!(SPARE_MAPS.with(|s| s.borrow().len()), 0, "large and roomless maps are dropped");
+        for _ in 0..SPARE_MAPS_KEPT + 5 {
+            recycle(http::HeaderMap::with_capacity(8));
+        }
+        assert_eq!(SPARE_MAPS.with(|s| s.borrow().len()), SPARE_MAPS_KEPT, "no more than the bound are kept");
+    }
+
+    #[test]
+    fn fields_share_their_values_with_the_head() {
+        let head = bytes::Bytes::from_static(b"Host: a\r\nX-B: two\r\n");
+        let spans = [Span { name: (0, 4), value: (6, 7) }, Span { name: (9, 12), value: (14, 17) }];
+        let m = fields(&head, &spans, 2).unwrap();
+        assert_eq!(m["host"], "a");
+        assert_eq!(m["x-b"], "two");
+        assert!(m.capacity() >= 4);
+        assert!(fields(&head, &[Span { name: (0, 4), value: (6, 99) }], 0).is_none(), "a range outside the head is refused");
+        assert!(fields(&head, &[Span { name: (4, 6), value: (6, 7) }], 0).is_none(), "so is a name http does not accept");
+    }
 }

@@ -175,7 +175,7 @@ enum Framing {
 
 /// Writes an answer; `false` when the connection must close after it (or already failed).
 async fn write_response<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>, resp: Response<RespBody>, head_request: bool, mut last: bool) -> bool {
-    let (parts, mut body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
     if has_token(&parts.headers, &header::CONNECTION, "close") {
         last = true;
     }
@@ -210,6 +210,8 @@ async fn write_response<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>, re
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    // The head is in `out`: its map can serve the next one.
+    super::recycle(std::mem::take(&mut parts.headers));
     let mut left = match framing {
         Framing::None => {
             drop(body);
