@@ -47,7 +47,8 @@ impl Span {
 /// proxy adds later, so that it never grows). `None` if a name or value is not one `http`
 /// accepts; whatever httparse accepts is.
 pub(crate) fn fields(head: &bytes::Bytes, spans: &[Span], room: usize) -> Option<http::HeaderMap> {
-    let mut map = spare_map(spans.len() + room);
+    // One size class for requests and answers alike, so that a spare map from either fits.
+    let mut map = spare_map((spans.len() + room).max(MAP_ROOM));
     for s in spans {
         let name = http::HeaderName::from_bytes(head.get(s.name.0 as usize..s.name.1 as usize)?).ok()?;
         let value = http::HeaderValue::from_maybe_shared(slice(head, s.value)?).ok()?;
@@ -69,8 +70,13 @@ thread_local! {
     static SPARE_MAPS: std::cell::RefCell<Vec<http::HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 /// Maps kept per thread, and the largest kept (a head with many fields does not pin memory).
-const SPARE_MAPS_KEPT: usize = 32;
+/// A map of the usual size is about 2.6 KB, so a thread keeps at most about 0.7 MB; fewer
+/// than the requests in flight would drop maps as a burst is answered and make them again
+/// for the next.
+const SPARE_MAPS_KEPT: usize = 256;
 const SPARE_MAP_ROOM: usize = 128;
+/// The least room a parsed head's map is made with.
+const MAP_ROOM: usize = 16;
 
 /// An empty map with room for `room` fields: a spare one when there is one.
 fn spare_map(room: usize) -> http::HeaderMap {
