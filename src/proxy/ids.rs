@@ -35,7 +35,10 @@ pub fn new_request_id() -> HeaderValue {
             out[half * 16 + i] = HEX[((r >> (60 - 4 * i)) & 0xf) as usize];
         }
     }
-    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
+    // Owned where it is made: one allocation, and clones (the upstream header, the answer's,
+    // the log's) only count references, where a copied value is allocated again when first
+    // cloned.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out)).expect("hex is a valid header value")
 }
 
 /// The `Date` header value, formatted once per second per thread.
