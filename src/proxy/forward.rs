@@ -181,9 +181,14 @@ enum Failure {
 /// With affinity, the cookie's endpoint comes first, and a new pick issues a cookie.
 async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, sticky: Option<&Sticky<'_>>, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
     let (policy, tries) = (&up.backend.policy, up.proxy.upstream_tries);
-    let order: Vec<(usize, Option<u64>)> = match sticky {
-        Some(s) => s.plan(up.bound, policy, p.hash_key.as_deref(), tries),
-        None => up.bound.order(policy, p.hash_key.as_deref(), tries).into_iter().map(|i| (i, None)).collect(),
+    // The endpoints in the order tried and, with affinity, the cookie key each try issues
+    // (kept apart so that the usual case builds one list, not a second of pairs).
+    let (order, keys): (Vec<usize>, Option<Vec<Option<u64>>>) = match sticky {
+        Some(s) => {
+            let plan = s.plan(up.bound, policy, p.hash_key.as_deref(), tries);
+            (plan.iter().map(|(i, _)| *i).collect(), Some(plan.into_iter().map(|(_, k)| k).collect()))
+        }
+        None => (up.bound.order(policy, p.hash_key.as_deref(), tries), None),
     };
     let issue = |resp: &mut Response<RespBody>, key: Option<u64>| {
         if let (Some(s), Some(k)) = (sticky, key) {
@@ -195,7 +200,8 @@ async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, sticky: Option<
     let mut last = StatusCode::BAD_GATEWAY;
     // An answer whose status `proxy-next-upstream` retries; the client gets the last one.
     let mut last_answer: Option<(Response<RespBody>, Option<u64>)> = None;
-    for (attempt, &(idx, key)) in order.iter().enumerate() {
+    for (attempt, &idx) in order.iter().enumerate() {
+        let key = keys.as_ref().and_then(|k| k.get(attempt).copied().flatten());
         let state = up.bound.states[idx].clone();
         if attempt > 0 {
             // `proxy-next-upstream-timeout`: no new try once it has passed since the first.
