@@ -181,12 +181,13 @@ enum Failure {
 /// With affinity, the cookie's endpoint comes first, and a new pick issues a cookie.
 async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, sticky: Option<&Sticky<'_>>, progress: &Arc<Progress>, outcome: &mut Outcome) -> Response<RespBody> {
     let (policy, tries) = (&up.backend.policy, up.proxy.upstream_tries);
-    // The endpoints in the order tried and, with affinity, the cookie key each try issues
-    // (kept apart so that the usual case builds one list, not a second of pairs).
-    let (order, keys): (Vec<usize>, Option<Vec<Option<u64>>>) = match sticky {
+    // The endpoints in the order tried and, with affinity, its plan, which also gives the
+    // cookie key each try issues (so that the usual case builds one list, not a second of
+    // pairs).
+    let (order, plan): (Vec<usize>, Option<Vec<(usize, Option<u64>)>>) = match sticky {
         Some(s) => {
             let plan = s.plan(up.bound, policy, p.hash_key.as_deref(), tries);
-            (plan.iter().map(|(i, _)| *i).collect(), Some(plan.into_iter().map(|(_, k)| k).collect()))
+            (plan.iter().map(|(i, _)| *i).collect(), Some(plan))
         }
         None => (up.bound.order(policy, p.hash_key.as_deref(), tries), None),
     };
@@ -201,7 +202,7 @@ async fn send(ctx: &Ctx<'_>, up: &Upstream<'_>, mut p: Prepared, sticky: Option<
     // An answer whose status `proxy-next-upstream` retries; the client gets the last one.
     let mut last_answer: Option<(Response<RespBody>, Option<u64>)> = None;
     for (attempt, &idx) in order.iter().enumerate() {
-        let key = keys.as_ref().and_then(|k| k.get(attempt).copied().flatten());
+        let key = plan.as_ref().and_then(|plan| plan[attempt].1);
         let state = up.bound.states[idx].clone();
         if attempt > 0 {
             // `proxy-next-upstream-timeout`: no new try once it has passed since the first.
