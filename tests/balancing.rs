@@ -115,11 +115,6 @@ impl Drop for Pod {
     }
 }
 
-/// A port nothing listens on: connections are refused.
-fn dead_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 /// A backend that accepts a connection, reads one whole request, records its request line,
 /// and closes the connection without answering.
 struct BlackHole {

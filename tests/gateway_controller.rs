@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Ingress, IngressClass};
+use common::{Ingress, IngressClass, free_port};
 use fakeapi::FakeApi;
 use serde_json::{Value, json};
 use vestibule::controller::gateway_status::sync_once;

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::gateway::free_port;
+use common::free_port;
 use common::*;
 
 fn example() -> PathBuf {

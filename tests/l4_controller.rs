@@ -6,14 +6,10 @@ mod fakeapi;
 
 use std::time::Duration;
 
-use common::ConfigMap;
+use common::{ConfigMap, free_port};
 use fakeapi::FakeApi;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vestibule::controller;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 async fn echo_tcp() -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -13,11 +13,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 const MIB: usize = 1024 * 1024;
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Echoes every connection until the client half-closes, then closes its own side. With
 /// `first_line`, the first line received is sent back alone first (and reported).
 async fn echo_tcp(first_line: bool) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {

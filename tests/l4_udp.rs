@@ -10,10 +10,6 @@ use std::time::Duration;
 use common::*;
 use tokio::net::UdpSocket;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Answers every datagram with `echo:` and the payload; records where each came from.
 async fn echo_udp() -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -63,7 +59,7 @@ async fn ask(s: &UdpSocket, msg: &str) -> String {
 async fn two_clients_at_once_each_get_their_own_replies() {
     init_tracing();
     let (backend, seen) = echo_udp().await;
-    let port = free_udp_port();
+    let port = free_port();
     let h = start_udp(backend, port, "60s").await;
     let target: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut clients = Vec::new();
@@ -95,7 +91,7 @@ async fn two_clients_at_once_each_get_their_own_replies() {
 async fn an_idle_session_expires() {
     init_tracing();
     let (backend, seen) = echo_udp().await;
-    let port = free_udp_port();
+    let port = free_port();
     let _h = start_udp(backend, port, "300ms").await;
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     s.connect(("127.0.0.1", port)).await.unwrap();

@@ -43,11 +43,6 @@ fn tls_ingress(name: &str, host: &str, secret: &str, svc: &str) -> String {
     format!("{}---\n", ing.to_yaml())
 }
 
-/// A port nothing listens on: connections to it are refused.
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Prometheus text
 
@@ -481,7 +476,7 @@ async fn retries_are_counted_when_an_endpoint_refuses_connections() {
     let live = echo("flaky").await;
     let mut m = service("flaky");
     m.push_str(&slice("flaky-live", "flaky", live.addr.port()));
-    m.push_str(&slice("flaky-dead", "flaky", dead_port()));
+    m.push_str(&slice("flaky-dead", "flaky", free_port()));
     m.push_str(&simple_ingress("flaky", "2020-01-01T00:00:00Z", "flaky.example.com", "/", "Prefix", "flaky"));
     let h = start(&m).await;
     let (_, s) = scrape(&h).await;

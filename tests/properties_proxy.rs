@@ -81,11 +81,6 @@ fn routed_manifest(ings: &[GenIngress], web: std::net::SocketAddr, dead: std::ne
     manifest(docs)
 }
 
-/// A loopback port nothing listens on (bound, then closed).
-fn dead_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 proptest! {
     #![proptest_config(config(8))]
 

@@ -171,7 +171,7 @@ async fn round_robin_over_ready_endpoints_with_retry_on_connect_failure() {
     let (a3, _t3) = pod_echo("not-ready").await;
     let (a4, _t4) = pod_echo("terminating").await;
     // A port nobody listens on: a "ready" endpoint whose connects are refused.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = dead_addr();
     let m = manifest([
         Service::new("", "rr").port("http", 80).to_yaml(),
         slice("rr-1", "rr", a1.port(), true, false),

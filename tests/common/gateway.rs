@@ -5,12 +5,6 @@ use serde_json::{Value, json};
 /// The default `--gateway-controller-name`.
 pub const CONTROLLER: &str = "vestibule.dev/gateway-controller";
 
-/// A port that was free a moment ago on 127.0.0.1, for a Gateway listener (which cannot ask
-/// for port 0).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 pub fn gateway_class(name: &str, controller: &str) -> String {
     json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": name}, "spec": {"controllerName": controller}}).to_string()
 }

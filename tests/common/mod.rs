@@ -16,6 +16,40 @@ pub mod recorder;
 pub mod gateway;
 pub use objects::*;
 
+/// A port on 127.0.0.1 that is free for both TCP and UDP, for a listener that cannot ask for
+/// port 0 (a Gateway listener, an L4 service) or an address nothing listens on.
+///
+/// Picked below the kernel's ephemeral range, which `bind(0)` never hands out: a port taken from
+/// `bind(0)` and closed again can be given to the next backend another test binds, and then the
+/// listener meant for it fails with "address in use". A per-process counter keeps picks in one
+/// test binary apart; the process id spreads binaries that run at the same time.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&lo| lo > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {LOW} and {high}");
+}
+
+/// A loopback address nothing listens on: connections to it are refused.
+pub fn dead_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// An echo backend on 127.0.0.1 that reports `service` as its name.
 pub struct Echo {
     pub addr: SocketAddr,

@@ -7,11 +7,6 @@ use serde_json::{Value, json};
 
 use super::*;
 
-/// A port that was free a moment ago, for a Gateway listener (which cannot ask for port 0).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn gateway_on(ns: &str, name: &str, port: u16) -> Value {
     json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": name, "namespace": ns},
            "spec": {"gatewayClassName": "vestibule", "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}})
