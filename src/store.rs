@@ -1,10 +1,11 @@
 //! The typed object store: the current Kubernetes objects by kind, namespace and name.
 //!
 //! Sources (files, the Kubernetes API) only fill it; `compile` only reads it. A `Store` is a
-//! plain value: the file source builds a fresh one per change, so compile always sees a
-//! consistent snapshot.
+//! plain value: a source hands compile a copy per change, so compile always sees a consistent
+//! snapshot. The maps are persistent ([`Map`]): that copy shares every node with the source's,
+//! and a change then copies only the few nodes on the paths it touches. With whole-copy maps,
+//! copying and freeing 100,000 keys per change cost more than compiling the change.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Namespace and name of a namespaced object.
 pub type Key = (String, String);
+
+/// An ordered map whose clones share their nodes: a clone is a pointer copy.
+pub type Map<K, V> = imbl::OrdMap<K, V>;
 
 /// One object of a kind Vestibule understands.
 #[derive(Clone, Debug)]
@@ -224,19 +228,19 @@ impl fmt::Display for ObjRef {
 /// Every object the sources currently know, by kind.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
-    pub ingresses: BTreeMap<Key, Arc<Ingress>>,
-    pub ingress_classes: BTreeMap<String, Arc<IngressClass>>,
-    pub services: BTreeMap<Key, Arc<Service>>,
-    pub endpoint_slices: BTreeMap<Key, Arc<EndpointSlice>>,
-    pub secrets: BTreeMap<Key, Arc<Secret>>,
-    pub config_maps: BTreeMap<Key, Arc<ConfigMap>>,
-    pub namespaces: BTreeMap<String, Arc<Namespace>>,
-    pub gateway_classes: BTreeMap<String, Arc<GatewayClass>>,
-    pub gateways: BTreeMap<Key, Arc<Gateway>>,
-    pub http_routes: BTreeMap<Key, Arc<HTTPRoute>>,
-    pub grpc_routes: BTreeMap<Key, Arc<GRPCRoute>>,
-    pub tls_routes: BTreeMap<Key, Arc<TLSRoute>>,
-    pub reference_grants: BTreeMap<Key, Arc<ReferenceGrant>>,
+    pub ingresses: Map<Key, Arc<Ingress>>,
+    pub ingress_classes: Map<String, Arc<IngressClass>>,
+    pub services: Map<Key, Arc<Service>>,
+    pub endpoint_slices: Map<Key, Arc<EndpointSlice>>,
+    pub secrets: Map<Key, Arc<Secret>>,
+    pub config_maps: Map<Key, Arc<ConfigMap>>,
+    pub namespaces: Map<String, Arc<Namespace>>,
+    pub gateway_classes: Map<String, Arc<GatewayClass>>,
+    pub gateways: Map<Key, Arc<Gateway>>,
+    pub http_routes: Map<Key, Arc<HTTPRoute>>,
+    pub grpc_routes: Map<Key, Arc<GRPCRoute>>,
+    pub tls_routes: Map<Key, Arc<TLSRoute>>,
+    pub reference_grants: Map<Key, Arc<ReferenceGrant>>,
 }
 
 fn key(meta: &ObjectMeta) -> Key {

@@ -597,7 +597,7 @@ async fn watch_namespace_limits_what_is_served_and_the_configmap_reaches_the_sto
     wait_route(run.http, "nothing.example.com", "/", (200, Some("fallback-2")), Duration::from_secs(5)).await;
     let app = run.applied().unwrap();
     assert!(app.store.ingresses.keys().all(|(ns, _)| ns == "team-a"));
-    assert!(app.store.services.keys().all(|(ns, name)| ns == "team-a" || (ns == "vestibule" && name == "fallback")), "{:?}", app.store.services.keys());
+    assert!(app.store.services.keys().all(|(ns, name)| ns == "team-a" || (ns == "vestibule" && name == "fallback")), "{:?}", app.store.services.keys().collect::<Vec<_>>());
     assert_eq!(app.store.config_maps.keys().collect::<Vec<_>>(), vec![&("vestibule".to_string(), "vestibule-controller".to_string())]);
     let watched: Vec<String> = api.requests().into_iter().filter(|r| r.path.contains("/ingresses")).map(|r| r.path).collect();
     assert!(watched.iter().all(|p| p == "/apis/networking.k8s.io/v1/namespaces/team-a/ingresses"), "{watched:?}");

@@ -123,7 +123,7 @@ async fn scenario(watched: &str) {
     .await;
     let applied = run.applied().unwrap();
     assert!(applied.store.secrets.contains_key(&(w.to_string(), "app-tls".to_string())), "the TLS Secret of the watched namespace is read");
-    assert!(applied.store.ingresses.keys().all(|(ns, _)| ns == w), "{:?}", applied.store.ingresses.keys());
+    assert!(applied.store.ingresses.keys().all(|(ns, _)| ns == w), "{:?}", applied.store.ingresses.keys().collect::<Vec<_>>());
     assert_eq!(get(run.http, "other.example.com").await.0, 404, "an Ingress of another namespace is not served");
     assert_eq!(get(run.http, "guarded.example.com").await.0, 503, "basic auth from another namespace's Secret fails closed");
     assert!(api.get("Ingress", "team-b", "other").unwrap()["status"]["loadBalancer"]["ingress"].is_null(), "the status of another namespace's Ingress is not written");

@@ -1,16 +1,17 @@
 //! What compile decided about each object, for the status writer, Events and `explain` to read
 //! instead of deciding it again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::gateway_api as gw;
-use crate::store::Key;
+use crate::store::{Key, Map};
 
-/// Per-object results of one compile.
+/// Per-object results of one compile. Its maps are persistent, like the store's: an
+/// incremental compile starts from a copy of the previous status that costs a pointer copy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
     /// Every Ingress in the store, by namespace and name.
-    pub ingresses: BTreeMap<Key, IngressStatus>,
+    pub ingresses: Map<Key, IngressStatus>,
     /// The Gateway API objects that are ours, with the status compile gives them.
     pub gateway: GatewayApiStatus,
 }
@@ -22,14 +23,14 @@ pub struct Status {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GatewayApiStatus {
     /// GatewayClasses whose `spec.controllerName` is ours, by name.
-    pub gateway_classes: BTreeMap<String, gw::GatewayClassStatus>,
+    pub gateway_classes: Map<String, gw::GatewayClassStatus>,
     /// Gateways of our classes.
-    pub gateways: BTreeMap<Key, gw::GatewayStatus>,
+    pub gateways: Map<Key, gw::GatewayStatus>,
     /// For each route, the parent entries for parents that are ours (under our
     /// `controllerName`); entries of other controllers are the writer's to keep.
-    pub http_routes: BTreeMap<Key, Vec<gw::RouteParentStatus>>,
-    pub grpc_routes: BTreeMap<Key, Vec<gw::RouteParentStatus>>,
-    pub tls_routes: BTreeMap<Key, Vec<gw::RouteParentStatus>>,
+    pub http_routes: Map<Key, Vec<gw::RouteParentStatus>>,
+    pub grpc_routes: Map<Key, Vec<gw::RouteParentStatus>>,
+    pub tls_routes: Map<Key, Vec<gw::RouteParentStatus>>,
 }
 
 /// Whether an object is ours to serve.
