@@ -275,6 +275,17 @@ impl Metrics {
 
     /// Forgets the statistics of routes not in `live` (their series leave /metrics), so that
     /// churn through Ingress and route names does not grow the map without bound.
+    /// Drops the statistics of routes that are gone.
+    pub fn forget_routes(&self, gone: &[RouteLabels]) {
+        if gone.is_empty() {
+            return;
+        }
+        let mut routes = self.routes.lock().expect("routes lock");
+        for l in gone {
+            routes.remove(l);
+        }
+    }
+
     pub fn retain_routes(&self, live: &std::collections::HashSet<&RouteLabels>) {
         self.routes.lock().expect("routes lock").retain(|l, _| live.contains(l));
     }

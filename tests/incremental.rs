@@ -10,7 +10,10 @@ use common::served;
 use serde_json::{Value, json};
 use vestibule::compile::incremental::{self, Index, Previous};
 use vestibule::compile::compile;
+use vestibule::config::Config;
 use vestibule::store::{ObjRef, Object, Store};
+
+use std::collections::BTreeSet;
 
 /// A small deterministic generator (xorshift), so a failure replays.
 struct Rng(u64);
@@ -129,6 +132,17 @@ fn change(rng: &mut Rng, store: &mut Store) -> ObjRef {
 }
 
 
+/// The labels `prev` had and `now` has not, as `route_labels_gone` finds them.
+fn gone(now: &Config, prev: &Config) -> BTreeSet<String> {
+    now.route_labels_gone(prev).iter().map(|l| format!("{l:?}")).collect()
+}
+
+/// The same, from every label of both.
+fn gone_by_every_label(now: &Config, prev: &Config) -> BTreeSet<String> {
+    let live = now.route_labels();
+    prev.route_labels().into_iter().filter(|l| !live.contains(l)).map(|l| format!("{l:?}")).collect()
+}
+
 #[test]
 fn an_incremental_compile_serves_what_a_full_compile_serves() {
     let settings = common::compile_settings();
@@ -161,10 +175,12 @@ fn an_incremental_compile_serves_what_a_full_compile_serves() {
                 assert!(a == b, "step {step}: after changing {r}, line {first:?} differs:\n{:?}\n{:?}", first.and_then(|i| a.lines().nth(i)), first.and_then(|i| b.lines().nth(i)));
                 assert_eq!(inc.status, full.status, "step {step}: status after changing {r}");
                 assert!(inc.config.route_count >= full.config.route_count, "ids continue after the previous ones");
+                assert_eq!(gone(&inc.config, &prev.config), gone_by_every_label(&inc.config, &prev.config), "step {step}: route labels gone after changing {r}");
                 prev = inc;
             }
             None => {
                 full_only += 1;
+                assert_eq!(gone(&full.config, &prev.config), gone_by_every_label(&full.config, &prev.config), "step {step}: route labels gone after changing {r}");
                 index = Index::new(&store, full.config.route_count);
                 prev = full;
             }

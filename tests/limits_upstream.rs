@@ -114,7 +114,7 @@ async fn idle_upstream_connections_per_endpoint_are_capped() {
     assert_eq!(conns.load(Ordering::SeqCst), 100, "pooled connections served the next requests");
     assert_eq!(open.load(Ordering::SeqCst), 64, "the connections over the cap were closed");
 
-    // The endpoint leaves the configuration: its idle connections are closed at the swap.
+    // The endpoint leaves the configuration: its idle connections are closed soon after the swap.
     let (next, _) = server(Duration::ZERO).await;
     h.write("manifests.yaml", &manifest([backend_yaml("default", "slow", &[next]), Ingress::new("default", "slow").host_path("slow.test", "/", "Prefix", "slow", 80).to_yaml()]));
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -15,6 +15,7 @@ pub mod cors;
 pub mod filter;
 pub mod http;
 pub mod index;
+mod gone;
 pub mod l4;
 pub mod listener;
 pub mod path;

@@ -1,0 +1,64 @@
+//! Forgetting what the live configuration no longer uses: idle upstream connections and
+//! balancer state of endpoints that are gone, and any request series of a gone route that a
+//! request still in flight on an older configuration made after the swap dropped it.
+//!
+//! This walks every backend and route, so at 10,000 Ingresses it costs more than compiling a
+//! change. It only bounds memory, so it runs after a change is live, off the apply loop, and
+//! once for a burst of changes: when the configuration has not changed for [`QUIET`], or
+//! [`AT_MOST`] after the first change of a steady stream. (The swap itself drops the series
+//! of the routes a change removed, from the hosts it touched only.)
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Shared;
+
+/// Quiet time after a change before forgetting.
+pub const QUIET: Duration = Duration::from_millis(300);
+/// The longest forgetting waits while changes keep coming.
+pub const AT_MOST: Duration = Duration::from_secs(3);
+
+/// One forgetting pending at most; a change while one waits joins it.
+#[derive(Debug, Default)]
+pub struct Forget {
+    pending: std::sync::OnceLock<mpsc::Sender<()>>,
+}
+
+impl Forget {
+    /// Asks for `shared` to forget what its live configuration no longer uses. Inside a
+    /// runtime this returns at once; outside one it forgets before returning.
+    pub fn later(&self, shared: &Arc<Shared>) {
+        let tx = self.pending.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(1);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(run(Arc::downgrade(shared), rx));
+            }
+            tx
+        });
+        if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+            shared.forget_unused();
+        }
+    }
+}
+
+/// Ends when the `Shared` is dropped: its sender goes with it.
+async fn run(shared: Weak<Shared>, mut asked: mpsc::Receiver<()>) {
+    while asked.recv().await.is_some() {
+        let deadline = Instant::now() + AT_MOST;
+        loop {
+            let quiet_until = (Instant::now() + QUIET).min(deadline);
+            match tokio::time::timeout_at(quiet_until, asked.recv()).await {
+                Ok(Some(())) if Instant::now() < deadline => continue,
+                Ok(None) => return,
+                _ => break,
+            }
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        if tokio::task::spawn_blocking(move || shared.forget_unused()).await.is_err() {
+            return;
+        }
+    }
+}
