@@ -135,6 +135,14 @@ impl Engine {
         for e in &listen_errors {
             tracing::error!("{e}; the other listeners keep serving");
         }
+        let down: Vec<(u16, String)> = listen_errors.iter().filter_map(|e| Some((compile::gateway::listener_port(&e.name)?, e.error.clone()))).collect();
+        let status = if down.is_empty() {
+            status
+        } else {
+            let mut marked = (*status).clone();
+            compile::gateway::ports_unavailable(&mut marked, &store, &down);
+            Arc::new(marked)
+        };
         diags.extend(listen_errors.iter().filter_map(port_diagnostic));
         diags.sort();
         if let Some(t) = seen_at {

@@ -312,8 +312,10 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Running> {
     log_report(&report, &metrics);
     let first = front.engine.apply(source.store(), standing_errors(&source), None);
     // A taken HTTP or HTTPS port fails the start; a TCP or UDP service's port is reported on
-    // its ConfigMap key instead, and the rest serves.
-    if let Some(e) = first.listen_errors.iter().find(|e| e.source.is_none()) {
+    // its ConfigMap key instead, a Gateway listener's on the Gateway's status, and the rest
+    // serves.
+    let gateway = |e: &crate::proxy::listener::ListenError| crate::compile::gateway::listener_port(&e.name).is_some();
+    if let Some(e) = first.listen_errors.iter().find(|e| e.source.is_none() && !gateway(e)) {
         anyhow::bail!("{e}");
     }
     let (http, https) = (front.listener("http")?, front.listener("https")?);

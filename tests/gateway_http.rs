@@ -174,3 +174,47 @@ async fn a_backend_ref_that_cannot_be_resolved_answers_500() {
     assert_eq!(get_on(&h.client, port, "x", "/other-ns", &[]).await.0, 500, "no ReferenceGrant");
     assert_eq!(get_on(&h.client, port, "x", "/", &[]).await, (200, Some("web".into())));
 }
+
+/// The conditions of a Gateway (`None`) or of one of its listeners, as `type=status (reason)`.
+fn conditions(h: &Harness, gateway: &str, listener: Option<&str>) -> Vec<String> {
+    let snap = h.running.snapshot.load();
+    let gs = &snap.status.gateway.gateways[&("default".to_string(), gateway.to_string())];
+    let list = match listener {
+        None => &gs.conditions,
+        Some(name) => &gs.listeners.iter().find(|l| l.name == name).expect("the listener has a status").conditions,
+    };
+    list.iter().map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)).collect()
+}
+
+/// A Gateway listener whose port is taken does not stop the start: the Ingress listener and the
+/// Gateway's other listener serve, the Gateway's status names the port that cannot be opened,
+/// and once the port is free the next change opens it.
+#[tokio::test]
+async fn a_gateway_listener_on_a_taken_port_is_reported_and_the_rest_serves() {
+    let web = echo("web").await;
+    let taken = std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+    let (busy, open) = (taken.local_addr().unwrap().port(), free_port());
+    let docs = |note: &str| manifest([
+        gateway_class("vestibule", CONTROLLER),
+        gateway("default", "gw", "vestibule", vec![listener("busy", busy, "HTTP", json!({})), listener("open", open, "HTTP", json!({}))]),
+        route("HTTPRoute", "default", "shop", "2024-01-01T00:00:00Z", json!({"parentRefs": [{"name": "gw"}], "hostnames": ["shop.example.com"], "rules": [{"backendRefs": [backend_ref("web", 1)]}]})),
+        backend_yaml("default", "web", &[web.addr]),
+        Ingress::new("default", note).created("2020-01-01T00:00:00Z").host_path("ing.example.com", "/", "Prefix", "web", 80).to_yaml(),
+    ]);
+    let h = start(&docs("first")).await;
+    assert_eq!(h.route("ing.example.com", "/").await, (200, Some("web".into())), "the Ingress listener serves");
+    assert_eq!(get_on(&h.client, open, "shop.example.com", "/", &[]).await, (200, Some("web".into())), "the free Gateway port serves");
+    let busy_now = conditions(&h, "gw", Some("busy"));
+    assert!(busy_now.contains(&"Accepted=False (PortUnavailable)".to_string()) && busy_now.contains(&"Programmed=False (Pending)".to_string()), "{busy_now:?}");
+    assert!(conditions(&h, "gw", Some("open")).contains(&"Programmed=True (Programmed)".to_string()));
+    assert!(conditions(&h, "gw", None).contains(&"Programmed=True (Programmed)".to_string()), "one listener is served");
+
+    drop(taken);
+    h.write("manifests.yaml", &docs("second"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !conditions(&h, "gw", Some("busy")).contains(&"Accepted=True (Accepted)".to_string()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(conditions(&h, "gw", Some("busy")).contains(&"Programmed=True (Programmed)".to_string()), "{:?}", conditions(&h, "gw", Some("busy")));
+    assert_eq!(get_on(&h.client, busy, "shop.example.com", "/", &[]).await, (200, Some("web".into())), "the port opened at the next change");
+}

@@ -19,6 +19,7 @@ pub(in crate::compile) mod refs;
 pub mod report;
 mod routes;
 mod tls_route;
+mod unavailable;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use super::builder::Builder;
 use crate::config::{Config, ListenerProtocol, ListenerSpec, Passthrough, RouteTable, TlsCerts, VirtualHost};
 
 pub use attach::selects;
+pub use unavailable::ports_unavailable;
 
 /// What the Gateway routes add per listener port, until `place` puts it into the `Config`.
 #[derive(Debug, Default)]
@@ -87,7 +89,7 @@ fn cert_names(cert: &crate::config::TlsCert) -> Vec<String> {
 
 /// Opens the Gateway-only ports (on `--bind-address`) beside the Ingress listeners.
 pub(super) fn listener_specs(t: &GwTables, bind: std::net::IpAddr) -> Vec<ListenerSpec> {
-    t.ports.iter().map(|(port, protocol)| ListenerSpec { name: format!("gateway-{port}"), addr: SocketAddr::new(bind, *port), protocol: *protocol, proxy_protocol: false }).collect()
+    t.ports.iter().map(|(port, protocol)| ListenerSpec { name: listener_name(*port), addr: SocketAddr::new(bind, *port), protocol: *protocol, proxy_protocol: false }).collect()
 }
 
 /// Puts the per-port tables into `config` (whose Ingress hosts are already placed). On an
@@ -161,4 +163,14 @@ fn merge(old: Option<Arc<VirtualHost>>, mut new: VirtualHost) -> Arc<VirtualHost
     v.gateway = true;
     v.sort_routes();
     Arc::new(v)
+}
+
+/// The name of the listener that serves the Gateway listeners on `port`.
+pub fn listener_name(port: u16) -> String {
+    format!("gateway-{port}")
+}
+
+/// The port of a listener named by [`listener_name`]; `None` for any other listener.
+pub fn listener_port(name: &str) -> Option<u16> {
+    name.strip_prefix("gateway-")?.parse().ok()
 }
