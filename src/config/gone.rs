@@ -23,14 +23,17 @@ impl<'a> Diff<'a> {
         let mut matched = 0;
         for (host, v) in old {
             match new.get(host) {
-                Some(n) if Arc::ptr_eq(n, v) => self.kept.push(v),
+                Some(n) if Arc::ptr_eq(n, v) => {
+                    self.kept.push(v);
+                    matched += 1;
+                }
                 Some(n) => {
                     self.left.push(v);
                     self.came.push(n);
+                    matched += 1;
                 }
                 None => self.left.push(v),
             }
-            matched += new.contains_key(host) as usize;
         }
         if matched < new.len() {
             self.came.extend(new.iter().filter(|(host, _)| !old.contains_key(*host)).map(|(_, v)| &**v));
