@@ -408,7 +408,12 @@ fn merge_last_good(prev: Vec<SharedObject>, parsed: &mut parse::Parsed) -> Vec<S
     if parsed.fatal {
         return prev;
     }
-    let mut objects: Vec<SharedObject> = std::mem::take(&mut parsed.objects).into_iter().map(SharedObject::from).collect();
+    // Into a new vector, not the parsed one: `collect` would reuse that allocation, sized for
+    // whole objects (hundreds of bytes each, with the growth's slack) where the shared ones
+    // are two words, and keep it for as long as the file is held (130 MB at 10,000 Ingresses).
+    let parsed_objects = std::mem::take(&mut parsed.objects);
+    let mut objects: Vec<SharedObject> = Vec::with_capacity(parsed_objects.len());
+    objects.extend(parsed_objects.into_iter().map(SharedObject::from));
     if parsed.errors.is_empty() {
         return objects;
     }
