@@ -16,6 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute};
 
+mod slice;
+pub use slice::{Slice, SliceEndpoint, SlicePort};
+
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -101,7 +104,7 @@ pub enum SharedObject {
     Ingress(Arc<Ingress>),
     IngressClass(Arc<IngressClass>),
     Service(Arc<Service>),
-    EndpointSlice(Arc<EndpointSlice>),
+    EndpointSlice(Arc<Slice>),
     Secret(Arc<Secret>),
     ConfigMap(Arc<ConfigMap>),
     Namespace(Arc<Namespace>),
@@ -119,7 +122,7 @@ impl From<Object> for SharedObject {
             Object::Ingress(o) => SharedObject::Ingress(Arc::new(o)),
             Object::IngressClass(o) => SharedObject::IngressClass(Arc::new(o)),
             Object::Service(o) => SharedObject::Service(Arc::new(o)),
-            Object::EndpointSlice(o) => SharedObject::EndpointSlice(Arc::new(o)),
+            Object::EndpointSlice(o) => SharedObject::EndpointSlice(Arc::new(Slice::from(&o))),
             Object::Secret(o) => SharedObject::Secret(Arc::new(o)),
             Object::ConfigMap(o) => SharedObject::ConfigMap(Arc::new(o)),
             Object::Namespace(o) => SharedObject::Namespace(Arc::new(o)),
@@ -178,25 +181,24 @@ impl SharedObject {
     }
 
     pub fn obj_ref(&self) -> ObjRef {
-        let (kind, meta, namespaced) = match self {
-            SharedObject::Ingress(o) => ("Ingress", &o.metadata, true),
-            SharedObject::IngressClass(o) => ("IngressClass", &o.metadata, false),
-            SharedObject::Service(o) => ("Service", &o.metadata, true),
-            SharedObject::EndpointSlice(o) => ("EndpointSlice", &o.metadata, true),
-            SharedObject::Secret(o) => ("Secret", &o.metadata, true),
-            SharedObject::ConfigMap(o) => ("ConfigMap", &o.metadata, true),
-            SharedObject::Namespace(o) => ("Namespace", &o.metadata, false),
-            SharedObject::GatewayClass(o) => ("GatewayClass", &o.metadata, false),
-            SharedObject::Gateway(o) => ("Gateway", &o.metadata, true),
-            SharedObject::HTTPRoute(o) => ("HTTPRoute", &o.metadata, true),
-            SharedObject::GRPCRoute(o) => ("GRPCRoute", &o.metadata, true),
-            SharedObject::TLSRoute(o) => ("TLSRoute", &o.metadata, true),
-            SharedObject::ReferenceGrant(o) => ("ReferenceGrant", &o.metadata, true),
-        };
-        ObjRef {
-            kind,
-            namespace: if namespaced { meta.namespace.clone().unwrap_or_default() } else { String::new() },
-            name: meta.name.clone().unwrap_or_default(),
+        fn named(kind: &'static str, meta: &ObjectMeta, namespaced: bool) -> ObjRef {
+            let namespace = if namespaced { meta.namespace.clone().unwrap_or_default() } else { String::new() };
+            ObjRef { kind, namespace, name: meta.name.clone().unwrap_or_default() }
+        }
+        match self {
+            SharedObject::Ingress(o) => named("Ingress", &o.metadata, true),
+            SharedObject::IngressClass(o) => named("IngressClass", &o.metadata, false),
+            SharedObject::Service(o) => named("Service", &o.metadata, true),
+            SharedObject::EndpointSlice(o) => ObjRef { kind: "EndpointSlice", namespace: o.namespace.clone(), name: o.name.clone() },
+            SharedObject::Secret(o) => named("Secret", &o.metadata, true),
+            SharedObject::ConfigMap(o) => named("ConfigMap", &o.metadata, true),
+            SharedObject::Namespace(o) => named("Namespace", &o.metadata, false),
+            SharedObject::GatewayClass(o) => named("GatewayClass", &o.metadata, false),
+            SharedObject::Gateway(o) => named("Gateway", &o.metadata, true),
+            SharedObject::HTTPRoute(o) => named("HTTPRoute", &o.metadata, true),
+            SharedObject::GRPCRoute(o) => named("GRPCRoute", &o.metadata, true),
+            SharedObject::TLSRoute(o) => named("TLSRoute", &o.metadata, true),
+            SharedObject::ReferenceGrant(o) => named("ReferenceGrant", &o.metadata, true),
         }
     }
 }
@@ -231,7 +233,7 @@ pub struct Store {
     pub ingresses: Map<Key, Arc<Ingress>>,
     pub ingress_classes: Map<String, Arc<IngressClass>>,
     pub services: Map<Key, Arc<Service>>,
-    pub endpoint_slices: Map<Key, Arc<EndpointSlice>>,
+    pub endpoint_slices: Map<Key, Arc<Slice>>,
     pub secrets: Map<Key, Arc<Secret>>,
     pub config_maps: Map<Key, Arc<ConfigMap>>,
     pub namespaces: Map<String, Arc<Namespace>>,
@@ -262,7 +264,7 @@ impl Store {
                 self.services.insert(key(&o.metadata), Arc::new(o));
             }
             Object::EndpointSlice(o) => {
-                self.endpoint_slices.insert(key(&o.metadata), Arc::new(o));
+                self.endpoint_slices.insert(key(&o.metadata), Arc::new(Slice::from(&o)));
             }
             Object::Secret(o) => {
                 self.secrets.insert(key(&o.metadata), Arc::new(o));
@@ -310,7 +312,7 @@ impl Store {
                 self.services.insert(k(o.as_ref()), o.clone());
             }
             SharedObject::EndpointSlice(o) => {
-                self.endpoint_slices.insert(k(o.as_ref()), o.clone());
+                self.endpoint_slices.insert((o.namespace.clone(), o.name.clone()), o.clone());
             }
             SharedObject::Secret(o) => {
                 self.secrets.insert(k(o.as_ref()), o.clone());

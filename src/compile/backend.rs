@@ -5,32 +5,31 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressServiceBackend;
 
 use super::annotations::ProxySsl;
 use super::diag::{Diagnostic, Reason, Severity};
 use super::validate;
 use crate::config::{Backend, BackendProtocol, Policy, UpstreamTls};
-use crate::store::{Key, ObjRef, Store};
+use crate::store::{Key, ObjRef, Slice, Store};
 
 pub use crate::store::SERVICE_NAME_LABEL;
 
 /// The names of the EndpointSlices of each Service (namespace, Service name), kept by a caller
 /// that follows changes, so that a compile of a few hosts need not index every slice.
-pub type SlicesByService = HashMap<Key, std::collections::BTreeSet<String>>;
+pub type SlicesByService = HashMap<Key, super::few::Few<String>>;
 
 /// EndpointSlices by the namespace and name of the Service they belong to.
 pub struct SliceIndex<'a> {
-    by_service: HashMap<&'a str, HashMap<&'a str, Vec<&'a EndpointSlice>>>,
+    by_service: HashMap<&'a str, HashMap<&'a str, Vec<&'a Slice>>>,
     kept: Option<(&'a Store, &'a SlicesByService)>,
 }
 
 impl<'a> SliceIndex<'a> {
     pub fn new(store: &'a Store) -> Self {
-        let mut by_service: HashMap<&str, HashMap<&str, Vec<&EndpointSlice>>> = HashMap::new();
+        let mut by_service: HashMap<&str, HashMap<&str, Vec<&Slice>>> = HashMap::new();
         for ((ns, _), slice) in &store.endpoint_slices {
-            if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+            if let Some(svc) = &slice.service {
                 by_service.entry(ns.as_str()).or_default().entry(svc.as_str()).or_default().push(slice);
             }
         }
@@ -43,7 +42,7 @@ impl<'a> SliceIndex<'a> {
     }
 
     /// The slices of `ns/svc`, in the order of their names.
-    pub fn slices(&self, ns: &str, svc: &str) -> Vec<&'a EndpointSlice> {
+    pub fn slices(&self, ns: &str, svc: &str) -> Vec<&'a Slice> {
         if let Some((store, kept)) = self.kept {
             let names = kept.get(&(ns.to_string(), svc.to_string())).into_iter().flatten();
             return names.filter_map(|n| store.endpoint_slices.get(&(ns.to_string(), n.clone())).map(|s| &**s)).collect();
@@ -97,7 +96,7 @@ pub(super) fn cluster_endpoint(svc: &Service, port: &ServicePort) -> Option<Sock
 
 /// Ready, non-terminating endpoint addresses for one Service port. Ports and addresses that
 /// cannot be dialled are left out (`slice_diagnostics` reports them).
-pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAddr> {
+pub fn endpoints(slices: &[&Slice], port: &ServicePort) -> Vec<SocketAddr> {
     let want = port.name.as_deref().unwrap_or("");
     let mut out = Vec::new();
     for slice in slices {
@@ -106,22 +105,19 @@ pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAdd
         }
         let Some(slice_port) = slice
             .ports
-            .as_deref()
-            .unwrap_or(&[])
             .iter()
             .find(|p| p.name.as_deref().unwrap_or("") == want)
             .and_then(|p| validate::endpoint_port(p.port?).ok())
         else {
             continue;
         };
-        for ep in slice.endpoints.iter().flatten() {
-            let cond = ep.conditions.as_ref();
-            let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-            let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+        for ep in slice.endpoints.iter() {
+            let ready = ep.ready.unwrap_or(true);
+            let terminating = ep.terminating.unwrap_or(false);
             if !ready || terminating {
                 continue;
             }
-            for addr in &ep.addresses {
+            for addr in ep.addresses.iter() {
                 if let Ok(ip) = validate::endpoint_ip(&slice.address_type, addr) {
                     out.push(SocketAddr::new(ip, slice_port));
                 }
@@ -130,6 +126,7 @@ pub fn endpoints(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<SocketAdd
     }
     out.sort();
     out.dedup();
+    out.shrink_to_fit();
     out
 }
 
@@ -144,7 +141,7 @@ pub fn slice_diagnostics(store: &Store) -> Vec<Diagnostic> {
 }
 
 /// What `slice_diagnostics` reports about one slice.
-pub fn diagnostics_of_slice(ns: &str, name: &str, slice: &EndpointSlice) -> Vec<Diagnostic> {
+pub fn diagnostics_of_slice(ns: &str, name: &str, slice: &Slice) -> Vec<Diagnostic> {
     let oref = ObjRef::new("EndpointSlice", ns, name);
     let mut out = Vec::new();
     for e in validate::endpoint_slice(slice) {
@@ -261,6 +258,7 @@ impl<'a> Resolver<'a> {
 mod tests {
     use super::*;
     use crate::store::Object;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
 
     /// Slices from the API server are not checked as they arrive: what cannot be dialled is left
     /// out of the endpoints and reported on the slice, naming the field.

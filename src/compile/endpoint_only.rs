@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::backend::{self, PortRef};
+use super::few::Few;
 use super::incremental::{Index, Previous, slice_service};
 use super::{Compiled, Diagnostic, configmap, Settings};
 use crate::config::{Backend, Config, VirtualHost, WeightedBackend};
@@ -38,7 +39,7 @@ pub fn patch(index: &mut Index, prev: Previous<'_>, store: &Store, changed: &[Ob
     }
     // The Services whose slices changed, and the slices each has now.
     let keys: Vec<Key> = changed.iter().map(|r| (r.namespace.clone(), r.name.clone())).collect();
-    let mut services: HashMap<Key, BTreeSet<String>> = HashMap::new();
+    let mut services: HashMap<Key, Few<String>> = HashMap::new();
     for key in &keys {
         let before = index.slice_service.get(key).cloned();
         let now = store.endpoint_slices.get(key).and_then(|s| slice_service(s));
@@ -125,7 +126,7 @@ pub fn patch(index: &mut Index, prev: Previous<'_>, store: &Store, changed: &[Ob
 
 /// The endpoints `b` has with the slices named `names` of its Service in `store`; `None` when
 /// a compile must decide (see the module's doc).
-fn new_endpoints(store: &Store, names: &BTreeSet<String>, b: &Backend) -> Option<Vec<SocketAddr>> {
+fn new_endpoints(store: &Store, names: &Few<String>, b: &Backend) -> Option<Vec<SocketAddr>> {
     if b.endpoints.is_empty() || b.unavailable.is_some() || b.unresolved {
         return None;
     }

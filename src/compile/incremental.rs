@@ -16,10 +16,11 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use k8s_openapi::api::networking::v1::Ingress;
 
 use super::backend::{self, SlicesByService};
+use super::few::Few;
 use super::builder::Builder;
 use super::{Compiled, Diagnostic, Settings, Status, configmap, ingress, tls};
 use crate::config::Config;
-use crate::store::{Key, ObjRef, SERVICE_NAME_LABEL, Store};
+use crate::store::{Key, ObjRef, Store};
 
 /// More Ingresses than this in one change: a full compile is as quick.
 const MAX_INGRESSES: usize = 512;
@@ -30,9 +31,9 @@ const MAX_INGRESSES: usize = 512;
 #[derive(Debug, Default)]
 pub struct Index {
     pub(super) hosts_of: HashMap<Key, Vec<String>>,
-    pub(super) ingresses_of: HashMap<String, BTreeSet<Key>>,
+    pub(super) ingresses_of: HashMap<String, Few<Key>>,
     pub(super) names_of: HashMap<Key, Vec<Key>>,
-    pub(super) named_by: HashMap<Key, BTreeSet<Key>>,
+    pub(super) named_by: HashMap<Key, Few<Key>>,
     /// Ingresses whose effect reaches past their own hosts.
     pub(super) global: HashSet<Key>,
     pub(super) slices: SlicesByService,
@@ -86,8 +87,8 @@ fn is_global(ing: &Ingress) -> bool {
     no_rules || cross
 }
 
-pub(super) fn slice_service(slice: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<String> {
-    slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned()
+pub(super) fn slice_service(slice: &crate::store::Slice) -> Option<String> {
+    slice.service.clone()
 }
 
 impl Index {
@@ -139,7 +140,7 @@ impl Index {
         self.global.remove(key);
     }
 
-    pub(super) fn add_slice(&mut self, key: &Key, slice: &k8s_openapi::api::discovery::v1::EndpointSlice) {
+    pub(super) fn add_slice(&mut self, key: &Key, slice: &crate::store::Slice) {
         if let Some(svc) = slice_service(slice) {
             self.slices.entry((key.0.clone(), svc.clone())).or_default().insert(key.1.clone());
             self.slice_service.insert(key.clone(), svc);

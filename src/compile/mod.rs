@@ -12,6 +12,7 @@ pub mod class;
 pub mod configmap;
 pub mod diag;
 pub mod explain;
+pub mod few;
 pub mod gateway;
 pub mod http_settings;
 pub mod incremental;

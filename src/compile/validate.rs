@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 /// One invalid field: its path inside the object and what is wrong with it.
@@ -213,19 +212,19 @@ pub fn endpoint_ip(address_type: &str, addr: &str) -> Result<IpAddr, String> {
 
 /// The checks for an EndpointSlice: its address type, port numbers and (unless FQDN, which is
 /// not used) addresses.
-pub fn endpoint_slice(s: &EndpointSlice) -> Vec<FieldError> {
+pub fn endpoint_slice(s: &crate::store::Slice) -> Vec<FieldError> {
     let mut errors = Vec::new();
     if !matches!(s.address_type.as_str(), "IPv4" | "IPv6" | "FQDN") {
         err(&mut errors, "addressType".into(), format!("{:?}: must be IPv4, IPv6 or FQDN", s.address_type));
         return errors;
     }
-    for (i, p) in s.ports.iter().flatten().enumerate() {
+    for (i, p) in s.ports.iter().enumerate() {
         if let Some(Err(msg)) = p.port.map(endpoint_port) {
             err(&mut errors, format!("ports[{i}].port"), msg);
         }
     }
     if s.address_type != "FQDN" {
-        for (i, ep) in s.endpoints.iter().flatten().enumerate() {
+        for (i, ep) in s.endpoints.iter().enumerate() {
             for (j, a) in ep.addresses.iter().enumerate() {
                 if let Err(msg) = endpoint_ip(&s.address_type, a) {
                     err(&mut errors, format!("endpoints[{i}].addresses[{j}]"), msg);

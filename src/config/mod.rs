@@ -94,6 +94,8 @@ impl VirtualHost {
     /// Puts the routes in precedence order and builds their index.
     pub fn sort_routes(&mut self) {
         self.order_routes();
+        // Kept for as long as the host is: without the slack of the pushes that built it.
+        self.routes.shrink_to_fit();
         self.index = Arc::new(index::RouteIndex::build(&self.routes));
     }
 

@@ -15,6 +15,7 @@
 //! over with the store, so the engine compiles only what they reach; a re-list notes the
 //! objects it found added, removed or at another `resourceVersion`.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ use super::kube_changes::{self, ChangeLog};
 use super::kube_gateway::GatewaySource;
 use super::kube_secrets::{self, SecretRefs, SecretWatches};
 use crate::store::SERVICE_NAME_LABEL;
-use crate::store::{Key, ObjRef, Store};
+use crate::store::{Key, ObjRef, Slice, Store};
 
 /// What a watch event touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,9 @@ pub struct KubeSource {
     classes: Vec<Reader<IngressClass>>,
     services: Vec<Reader<Service>>,
     slices: Vec<Reader<EndpointSlice>>,
+    /// Each slice the reflectors hold, as last converted for the store: a snapshot converts
+    /// only the slices that changed since the previous one.
+    compact_slices: std::sync::Mutex<HashMap<Key, (Arc<EndpointSlice>, Arc<Slice>)>>,
     /// The Secrets read by name.
     pub secrets: SecretWatches,
     config_maps: Vec<Reader<ConfigMap>>,
@@ -159,6 +163,7 @@ impl KubeSource {
             classes: Vec::new(),
             services: Vec::new(),
             slices: Vec::new(),
+            compact_slices: Default::default(),
             secrets: SecretWatches::new(client.clone(), Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff, log: log.clone() }, opts.secret_refs.clone(), opts.extra_secrets.iter().cloned().collect()),
             config_maps: Vec::new(),
             namespaces: Vec::new(),
@@ -280,9 +285,19 @@ impl KubeSource {
         for o in self.services.iter().flat_map(|r| r.state()) {
             s.services.insert(key(&*o), o);
         }
+        let mut compact = self.compact_slices.lock().expect("the converted slices");
+        let mut now = HashMap::with_capacity(compact.len());
         for o in self.slices.iter().flat_map(|r| r.state()) {
-            s.endpoint_slices.insert(key(&*o), o);
+            let k = key(&*o);
+            let slice = match compact.remove(&k) {
+                Some((seen, slice)) if Arc::ptr_eq(&seen, &o) => slice,
+                _ => Arc::new(Slice::from(&*o)),
+            };
+            s.endpoint_slices.insert(k.clone(), slice.clone());
+            now.insert(k, (o, slice));
         }
+        *compact = now;
+        drop(compact);
         for o in self.config_maps.iter().flat_map(|r| r.state()) {
             s.config_maps.insert(key(&*o), o);
         }

@@ -331,7 +331,7 @@ fn validate_object(obj: &Object) -> Vec<validate::FieldError> {
                 }
             }
         }
-        Object::EndpointSlice(s) => errors = validate::endpoint_slice(s),
+        Object::EndpointSlice(s) => errors = validate::endpoint_slice(&crate::store::Slice::from(s)),
         Object::Service(s) => {
             for (i, p) in s.spec.as_ref().and_then(|s| s.ports.as_ref()).into_iter().flatten().enumerate() {
                 if !(1..=65535).contains(&p.port) {
