@@ -6,7 +6,8 @@
 //! change. It only bounds memory, so it runs after a change is live, off the apply loop, and
 //! once for a burst of changes: when the configuration has not changed for [`QUIET`], or
 //! [`AT_MOST`] after the first change of a steady stream. (The swap itself drops the series
-//! of the routes a change removed, from the hosts it touched only.)
+//! of the routes a change removed, from the hosts it touched only.) Then the allocator's free
+//! pages go back to the system.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -57,8 +58,30 @@ async fn run(shared: Weak<Shared>, mut asked: mpsc::Receiver<()>) {
             }
         }
         let Some(shared) = shared.upgrade() else { return };
-        if tokio::task::spawn_blocking(move || shared.forget_unused()).await.is_err() {
+        let sweep = move || {
+            shared.forget_unused();
+            release_free_memory();
+        };
+        if tokio::task::spawn_blocking(sweep).await.is_err() {
             return;
         }
+    }
+}
+
+/// Gives the allocator's free pages back to the system. A change frees the configuration and
+/// objects it replaced, in pieces spread among pages still in use, and glibc's allocator keeps
+/// such pages: at 1,000 Ingresses, 3,000 changes grew the resident memory from 77 to 114 MB
+/// with a live heap of 34 MB, and this brought it back to 70 MB. It runs here, once per burst
+/// of changes and off the apply loop, as it walks the whole heap.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        let started = std::time::Instant::now();
+        // SAFETY: malloc_trim takes no pointer and may be called from any thread at any time.
+        unsafe { malloc_trim(0) };
+        tracing::debug!(took_ms = started.elapsed().as_secs_f64() * 1000.0, "free memory given back");
     }
 }
