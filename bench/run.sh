@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Vestibule beside nginx and HAProxy, and its control plane at 10,000 Ingresses: one command.
+# Vestibule beside nginx and HAProxy, and its control plane at up to 100,000 Ingresses: one command.
 #
-#   bench/run.sh            the full run (~15 minutes); writes docs/benchmarks.md
+#   bench/run.sh            the full run (~30 minutes); writes docs/benchmarks.md
 #   bench/run.sh --quick    a smoke test (~3 minutes, 3 s per scenario, 1,000 Ingresses)
 #
 # Installs what it uses from Debian's packages when missing (nginx and its stream module,
