@@ -358,6 +358,12 @@ http {{
             wait_until(lambda: http_get(self.p_echo, "/")[0] == 200, 10)
         if not ok:
             raise SystemExit("the backend did not answer; see bench/out/logs/backend.log and echo.log")
+        # Something else on the ports answers too: the run would measure it instead.
+        time.sleep(0.3)
+        for name, p in (("backend", self.backend), ("echo", self.echo)):
+            if p.poll() is not None:
+                raise SystemExit(f"the {name} exited (code {p.returncode}), yet its port answers: another process "
+                                 f"holds it; see bench/out/logs/{name}.log")
         if self.want_l4:
             argv = l4.backend_argv(self.loadgen, self.l4)
             self.results["commands"]["tcp-backend"] = "taskset -c %d %s" % (self.cpu_load, shlex.join(argv))
