@@ -107,7 +107,14 @@ async fn run(
                         break;
                     }
                     let now = *rx.borrow_and_update();
-                    let was = tx.send_replace(now);
+                    // Only a change is news: the status writer and the event recorder start over
+                    // on each notification (a recorder that starts over sends its Sync events
+                    // again), and the manager may repeat what it said.
+                    let mut was = now;
+                    tx.send_if_modified(|v| {
+                        was = std::mem::replace(v, now);
+                        was != now
+                    });
                     if now && !was {
                         tracing::info!(object = %lease, %identity, "became leader");
                     } else if !now && was {
