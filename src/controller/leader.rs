@@ -109,7 +109,7 @@ async fn run(
                     let now = *rx.borrow_and_update();
                     // Only a change is news: the status writer and the event recorder start over
                     // on each notification (a recorder that starts over sends its Sync events
-                    // again), and the manager may repeat what it said.
+                    // again). The manager sends only changes today; this keeps it so here.
                     let mut was = now;
                     tx.send_if_modified(|v| {
                         was = std::mem::replace(v, now);
