@@ -16,7 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant, TLSRoute};
 
+mod service;
 mod slice;
+pub use service::{Svc, SvcPort};
 pub use slice::{Slice, SliceEndpoint, SlicePort};
 
 /// The label that ties an EndpointSlice to its Service.
@@ -103,7 +105,7 @@ impl Object {
 pub enum SharedObject {
     Ingress(Arc<Ingress>),
     IngressClass(Arc<IngressClass>),
-    Service(Arc<Service>),
+    Service(Arc<Svc>),
     EndpointSlice(Arc<Slice>),
     Secret(Arc<Secret>),
     ConfigMap(Arc<ConfigMap>),
@@ -121,7 +123,7 @@ impl From<Object> for SharedObject {
         match o {
             Object::Ingress(o) => SharedObject::Ingress(Arc::new(o)),
             Object::IngressClass(o) => SharedObject::IngressClass(Arc::new(o)),
-            Object::Service(o) => SharedObject::Service(Arc::new(o)),
+            Object::Service(o) => SharedObject::Service(Arc::new(Svc::from(&o))),
             Object::EndpointSlice(o) => SharedObject::EndpointSlice(Arc::new(Slice::from(&o))),
             Object::Secret(o) => SharedObject::Secret(Arc::new(o)),
             Object::ConfigMap(o) => SharedObject::ConfigMap(Arc::new(o)),
@@ -188,7 +190,7 @@ impl SharedObject {
         match self {
             SharedObject::Ingress(o) => named("Ingress", &o.metadata, true),
             SharedObject::IngressClass(o) => named("IngressClass", &o.metadata, false),
-            SharedObject::Service(o) => named("Service", &o.metadata, true),
+            SharedObject::Service(o) => ObjRef { kind: "Service", namespace: o.namespace.clone(), name: o.name.clone() },
             SharedObject::EndpointSlice(o) => ObjRef { kind: "EndpointSlice", namespace: o.namespace.clone(), name: o.name.clone() },
             SharedObject::Secret(o) => named("Secret", &o.metadata, true),
             SharedObject::ConfigMap(o) => named("ConfigMap", &o.metadata, true),
@@ -232,7 +234,7 @@ impl fmt::Display for ObjRef {
 pub struct Store {
     pub ingresses: Map<Key, Arc<Ingress>>,
     pub ingress_classes: Map<String, Arc<IngressClass>>,
-    pub services: Map<Key, Arc<Service>>,
+    pub services: Map<Key, Arc<Svc>>,
     pub endpoint_slices: Map<Key, Arc<Slice>>,
     pub secrets: Map<Key, Arc<Secret>>,
     pub config_maps: Map<Key, Arc<ConfigMap>>,
@@ -261,7 +263,7 @@ impl Store {
                 self.ingress_classes.insert(o.metadata.name.clone().unwrap_or_default(), Arc::new(o));
             }
             Object::Service(o) => {
-                self.services.insert(key(&o.metadata), Arc::new(o));
+                self.services.insert(key(&o.metadata), Arc::new(Svc::from(&o)));
             }
             Object::EndpointSlice(o) => {
                 self.endpoint_slices.insert(key(&o.metadata), Arc::new(Slice::from(&o)));
@@ -309,7 +311,7 @@ impl Store {
                 self.ingress_classes.insert(o.metadata.name.clone().unwrap_or_default(), o.clone());
             }
             SharedObject::Service(o) => {
-                self.services.insert(k(o.as_ref()), o.clone());
+                self.services.insert((o.namespace.clone(), o.name.clone()), o.clone());
             }
             SharedObject::EndpointSlice(o) => {
                 self.endpoint_slices.insert((o.namespace.clone(), o.name.clone()), o.clone());

@@ -4,14 +4,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::networking::v1::IngressServiceBackend;
 
 use super::annotations::ProxySsl;
 use super::diag::{Diagnostic, Reason, Severity};
 use super::validate;
 use crate::config::{Backend, BackendProtocol, Policy, UpstreamTls};
-use crate::store::{Key, ObjRef, Slice, Store};
+use crate::store::{Key, ObjRef, Slice, Store, Svc, SvcPort};
 
 pub use crate::store::SERVICE_NAME_LABEL;
 
@@ -52,11 +51,10 @@ impl<'a> SliceIndex<'a> {
 }
 
 /// The Service port an Ingress backend names, by number or by name.
-pub(super) fn service_port<'s>(svc: &'s Service, port: &PortRef) -> Option<&'s ServicePort> {
-    let ports = svc.spec.as_ref()?.ports.as_deref()?;
+pub(super) fn service_port<'s>(svc: &'s Svc, port: &PortRef) -> Option<&'s SvcPort> {
     match port {
-        PortRef::Number(n) => ports.iter().find(|p| p.port == *n),
-        PortRef::Name(name) => ports.iter().find(|p| p.name.as_deref() == Some(name.as_str())),
+        PortRef::Number(n) => svc.port_numbered(*n),
+        PortRef::Name(name) => svc.port_named(name),
     }
 }
 
@@ -87,8 +85,8 @@ impl PortRef {
 }
 
 /// The Service's ClusterIP and port (`service-upstream`), when it has a usable ClusterIP.
-pub(super) fn cluster_endpoint(svc: &Service, port: &ServicePort) -> Option<SocketAddr> {
-    let ip = svc.spec.as_ref()?.cluster_ip.as_deref()?;
+pub(super) fn cluster_endpoint(svc: &Svc, port: &SvcPort) -> Option<SocketAddr> {
+    let ip = svc.cluster_ip.as_deref()?;
     let ip: std::net::IpAddr = ip.parse().ok()?;
     let port = validate::endpoint_port(port.port).ok()?;
     (!ip.is_unspecified() && !ip.is_multicast()).then_some(SocketAddr::new(ip, port))
@@ -96,7 +94,7 @@ pub(super) fn cluster_endpoint(svc: &Service, port: &ServicePort) -> Option<Sock
 
 /// Ready, non-terminating endpoint addresses for one Service port. Ports and addresses that
 /// cannot be dialled are left out (`slice_diagnostics` reports them).
-pub fn endpoints(slices: &[&Slice], port: &ServicePort) -> Vec<SocketAddr> {
+pub fn endpoints(slices: &[&Slice], port: &SvcPort) -> Vec<SocketAddr> {
     let want = port.name.as_deref().unwrap_or("");
     let mut out = Vec::new();
     for slice in slices {
@@ -199,7 +197,7 @@ impl<'a> Resolver<'a> {
         let (endpoints, problem) = match self.store.services.get(&(ns.to_string(), service.to_string())) {
             None => (Vec::new(), Some((Reason::ServiceNotFound, format!("Service {ns}/{service} not found; requests answer 503")))),
             Some(svc) => {
-                if svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+                if svc.external_name {
                     (Vec::new(), Some((Reason::Unsupported, format!("Service {ns}/{service} is of type ExternalName, not supported yet; requests answer 503"))))
                 } else {
                     match service_port(svc, port) {
@@ -248,7 +246,7 @@ impl<'a> Resolver<'a> {
             .store
             .services
             .get(&(ns.to_string(), service.to_string()))
-            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port))
+            .and_then(|s| s.ports.first().map(|p| p.port))
             .unwrap_or(80);
         self.resolve(ns, service, &PortRef::Number(port), &Reach::default())
     }
@@ -276,7 +274,7 @@ mod tests {
         let mut store = Store::default();
         store.insert(Object::EndpointSlice(slice("web-zero", 0, &["10.0.0.1"])));
         store.insert(Object::EndpointSlice(slice("web-bad", 8080, &["0.0.0.0", "::1", "224.0.0.1", "not-an-ip", "10.0.0.2"])));
-        let port = ServicePort { name: Some("http".into()), port: 80, ..Default::default() };
+        let port = SvcPort { name: Some("http".into()), port: 80, app_protocol: None };
         let index = SliceIndex::new(&store);
         assert_eq!(endpoints(&index.slices("default", "web"), &port), vec!["10.0.0.2:8080".parse().unwrap()]);
 

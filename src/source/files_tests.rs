@@ -78,7 +78,7 @@ fn only_the_files_the_watcher_names_are_read_and_only_changed_objects_are_report
     assert!(report.objects_changed);
     assert_eq!(report.changed_objects, Some(vec![ObjRef::new("Service", "default", "one")]));
     let store = source.store();
-    let port = |n: &str| store.services[&("default".to_string(), n.to_string())].spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port;
+    let port = |n: &str| store.services[&("default".to_string(), n.to_string())].ports[0].port;
     assert_eq!((port("one"), port("three")), (81, 80));
     assert!(Arc::ptr_eq(&two, &store.services[&("default".to_string(), "two".to_string())]), "an unchanged object stays the same allocation");
 
@@ -102,7 +102,7 @@ fn only_the_files_the_watcher_names_are_read_and_only_changed_objects_are_report
     let names: Vec<String> = source.store().services.keys().map(|k| k.1.clone()).collect();
     assert_eq!(names, ["five", "four", "three"]);
     assert_eq!(port("three"), 80, "the earlier copy of the store is not changed");
-    assert_eq!(source.store().services[&("default".to_string(), "three".to_string())].spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port, 82);
+    assert_eq!(source.store().services[&("default".to_string(), "three".to_string())].ports[0].port, 82);
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn an_object_defined_in_two_files_keeps_the_last_file_winning() {
     std::fs::write(&b, service("web", 90)).unwrap();
     let mut source = FileSource::new(vec![root.clone()], DEFAULT_MAX_SIZE);
     source.load();
-    let port = |s: &FileSource| s.store().services[&("default".to_string(), "web".to_string())].spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port;
+    let port = |s: &FileSource| s.store().services[&("default".to_string(), "web".to_string())].ports[0].port;
     assert_eq!(port(&source), 90);
     std::fs::write(&a, service("web", 81)).unwrap();
     mark(&source, &[&a]);

@@ -38,7 +38,7 @@ use super::kube_changes::{self, ChangeLog};
 use super::kube_gateway::GatewaySource;
 use super::kube_secrets::{self, SecretRefs, SecretWatches};
 use crate::store::SERVICE_NAME_LABEL;
-use crate::store::{Key, ObjRef, Slice, Store};
+use crate::store::{Key, ObjRef, Slice, Store, Svc};
 
 /// What a watch event touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,9 +114,9 @@ pub struct KubeSource {
     classes: Vec<Reader<IngressClass>>,
     services: Vec<Reader<Service>>,
     slices: Vec<Reader<EndpointSlice>>,
-    /// Each slice the reflectors hold, as last converted for the store: a snapshot converts
-    /// only the slices that changed since the previous one.
-    compact_slices: std::sync::Mutex<HashMap<Key, (Arc<EndpointSlice>, Arc<Slice>)>>,
+    /// The Services and slices the reflectors hold, as last converted for the store.
+    compact_services: Compacted<Service, Svc>,
+    compact_slices: Compacted<EndpointSlice, Slice>,
     /// The Secrets read by name.
     pub secrets: SecretWatches,
     config_maps: Vec<Reader<ConfigMap>>,
@@ -163,7 +163,8 @@ impl KubeSource {
             classes: Vec::new(),
             services: Vec::new(),
             slices: Vec::new(),
-            compact_slices: Default::default(),
+            compact_services: Compacted::default(),
+            compact_slices: Compacted::default(),
             secrets: SecretWatches::new(client.clone(), Watches { tx: tx.clone(), health: health.clone(), backoff: opts.backoff, log: log.clone() }, opts.secret_refs.clone(), opts.extra_secrets.iter().cloned().collect()),
             config_maps: Vec::new(),
             namespaces: Vec::new(),
@@ -282,22 +283,12 @@ impl KubeSource {
         for o in self.classes.iter().flat_map(|r| r.state()) {
             s.ingress_classes.insert(o.name_any(), o);
         }
-        for o in self.services.iter().flat_map(|r| r.state()) {
-            s.services.insert(key(&*o), o);
-        }
-        let mut compact = self.compact_slices.lock().expect("the converted slices");
-        let mut now = HashMap::with_capacity(compact.len());
-        for o in self.slices.iter().flat_map(|r| r.state()) {
-            let k = key(&*o);
-            let slice = match compact.remove(&k) {
-                Some((seen, slice)) if Arc::ptr_eq(&seen, &o) => slice,
-                _ => Arc::new(Slice::from(&*o)),
-            };
-            s.endpoint_slices.insert(k.clone(), slice.clone());
-            now.insert(k, (o, slice));
-        }
-        *compact = now;
-        drop(compact);
+        self.compact_services.convert(self.services.iter().flat_map(|r| r.state()), key, |k, o| {
+            s.services.insert(k, o);
+        });
+        self.compact_slices.convert(self.slices.iter().flat_map(|r| r.state()), key, |k, o| {
+            s.endpoint_slices.insert(k, o);
+        });
         for o in self.config_maps.iter().flat_map(|r| r.state()) {
             s.config_maps.insert(key(&*o), o);
         }
@@ -313,6 +304,35 @@ impl KubeSource {
             t.abort();
         }
         self.secrets.abort();
+    }
+}
+
+/// Objects of one kind as last converted for the store, by the reflector's object they came
+/// from: a snapshot converts only what changed since the previous one (a reflector replaces an
+/// object's `Arc` when, and only when, the object changes).
+struct Compacted<K, V>(std::sync::Mutex<HashMap<Key, (Arc<K>, Arc<V>)>>);
+
+impl<K, V> Default for Compacted<K, V> {
+    fn default() -> Self {
+        Compacted(Default::default())
+    }
+}
+
+impl<K, V: for<'a> From<&'a K>> Compacted<K, V> {
+    /// Hands `put` the converted form of each of `objects`, and forgets the ones not among them.
+    fn convert(&self, objects: impl Iterator<Item = Arc<K>>, key: impl Fn(&K) -> Key, mut put: impl FnMut(Key, Arc<V>)) {
+        let mut seen = self.0.lock().expect("the converted objects");
+        let mut now = HashMap::with_capacity(seen.len());
+        for o in objects {
+            let k = key(&o);
+            let v = match seen.remove(&k) {
+                Some((was, v)) if Arc::ptr_eq(&was, &o) => v,
+                _ => Arc::new(V::from(&o)),
+            };
+            put(k.clone(), v.clone());
+            now.insert(k, (o, v));
+        }
+        *seen = now;
     }
 }
 

@@ -42,7 +42,7 @@ pub fn backend(b: &mut Builder, kind: &str, route_ns: &str, r: &gw::BackendRef, 
     let Some(svc) = b.store.services.get(&(ns.clone(), r.name.clone())) else {
         return fail("BackendNotFound", format!("Service {ns}/{} not found", r.name));
     };
-    let Some(sp) = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).and_then(|ps| ps.iter().find(|p| p.port == port)) else {
+    let Some(sp) = svc.port_numbered(port) else {
         return fail("BackendNotFound", format!("Service {ns}/{} has no port {port}", r.name));
     };
     let protocol = match sp.app_protocol.as_deref() {
