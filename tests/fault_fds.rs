@@ -42,6 +42,13 @@ async fn out_of_descriptors_it_keeps_serving_defers_new_connections_and_recovers
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_flood = steady.ok();
     assert!(before_flood >= 4, "the steady clients are served");
+    // Four requests at once that each take 200 ms leave four pooled connections to the backend:
+    // the steady clients' requests, should two overlap while saturated, each find one instead of
+    // needing a socket that no free descriptor allows.
+    let warm = load::client(Duration::from_secs(5));
+    let warmed = futures_util::future::join_all((0..4).map(|_| load::get_echo(warm.clone(), http, "fd.test", "/?delay_ms=200", &["web"]))).await;
+    assert!(warmed.iter().all(|r| r.is_ok()), "{warmed:?}");
+    drop(warm);
     let idle_fds = load::open_fds(pid);
     // A keep-alive client that will ask, while no descriptor is free, for a backend the proxy
     // has no connection to yet.
