@@ -1,6 +1,11 @@
 use clap::Parser;
 use vestibule::cli::{Cli, Command};
 
+/// jemalloc: see Cargo.toml for why. `proxy::forget` gives its free pages back after changes.
+#[cfg(all(not(feature = "count-allocations"), not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[cfg(feature = "count-allocations")]
 #[global_allocator]
 static ALLOCATOR: vestibule::alloc_count::Counting = vestibule::alloc_count::Counting;
