@@ -115,7 +115,7 @@ pub fn endpoints(slices: &[&Slice], port: &SvcPort) -> Vec<SocketAddr> {
             if !ready || terminating {
                 continue;
             }
-            for addr in ep.addresses.iter() {
+            for addr in slice.addresses(ep) {
                 if let Ok(ip) = validate::endpoint_ip(&slice.address_type, addr) {
                     out.push(SocketAddr::new(ip, slice_port));
                 }

@@ -225,7 +225,7 @@ pub fn endpoint_slice(s: &crate::store::Slice) -> Vec<FieldError> {
     }
     if s.address_type != "FQDN" {
         for (i, ep) in s.endpoints.iter().enumerate() {
-            for (j, a) in ep.addresses.iter().enumerate() {
+            for (j, a) in s.addresses(ep).enumerate() {
                 if let Err(msg) = endpoint_ip(&s.address_type, a) {
                     err(&mut errors, format!("endpoints[{i}].addresses[{j}]"), msg);
                 }
